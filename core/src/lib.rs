@@ -1,0 +1,35 @@
+//! Domain types of capstan, shared by every other crate.
+//!
+//! Nothing here does I/O or knows about tokio: these are the words the rest of the
+//! system speaks.
+//!
+//! - [`spec`]: the operator's declaration of a pool ([`PoolSpec`]) with its launch
+//!   configurations, scaling policy, lifecycle limits, schedules and budget, plus the
+//!   documented defaults for everything optional.
+//! - [`validate`]: turning untrusted YAML or JSON into a [`PoolSpec`], reporting *every*
+//!   problem at once, each with the path of the field it is about
+//!   (`launch_configs[2].capacity: must be >= 1`). Unknown fields are errors.
+//! - [`worker`]: a [`Worker`] (one machine of a pool) and its explicit state machine;
+//!   an illegal transition is an error, never a silent overwrite.
+//! - [`queue`]: [`QueueSample`], the demand signal of a pool.
+//! - [`time`]: [`Timestamp`], the one clock type. Decision code takes "now" as an
+//!   argument, so the simulator and tests drive it.
+//! - [`id`]: validated identifiers.
+
+pub mod id;
+pub mod queue;
+pub mod schedule;
+pub mod spec;
+pub mod time;
+pub mod validate;
+pub mod worker;
+
+pub use id::{IdError, PoolId, WorkerId};
+pub use queue::QueueSample;
+pub use spec::{
+    Budget, LaunchConfig, Lifecycle, Market, PoolSpec, ProviderKind, Scaling, ScalingPolicy,
+    Schedule,
+};
+pub use time::Timestamp;
+pub use validate::{FieldError, SpecErrors};
+pub use worker::{TransitionError, Worker, WorkerState};
