@@ -12,11 +12,18 @@
 //! - [`worker`]: a [`Worker`] (one machine of a pool) and its explicit state machine;
 //!   an illegal transition is an error, never a silent overwrite.
 //! - [`queue`]: [`QueueSample`], the demand signal of a pool.
+//! - [`offering`]: [`Offering`] (a launch config as something to buy) and
+//!   [`OfferingHealth`] (which ones recently failed, until when).
+//! - [`forecast`]: [`Forecast`], the predictor's answer: slots needed at `now + lead`.
+//! - [`plan`]: [`Plan`], the planner's answer: [`Action`]s plus a [`PlanReport`].
 //! - [`time`]: [`Timestamp`], the one clock type. Decision code takes "now" as an
 //!   argument, so the simulator and tests drive it.
 //! - [`id`]: validated identifiers.
 
+pub mod forecast;
 pub mod id;
+pub mod offering;
+pub mod plan;
 pub mod queue;
 pub mod schedule;
 pub mod spec;
@@ -24,7 +31,12 @@ pub mod time;
 pub mod validate;
 pub mod worker;
 
+pub use forecast::{Forecast, ForecastPoint, Quantile};
 pub use id::{IdError, PoolId, WorkerId};
+pub use offering::{Offering, OfferingHealth, Unavailability};
+pub use plan::{
+    Action, LaunchLog, Plan, PlanReport, SkipReason, SkippedOffering, TargetTerm, TerminateReason,
+};
 pub use queue::QueueSample;
 pub use spec::{
     Budget, LaunchConfig, Lifecycle, Market, PoolSpec, ProviderKind, Scaling, ScalingPolicy,

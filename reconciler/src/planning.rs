@@ -1,0 +1,414 @@
+//! The pure planner: (spec, workers, forecast, offering health, now) → [`Plan`].
+//!
+//! No I/O, no clock, no randomness: the same inputs give the same plan, which is what
+//! lets the simulator replay history through exactly this code and lets tests check
+//! its invariants with proptest.
+//!
+//! How a plan is made:
+//!
+//! 1. **Clean-up terminations.** Failed workers, workers that never registered within
+//!    `registration_timeout_s`, registered workers whose heartbeat is older than
+//!    `heartbeat_timeout_s`, and idle workers older than `max_lifetime_s` are
+//!    terminated whatever the target. They stop counting as capacity.
+//! 2. **Target.** `max(forecast target, backlog target)`, raised to the pool's floor
+//!    (`min_capacity`, open schedule windows), cut to `max_capacity`. The report names
+//!    the term that decided it.
+//! 3. **Launches** for the gap between target and current slots: offerings by priority
+//!    then price per slot, skipping unavailable ones, ones at their own cap and ones
+//!    that would break the budget (slots up to the floor ignore the budget: the floor
+//!    is a commitment), never taking the pool over `max_capacity`, and never launching
+//!    more instances than `max_launches_per_minute` allows given the [`LaunchLog`].
+//! 4. **Scale-in** only through idle timeouts: ready workers idle for at least
+//!    `idle_timeout_s`, longest idle first, while the pool stays at or above the
+//!    target. A busy worker is never terminated for idleness. Over `max_capacity`,
+//!    idle and not-yet-ready workers are terminated (never busy ones).
+//!
+//! Idempotency tokens are `{pool}-{now_ms}-{sequence}`: deterministic, so `plan` stays
+//! pure, and unique per launch action, since a pool is planned once per instant.
+
+use capstan_core::schedule::CompiledSchedule;
+use capstan_core::{
+    Action, Forecast, LaunchLog, Offering, OfferingHealth, Plan, PlanReport, PoolSpec, SkipReason,
+    SkippedOffering, TargetTerm, TerminateReason, Timestamp, Worker, WorkerState,
+};
+
+/// Why a planner could not be built for a spec.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    /// A schedule did not compile (the spec skipped validation).
+    #[error("schedules[{index}]: {message}")]
+    BadSchedule {
+        /// Position of the schedule in the spec.
+        index: usize,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+/// A pool spec prepared for planning: schedules compiled and offerings ranked once, so
+/// each tick's [`Planner::plan`] does no parsing or sorting.
+#[derive(Debug, Clone)]
+pub struct Planner {
+    spec: PoolSpec,
+    schedules: Vec<CompiledSchedule>,
+    /// Offerings in preference order.
+    offerings: Vec<Offering>,
+}
+
+/// Plans one tick for `spec` (compiling its schedules on the way). Callers that plan
+/// the same spec repeatedly should build a [`Planner`] once instead.
+pub fn plan(
+    spec: &PoolSpec,
+    workers: &[Worker],
+    forecast: &Forecast,
+    health: &OfferingHealth,
+    now: Timestamp,
+    launches: &LaunchLog,
+) -> Result<Plan, PlanError> {
+    Ok(Planner::new(spec)?.plan(workers, forecast, health, now, launches))
+}
+
+/// Whether `w` has been idle for at least the pool's idle timeout at `now`.
+fn idle_expired(w: &Worker, idle_timeout_ms: i64, now: Timestamp) -> Option<Timestamp> {
+    if w.state != WorkerState::Ready || w.busy_slots > 0 {
+        return None;
+    }
+    let since = w.idle_since?;
+    (now.unix_ms() - since.unix_ms() >= idle_timeout_ms).then_some(since)
+}
+
+fn secs_to_ms(s: u64) -> i64 {
+    i64::try_from(s)
+        .unwrap_or(i64::MAX / 1000)
+        .saturating_mul(1000)
+}
+
+impl Planner {
+    /// Prepares `spec` for planning.
+    pub fn new(spec: &PoolSpec) -> Result<Self, PlanError> {
+        let schedules = spec
+            .schedules
+            .iter()
+            .enumerate()
+            .map(|(index, s)| {
+                CompiledSchedule::new(s)
+                    .map_err(|message| PlanError::BadSchedule { index, message })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut offerings: Vec<Offering> = spec
+            .launch_configs
+            .iter()
+            .map(|lc| Offering::from_launch_config(spec.provider, lc))
+            .collect();
+        offerings.sort_by(Offering::preference_cmp);
+        Ok(Self {
+            spec: spec.clone(),
+            schedules,
+            offerings,
+        })
+    }
+
+    /// The spec this planner plans for.
+    pub fn spec(&self) -> &PoolSpec {
+        &self.spec
+    }
+
+    /// The pool's offerings in the order the planner tries them.
+    pub fn offerings(&self) -> &[Offering] {
+        &self.offerings
+    }
+
+    /// The highest floor among schedule windows open at `now` (0 if none).
+    pub fn schedule_floor(&self, now: Timestamp) -> u32 {
+        self.schedules
+            .iter()
+            .filter(|s| s.is_open(now))
+            .map(|s| s.min_capacity)
+            .max()
+            .unwrap_or(0)
+    }
+
+    fn price_of(&self, launch_config_id: Option<&str>) -> f64 {
+        launch_config_id
+            .and_then(|id| self.offerings.iter().find(|o| o.launch_config_id == id))
+            .and_then(|o| o.price_per_hour)
+            .unwrap_or(0.0)
+    }
+
+    /// Why `w` must go regardless of demand, if it must.
+    fn cleanup_reason(&self, w: &Worker, now: Timestamp) -> Option<TerminateReason> {
+        let life = &self.spec.lifecycle;
+        let age_ms = now.unix_ms() - w.created_at.unix_ms();
+        match w.state {
+            WorkerState::Failed => Some(TerminateReason::Failed),
+            WorkerState::Requested | WorkerState::Booting
+                if w.registered_at.is_none()
+                    && age_ms >= secs_to_ms(life.registration_timeout_s) =>
+            {
+                Some(TerminateReason::RegistrationTimeout)
+            }
+            WorkerState::Ready | WorkerState::Draining
+                if w.last_heartbeat_at.is_some_and(|hb| {
+                    now.unix_ms() - hb.unix_ms() >= secs_to_ms(life.heartbeat_timeout_s)
+                }) =>
+            {
+                Some(TerminateReason::HeartbeatLost)
+            }
+            WorkerState::Ready | WorkerState::Draining
+                if w.busy_slots == 0
+                    && life
+                        .max_lifetime_s
+                        .is_some_and(|max| age_ms >= secs_to_ms(max)) =>
+            {
+                Some(TerminateReason::MaxLifetime)
+            }
+            _ => None,
+        }
+    }
+
+    /// Plans one tick. See the module docs for the rules.
+    pub fn plan(
+        &self,
+        workers: &[Worker],
+        forecast: &Forecast,
+        health: &OfferingHealth,
+        now: Timestamp,
+        launches: &LaunchLog,
+    ) -> Plan {
+        let spec = &self.spec;
+        let mut actions = Vec::new();
+
+        // 1. Clean-up, and what remains as capacity.
+        let mut current_slots: u32 = 0;
+        let mut current_cost = 0.0;
+        let mut any_idle_expired = false;
+        let idle_timeout_ms = secs_to_ms(spec.scaling.idle_timeout_s);
+        for w in workers {
+            if !w.state.is_live() || w.state == WorkerState::Terminating {
+                continue;
+            }
+            if let Some(reason) = self.cleanup_reason(w, now) {
+                actions.push(Action::Terminate {
+                    worker: w.id.clone(),
+                    reason,
+                });
+                continue;
+            }
+            if w.state.counts_as_capacity() {
+                current_slots = current_slots.saturating_add(w.capacity);
+                current_cost += self.price_of(w.launch_config_id.as_deref());
+                any_idle_expired |= idle_expired(w, idle_timeout_ms, now).is_some();
+            }
+        }
+
+        // 2. Target.
+        let schedule_slots = self.schedule_floor(now);
+        let forecast_slots = forecast.target_slots;
+        let backlog_slots = forecast.backlog_slots;
+        let (mut target, mut set_by) = if backlog_slots > forecast_slots {
+            (backlog_slots, TargetTerm::Backlog)
+        } else {
+            (forecast_slots, TargetTerm::Forecast)
+        };
+        let floor = spec.min_capacity.max(schedule_slots);
+        if floor > target {
+            target = floor;
+            set_by = if schedule_slots > spec.min_capacity {
+                TargetTerm::Schedule
+            } else {
+                TargetTerm::Min
+            };
+        }
+        if target > spec.max_capacity {
+            target = spec.max_capacity;
+            set_by = TargetTerm::Max;
+        }
+        // Slots above this ignore nothing; slots up to it ignore the budget.
+        let floor = floor.min(spec.max_capacity);
+
+        // 3. Launches.
+        let launched_last_minute = launches.launched_in_window(now);
+        let mut launches_left = spec
+            .scaling
+            .max_launches_per_minute
+            .saturating_sub(launched_last_minute);
+        let mut rate_limited = false;
+        let mut budget_limited = false;
+        let mut launch_slots: u32 = 0;
+        let mut skipped_offerings = Vec::new();
+        let mut need = target.saturating_sub(current_slots);
+        let mut seq = 0u32;
+        if need > 0 {
+            for o in &self.offerings {
+                if need == 0 {
+                    break;
+                }
+                if let Some(u) = health.unavailable(&o.launch_config_id, now) {
+                    skipped_offerings.push(SkippedOffering {
+                        launch_config_id: o.launch_config_id.clone(),
+                        reason: SkipReason::Unavailable {
+                            until: u.until,
+                            reason: u.reason.clone(),
+                        },
+                    });
+                    continue;
+                }
+                let held = offering_slots(workers, &o.launch_config_id);
+                let own_room = match o.max_slots {
+                    Some(max) if held >= max => {
+                        skipped_offerings.push(SkippedOffering {
+                            launch_config_id: o.launch_config_id.clone(),
+                            reason: SkipReason::OverOwnMax {
+                                max_slots: max,
+                                current_slots: held,
+                            },
+                        });
+                        continue;
+                    }
+                    Some(max) => (max - held) / o.slots,
+                    None => u32::MAX,
+                };
+                let pool_room = spec
+                    .max_capacity
+                    .saturating_sub(current_slots + launch_slots)
+                    / o.slots;
+                let wanted = need.div_ceil(o.slots);
+                let mut n = wanted.min(own_room).min(pool_room);
+                if n > launches_left {
+                    n = launches_left;
+                    rate_limited = true;
+                }
+                // Budget: each instance beyond the floor must fit under the ceiling.
+                if let (Some(budget), Some(price)) = (&spec.budget, o.price_per_hour) {
+                    let mut fits = 0;
+                    let mut cost = current_cost;
+                    while fits < n {
+                        let within_floor = current_slots + launch_slots + fits * o.slots < floor;
+                        if !within_floor && cost + price > budget.max_cost_per_hour + 1e-9 {
+                            break;
+                        }
+                        cost += price;
+                        fits += 1;
+                    }
+                    if fits < n {
+                        budget_limited = true;
+                        skipped_offerings.push(SkippedOffering {
+                            launch_config_id: o.launch_config_id.clone(),
+                            reason: SkipReason::OverBudget {
+                                current_cost_per_hour: cost,
+                                instance_price_per_hour: price,
+                                max_cost_per_hour: budget.max_cost_per_hour,
+                            },
+                        });
+                        n = fits;
+                    }
+                    current_cost = cost;
+                } else if let Some(price) = o.price_per_hour {
+                    current_cost += price * f64::from(n);
+                }
+                if n == 0 {
+                    continue;
+                }
+                actions.push(Action::Launch {
+                    launch_config_id: o.launch_config_id.clone(),
+                    count: n,
+                    idempotency_token: format!("{}-{}-{}", spec.id, now.unix_ms(), seq),
+                });
+                seq += 1;
+                launches_left -= n;
+                let slots = n * o.slots;
+                launch_slots += slots;
+                need = need.saturating_sub(slots);
+            }
+        }
+        let unmet_slots = need;
+        let budget_slots = spec
+            .budget
+            .as_ref()
+            .filter(|_| budget_limited)
+            .map(|_| current_slots + launch_slots);
+        if budget_limited && set_by != TargetTerm::Max {
+            set_by = TargetTerm::Budget;
+        }
+
+        // 4. Scale-in: idle timeouts above the target; then anything over max.
+        let after_launch = current_slots + launch_slots;
+        if after_launch > spec.max_capacity || (any_idle_expired && current_slots > target) {
+            let mut remaining = current_slots;
+            let mut idle: Vec<(Timestamp, &Worker)> = workers
+                .iter()
+                .filter(|w| self.cleanup_reason(w, now).is_none())
+                .filter_map(|w| idle_expired(w, idle_timeout_ms, now).map(|t| (t, w)))
+                .collect();
+            idle.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.id.cmp(&b.1.id)));
+            for (_, w) in &idle {
+                if remaining.saturating_sub(w.capacity) < target {
+                    continue;
+                }
+                remaining -= w.capacity;
+                actions.push(Action::Terminate {
+                    worker: w.id.clone(),
+                    reason: TerminateReason::IdleTimeout,
+                });
+            }
+            if remaining > spec.max_capacity {
+                // Idle ready workers first (any idle time), then not-yet-ready ones,
+                // newest first; never a busy one.
+                let mut spare: Vec<&Worker> = workers
+                    .iter()
+                    .filter(|w| w.state.counts_as_capacity() && w.busy_slots == 0)
+                    .filter(|w| self.cleanup_reason(w, now).is_none())
+                    .filter(|w| idle_expired(w, idle_timeout_ms, now).is_none())
+                    .collect();
+                spare.sort_by(|a, b| {
+                    (a.state != WorkerState::Ready)
+                        .cmp(&(b.state != WorkerState::Ready))
+                        .then_with(|| b.created_at.cmp(&a.created_at))
+                        .then_with(|| a.id.cmp(&b.id))
+                });
+                for w in spare {
+                    if remaining <= spec.max_capacity {
+                        break;
+                    }
+                    remaining -= w.capacity;
+                    actions.push(Action::Terminate {
+                        worker: w.id.clone(),
+                        reason: TerminateReason::OverMax,
+                    });
+                }
+            }
+        }
+
+        Plan {
+            actions,
+            report: PlanReport {
+                at: now,
+                policy: forecast.policy,
+                forecast_slots,
+                backlog_slots,
+                min_slots: spec.min_capacity,
+                schedule_slots,
+                max_slots: spec.max_capacity,
+                budget_slots,
+                target_slots: target,
+                target_set_by: set_by,
+                current_slots,
+                launch_slots,
+                launched_last_minute,
+                rate_limited,
+                unmet_slots,
+                skipped_offerings,
+            },
+        }
+    }
+}
+
+/// Slots that workers of one launch config hold (requested, booting, ready).
+fn offering_slots(workers: &[Worker], launch_config_id: &str) -> u32 {
+    workers
+        .iter()
+        .filter(|w| w.state.counts_as_capacity())
+        .filter(|w| w.launch_config_id.as_deref() == Some(launch_config_id))
+        .map(|w| w.capacity)
+        .sum()
+}
