@@ -1,0 +1,243 @@
+//! Pools: specs with generations, compare-and-swap updates, and reconcile leases.
+
+use capstan_core::{PoolId, PoolSpec, Timestamp};
+use serde::Serialize;
+
+use crate::audit::{AuditAction, insert_audit};
+use crate::{Store, StoreError, on_backend};
+
+/// A stored pool.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PoolRecord {
+    /// The operator's declaration.
+    pub spec: PoolSpec,
+    /// Bumped on every change; the `If-Match` value for the next update.
+    pub generation: i64,
+    /// When the pool was created.
+    pub created_at: Timestamp,
+    /// When its spec last changed.
+    pub updated_at: Timestamp,
+}
+
+type PoolRow = (String, i64, i64, i64);
+
+fn record(row: PoolRow) -> Result<PoolRecord, StoreError> {
+    let (spec, generation, created_at, updated_at) = row;
+    let spec: PoolSpec =
+        serde_json::from_str(&spec).map_err(|e| StoreError::Corrupt(format!("pool spec: {e}")))?;
+    Ok(PoolRecord {
+        spec,
+        generation,
+        created_at: Timestamp::from_unix_ms(created_at),
+        updated_at: Timestamp::from_unix_ms(updated_at),
+    })
+}
+
+fn spec_json(spec: &PoolSpec) -> Result<String, StoreError> {
+    serde_json::to_string(spec).map_err(|e| StoreError::Corrupt(format!("pool spec: {e}")))
+}
+
+impl Store {
+    /// Stores a new pool at generation 1. The spec must already be validated.
+    pub async fn create_pool(
+        &self,
+        spec: &PoolSpec,
+        actor: &str,
+        now: Timestamp,
+    ) -> Result<PoolRecord, StoreError> {
+        let json = spec_json(spec)?;
+        let id = spec.id.as_str();
+        on_backend!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let inserted = sqlx::query(
+                "INSERT INTO pools (id, spec, generation, created_at, updated_at)
+                 VALUES ($1, $2, 1, $3, $3) ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(id)
+            .bind(&json)
+            .bind(now.unix_ms())
+            .execute(&mut *tx)
+            .await?;
+            if inserted.rows_affected() == 0 {
+                return Err(StoreError::PoolExists(id.to_owned()));
+            }
+            insert_audit!(tx, now, actor, AuditAction::Create, id, None::<i64>, Some(1_i64));
+            tx.commit().await?;
+        });
+        Ok(PoolRecord {
+            spec: spec.clone(),
+            generation: 1,
+            created_at: now,
+            updated_at: now,
+        })
+    }
+
+    /// The pool with this id, if any.
+    pub async fn get_pool(&self, id: &PoolId) -> Result<Option<PoolRecord>, StoreError> {
+        let row: Option<PoolRow> = on_backend!(self, pool => {
+            sqlx::query_as("SELECT spec, generation, created_at, updated_at FROM pools WHERE id = $1")
+                .bind(id.as_str())
+                .fetch_optional(pool)
+                .await?
+        });
+        row.map(record).transpose()
+    }
+
+    /// Every pool, ordered by id.
+    pub async fn list_pools(&self) -> Result<Vec<PoolRecord>, StoreError> {
+        let rows: Vec<PoolRow> = on_backend!(self, pool => {
+            sqlx::query_as("SELECT spec, generation, created_at, updated_at FROM pools ORDER BY id")
+                .fetch_all(pool)
+                .await?
+        });
+        rows.into_iter().map(record).collect()
+    }
+
+    /// Replaces the spec of pool `id` if its generation is still `expected_generation`
+    /// (compare-and-swap), bumping the generation and writing one audit entry in the
+    /// same transaction. A moved generation is [`StoreError::GenerationConflict`] and
+    /// changes nothing.
+    pub async fn update_pool(
+        &self,
+        id: &PoolId,
+        expected_generation: i64,
+        spec: &PoolSpec,
+        actor: &str,
+        now: Timestamp,
+    ) -> Result<PoolRecord, StoreError> {
+        if spec.id != *id {
+            return Err(StoreError::Corrupt(format!(
+                "spec id {} does not match pool {id}",
+                spec.id
+            )));
+        }
+        let json = spec_json(spec)?;
+        let created: i64 = on_backend!(self, pool => {
+            let mut tx = pool.begin().await?;
+            // The conditional UPDATE is the first statement, so on SQLite the
+            // transaction takes the write lock at once (no read-then-upgrade deadlock)
+            // and on PostgreSQL a concurrent writer re-checks the generation after the
+            // row lock is released.
+            let row: Option<(i64,)> = sqlx::query_as(
+                "UPDATE pools SET spec = $1, generation = generation + 1, updated_at = $2
+                 WHERE id = $3 AND generation = $4 RETURNING created_at",
+            )
+            .bind(&json)
+            .bind(now.unix_ms())
+            .bind(id.as_str())
+            .bind(expected_generation)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some((created,)) = row else {
+                let current: Option<(i64,)> =
+                    sqlx::query_as("SELECT generation FROM pools WHERE id = $1")
+                        .bind(id.as_str())
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                return Err(match current {
+                    None => StoreError::PoolNotFound(id.to_string()),
+                    Some((current,)) => StoreError::GenerationConflict {
+                        id: id.to_string(),
+                        expected: expected_generation,
+                        current,
+                    },
+                });
+            };
+            insert_audit!(
+                tx, now, actor, AuditAction::Update, id.as_str(),
+                Some(expected_generation), Some(expected_generation + 1)
+            );
+            tx.commit().await?;
+            created
+        });
+        Ok(PoolRecord {
+            spec: spec.clone(),
+            generation: expected_generation + 1,
+            created_at: Timestamp::from_unix_ms(created),
+            updated_at: now,
+        })
+    }
+
+    /// Deletes pool `id` if its generation is still `expected_generation` and no live
+    /// worker remains; its queue samples and errors go with it, its audit entries stay.
+    pub async fn delete_pool(
+        &self,
+        id: &PoolId,
+        expected_generation: i64,
+        actor: &str,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        on_backend!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let current: Option<(i64,)> = sqlx::query_as(
+                "UPDATE pools SET updated_at = updated_at WHERE id = $1 RETURNING generation",
+            )
+            .bind(id.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+            match current {
+                None => return Err(StoreError::PoolNotFound(id.to_string())),
+                Some((current,)) if current != expected_generation => {
+                    return Err(StoreError::GenerationConflict {
+                        id: id.to_string(),
+                        expected: expected_generation,
+                        current,
+                    })
+                }
+                Some(_) => {}
+            }
+            let (live,): (i64,) = sqlx::query_as(
+                "SELECT COUNT(*) FROM workers WHERE pool_id = $1 AND state <> 'terminated'",
+            )
+            .bind(id.as_str())
+            .fetch_one(&mut *tx)
+            .await?;
+            if live > 0 {
+                return Err(StoreError::PoolHasLiveWorkers { id: id.to_string(), live });
+            }
+            for table in ["queue_samples", "pool_errors", "workers"] {
+                sqlx::query(&format!("DELETE FROM {table} WHERE pool_id = $1"))
+                    .bind(id.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            sqlx::query("DELETE FROM pools WHERE id = $1")
+                .bind(id.as_str())
+                .execute(&mut *tx)
+                .await?;
+            insert_audit!(
+                tx, now, actor, AuditAction::Delete, id.as_str(),
+                Some(expected_generation), None::<i64>
+            );
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Takes or renews the reconcile lease on pool `id` for `owner` until
+    /// `now + ttl_ms`. Succeeds when the lease is free, expired, or already `owner`'s;
+    /// returns whether `owner` holds it now. With several replicas on one PostgreSQL,
+    /// this is what keeps two of them from reconciling the same pool.
+    pub async fn try_acquire_lease(
+        &self,
+        id: &PoolId,
+        owner: &str,
+        now: Timestamp,
+        ttl_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let result = on_backend!(self, pool => {
+            sqlx::query(
+                "UPDATE pools SET lease_owner = $1, lease_expires_at = $2
+                 WHERE id = $3 AND (lease_owner IS NULL OR lease_owner = $1 OR lease_expires_at <= $4)",
+            )
+            .bind(owner)
+            .bind(now.unix_ms() + ttl_ms)
+            .bind(id.as_str())
+            .bind(now.unix_ms())
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(result == 1)
+    }
+}
