@@ -1,61 +1,303 @@
 //! Demand forecasting and capacity sizing for one pool.
 //!
-//! Queue history goes in, a [`Forecast`] comes out: the slots the pool should have ready
-//! at `now + lead` (lead = launch-to-ready time) and the reactive backlog target. The
+//! Queue history goes in, a [`Forecast`] comes out: the slots the pool should have at
+//! `now + lead` (lead = launch-to-ready time) and the reactive backlog target. The
 //! planner (`reconciler::plan`) takes the larger of the two.
 //!
 //! A [`Predictor`] is incremental and owned per pool: feed it every [`QueueSample`]
 //! with [`Predictor::observe`] and finished tasks' run times with
-//! [`Predictor::observe_run_time`], then ask [`Predictor::forecast`] each tick. Both are
-//! O(1) amortised and allocate nothing, because the simulator calls them millions of
-//! times per replay.
+//! [`Predictor::observe_run_time`], then ask [`Predictor::forecast`] each tick. All
+//! three are O(1) amortised and allocate nothing in steady state, because the
+//! simulator calls them millions of times per replay.
+//!
+//! Modules:
 //!
 //! - [`reactive`]: the classic estimator (pending and running against existing slots).
-//! - The `forecast` policy: an arrival-rate forecast turned into busy slots at
-//!   `now + lead`, sized at an upper quantile, never below the reactive target.
+//! - [`seasonal`]: arrival-rate forecasting with daily and weekly seasonality
+//!   (double-seasonal Holt-Winters, seasonal naive while history is short).
+//! - [`runtime`]: the run-time distribution, which says how many running tasks and
+//!   new arrivals still hold a slot `lead` seconds from now.
+//! - [`sizing`]: Poisson / negative-binomial quantiles at the service level.
+//! - [`accuracy`]: MASE against seasonal naive, pinball loss, interval coverage.
+//!
+//! # The `forecast` policy
+//!
+//! With `p` pending and `r` running tasks at the latest sample, `tick` the sampling
+//! interval and `L` the lead:
+//!
+//! ```text
+//! busy(now+L)  = p + r · S_run(L) + A(now, now+L) · S_arr(L)        (expected)
+//! target       = ceil(p + r · S_run(L) + spare)
+//! spare        = Q_level(arrivals in (now, now + 2L + tick]) + margin
+//! ```
+//!
+//! Launches decided now are ready at `now + L`, and the next decision after that is
+//! ready one tick and one lead later, so the spare must carry every arrival until then.
+//! `Q_level` is the negative-binomial (or Poisson) quantile at the pool's
+//! `service_level`, on the [`sizing::Basis`] configured (by default the fraction of
+//! *tasks* covered). `margin` is learned online: each window's realised arrivals are
+//! compared with the spare that was planned for them, and the margin moves so that the
+//! uncovered share of tasks tends to `1 − service_level` (a stochastic-approximation
+//! quantile tracker; it goes negative when the model is too cautious). The window's
+//! dispersion is learned from the same comparisons. The target is never below the
+//! reactive backlog target, and scale-in is left to idle timeouts in the planner.
 
+pub mod accuracy;
 pub mod reactive;
+pub mod runtime;
+pub mod seasonal;
+pub mod sizing;
 
-use capstan_core::{Forecast, PoolSpec, QueueSample, ScalingPolicy, Timestamp};
+use capstan_core::{
+    Forecast, ForecastPoint, PoolSpec, Quantile, QueueSample, ScalingPolicy, Timestamp,
+};
 
+pub use accuracy::{AccuracyReport, AccuracyTracker};
 pub use reactive::reactive_target;
+pub use runtime::{RunTimeDistribution, Survival};
+pub use seasonal::{SeasonalConfig, SeasonalConfigError, SeasonalRate};
+pub use sizing::{Basis, CountQuantiles};
 
-/// Incremental demand model of one pool.
-#[derive(Debug, Clone, Default)]
-pub struct Predictor {
-    /// The latest sample seen: its `pending` and `running` levels drive the reactive
-    /// target.
-    last: Option<QueueSample>,
-    /// Exponentially weighted arrival rate, tasks per second.
-    rate_per_s: f64,
+/// Settings of a [`Predictor`]. The defaults are the ones measured in the README.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PredictorConfig {
+    /// The arrival-rate model.
+    pub seasonal: SeasonalConfig,
+    /// What the service level is a probability of.
+    pub basis: Basis,
+    /// Finished tasks after which an old run time weighs half (0 = never fade).
+    pub run_time_half_life: u32,
+    /// Learning rate of the online margin, in slots per uncovered task.
+    pub margin_rate: f64,
+    /// Learning rate of the window dispersion.
+    pub dispersion_rate: f64,
 }
 
-/// Weight of history in the arrival-rate average per second of elapsed time (a time
-/// constant of about 15 minutes).
-const RATE_TIME_CONSTANT_S: f64 = 900.0;
+impl Default for PredictorConfig {
+    fn default() -> Self {
+        Self {
+            seasonal: SeasonalConfig::default(),
+            basis: Basis::Tasks,
+            run_time_half_life: 20_000,
+            margin_rate: 0.02,
+            dispersion_rate: 0.005,
+        }
+    }
+}
+
+/// Why a predictor configuration is unusable.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PredictorError {
+    /// The seasonal model's settings are invalid.
+    #[error("seasonal.{0}")]
+    Seasonal(#[from] SeasonalConfigError),
+    /// A learning rate is outside [0, 1].
+    #[error("{name}: must be in [0, 1], got {value}")]
+    Rate {
+        /// Which rate.
+        name: &'static str,
+        /// Its value.
+        value: f64,
+    },
+}
+
+/// Windows whose outcome is awaited at most (older ones are dropped unscored).
+const MAX_OPEN_WINDOWS: usize = 64;
+/// Realised windows before the learned window dispersion replaces the bucket one.
+const MIN_WINDOWS_FOR_DISPERSION: u64 = 200;
+
+/// A spare-slot decision waiting for its window to pass, to be scored.
+#[derive(Debug, Clone, Copy, Default)]
+struct OpenWindow {
+    due_ms: i64,
+    arrivals_before: u64,
+    mean: f64,
+    spare: f64,
+    level: f64,
+}
+
+/// Incremental demand model of one pool.
+#[derive(Debug, Clone)]
+pub struct Predictor {
+    cfg: PredictorConfig,
+    /// The latest sample: its `pending` and `running` levels drive the targets.
+    last: Option<QueueSample>,
+    /// Seconds between the last two samples: the planner's tick.
+    tick_s: f64,
+    /// Arrivals ever observed.
+    arrivals: u64,
+    seasonal: SeasonalRate,
+    run_times: RunTimeDistribution,
+    quantiles: CountQuantiles,
+    margin: f64,
+    window_dispersion: f64,
+    windows_scored: u64,
+    tasks_scored: f64,
+    tasks_uncovered: f64,
+    windows_covered: u64,
+    open: [OpenWindow; MAX_OPEN_WINDOWS],
+    open_head: usize,
+    open_len: usize,
+    last_window_ms: Option<i64>,
+}
+
+impl Default for Predictor {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 impl Predictor {
-    /// A predictor that has seen nothing.
+    /// A predictor with the default settings that has seen nothing.
     pub fn new() -> Self {
-        Self::default()
+        match Self::with_config(PredictorConfig::default()) {
+            Ok(p) => p,
+            // The defaults are valid; a test below holds them to that.
+            Err(e) => unreachable!("default predictor config is invalid: {e}"),
+        }
     }
 
-    /// Feeds one queue sample. Samples must come in time order; one at or before the
-    /// previous sample's time only updates the levels.
+    /// A predictor with these settings, or the first one that is invalid.
+    pub fn with_config(cfg: PredictorConfig) -> Result<Self, PredictorError> {
+        for (name, value) in [
+            ("margin_rate", cfg.margin_rate),
+            ("dispersion_rate", cfg.dispersion_rate),
+        ] {
+            if !(0.0..=1.0).contains(&value) {
+                return Err(PredictorError::Rate { name, value });
+            }
+        }
+        Ok(Self {
+            cfg,
+            last: None,
+            tick_s: 0.0,
+            arrivals: 0,
+            seasonal: SeasonalRate::new(cfg.seasonal)?,
+            run_times: RunTimeDistribution::new(cfg.run_time_half_life),
+            quantiles: CountQuantiles::new(),
+            margin: 0.0,
+            window_dispersion: 1.0,
+            windows_scored: 0,
+            tasks_scored: 0.0,
+            tasks_uncovered: 0.0,
+            windows_covered: 0,
+            open: [OpenWindow::default(); MAX_OPEN_WINDOWS],
+            open_head: 0,
+            open_len: 0,
+            last_window_ms: None,
+        })
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &PredictorConfig {
+        &self.cfg
+    }
+
+    /// Feeds one queue sample. Samples must come in time order; a sample at or before
+    /// the previous one's time updates the levels and counts only.
     pub fn observe(&mut self, sample: &QueueSample) {
         if let Some(prev) = self.last {
             let dt = sample.at.secs_since(prev.at);
             if dt > 0.0 {
-                let inst = f64::from(sample.arrivals) / dt;
-                let w = (-dt / RATE_TIME_CONSTANT_S).exp();
-                self.rate_per_s = w * self.rate_per_s + (1.0 - w) * inst;
+                self.tick_s = dt;
             }
         }
+        self.arrivals += u64::from(sample.arrivals);
+        self.seasonal.add(sample.at, sample.arrivals);
         self.last = Some(*sample);
+        self.score_windows(sample.at);
     }
 
     /// Feeds the run time of one finished task, in seconds.
-    pub fn observe_run_time(&mut self, _run_s: f64) {}
+    pub fn observe_run_time(&mut self, run_s: f64) {
+        self.run_times.observe(run_s);
+    }
+
+    /// Scores every open window that has passed by `now` and learns from it.
+    fn score_windows(&mut self, now: Timestamp) {
+        while self.open_len > 0 {
+            let w = self.open[self.open_head];
+            if w.due_ms > now.unix_ms() {
+                break;
+            }
+            self.open_head = (self.open_head + 1) % MAX_OPEN_WINDOWS;
+            self.open_len -= 1;
+            let realised = (self.arrivals - w.arrivals_before) as f64;
+            let uncovered = (realised - w.spare).max(0.0);
+            self.windows_scored += 1;
+            self.tasks_scored += realised;
+            self.tasks_uncovered += uncovered;
+            if uncovered == 0.0 {
+                self.windows_covered += 1;
+            }
+            let step = match self.cfg.basis {
+                Basis::Tasks => uncovered - (1.0 - w.level) * realised,
+                Basis::Windows => f64::from(u8::from(uncovered > 0.0)) - (1.0 - w.level),
+            };
+            self.margin += self.cfg.margin_rate * step;
+            let mean = w.mean.max(0.05);
+            let z = (realised - w.mean) * (realised - w.mean) / mean;
+            let r = self.cfg.dispersion_rate;
+            self.window_dispersion = ((1.0 - r) * self.window_dispersion + r * z).clamp(1.0, 1e4);
+        }
+    }
+
+    fn open_window(&mut self, w: OpenWindow) {
+        if self.open_len == MAX_OPEN_WINDOWS {
+            self.open_head = (self.open_head + 1) % MAX_OPEN_WINDOWS;
+            self.open_len -= 1;
+        }
+        let slot = (self.open_head + self.open_len) % MAX_OPEN_WINDOWS;
+        self.open[slot] = w;
+        self.open_len += 1;
+    }
+
+    /// Dispersion used for sizing: learned from windows once enough have passed,
+    /// the seasonal model's per-bucket one before.
+    pub fn dispersion(&self) -> f64 {
+        if self.windows_scored >= MIN_WINDOWS_FOR_DISPERSION {
+            self.window_dispersion
+        } else {
+            self.seasonal.dispersion()
+        }
+    }
+
+    /// The learned margin, in slots (may be negative).
+    pub fn margin(&self) -> f64 {
+        self.margin
+    }
+
+    /// The arrival-rate model.
+    pub fn seasonal(&self) -> &SeasonalRate {
+        &self.seasonal
+    }
+
+    /// The run-time distribution.
+    pub fn run_times(&self) -> &RunTimeDistribution {
+        &self.run_times
+    }
+
+    /// Expected arrival rate at `at`, tasks per second.
+    pub fn expected_arrival_rate(&self, at: Timestamp) -> f64 {
+        self.seasonal.rate_per_s(at)
+    }
+
+    /// How the spare-slot decisions have fared: (windows scored, fraction of windows
+    /// fully covered, fraction of tasks covered). `None` before the first.
+    pub fn spare_coverage(&self) -> Option<(u64, f64, f64)> {
+        (self.windows_scored > 0).then(|| {
+            let tasks = if self.tasks_scored > 0.0 {
+                1.0 - self.tasks_uncovered / self.tasks_scored
+            } else {
+                1.0
+            };
+            (
+                self.windows_scored,
+                self.windows_covered as f64 / self.windows_scored as f64,
+                tasks,
+            )
+        })
+    }
 
     /// The forecast for `spec` at `now`, looking `lead_s` seconds ahead, given the
     /// slots the pool holds now (`existing_slots`: requested, booting and ready).
@@ -67,6 +309,11 @@ impl Predictor {
         existing_slots: u32,
     ) -> Forecast {
         let (pending, running) = self.last.map_or((0, 0), |s| (s.pending, s.running));
+        let lead_s = if lead_s.is_finite() {
+            lead_s.max(0.0)
+        } else {
+            0.0
+        };
         let backlog = reactive_target(
             pending,
             running,
@@ -75,41 +322,193 @@ impl Predictor {
             spec.min_capacity,
             spec.max_capacity,
         );
-        let (target, expected) = match spec.scaling.policy {
-            ScalingPolicy::Reactive => (backlog, f64::from(backlog)),
-            ScalingPolicy::Forecast => {
-                let arrivals = self.rate_per_s * lead_s.max(0.0);
-                let expected = f64::from(running) + f64::from(pending) + arrivals;
-                let q = f64::from(running)
-                    + f64::from(pending)
-                    + poisson_quantile(arrivals, spec.scaling.service_level);
-                (q.min(f64::from(spec.max_capacity)) as u32, expected)
-            }
-        };
-        Forecast {
+        let mut forecast = Forecast {
             made_at: now,
             policy: spec.scaling.policy,
             lead_s,
-            target_slots: target.max(backlog),
+            target_slots: backlog,
             backlog_slots: backlog,
-            expected_busy_slots: expected,
+            expected_busy_slots: f64::from(backlog),
             points: Vec::new(),
+        };
+        if spec.scaling.policy == ScalingPolicy::Reactive {
+            return forecast;
         }
+        let level = spec.scaling.service_level.clamp(0.0, 1.0 - 1e-9);
+        let surv = self.run_times.survival(lead_s);
+        let lead_ms = (lead_s * 1000.0) as i64;
+        let ready_at = Timestamp::from_unix_ms(now.unix_ms() + lead_ms);
+        let carried = f64::from(pending) + f64::from(running) * surv.of_running;
+        forecast.expected_busy_slots =
+            carried + self.seasonal.expected_arrivals(now, ready_at) * surv.of_arrivals;
+
+        let window_ms = 2 * lead_ms + (self.tick_s * 1000.0) as i64;
+        let due = Timestamp::from_unix_ms(now.unix_ms() + window_ms);
+        let mean = self.seasonal.expected_arrivals(now, due);
+        let q =
+            f64::from(
+                self.quantiles
+                    .spare_slots(mean, self.dispersion(), level, self.cfg.basis),
+            );
+        // The margin cannot make the spare negative, and is kept within a range
+        // where one burst cannot wind it up without bound.
+        self.margin = self.margin.clamp(-q, 4.0 * q + 8.0);
+        let spare = (q + self.margin).max(0.0);
+        if self.last_window_ms.is_none_or(|t| now.unix_ms() > t) {
+            self.last_window_ms = Some(now.unix_ms());
+            self.open_window(OpenWindow {
+                due_ms: due.unix_ms(),
+                arrivals_before: self.arrivals,
+                mean,
+                spare,
+                level,
+            });
+        }
+        let target = (carried + spare).ceil();
+        let target = if target >= f64::from(spec.max_capacity) {
+            spec.max_capacity
+        } else {
+            target as u32
+        };
+        forecast.target_slots = target.max(backlog);
+        forecast
+    }
+
+    /// Busy-slot forecasts at `now + offset` for each offset (seconds), with the
+    /// median, the 90 % quantile and the pool's service-level quantile. For people
+    /// (API, dashboard): it allocates and is not meant for every tick.
+    pub fn forecast_points(
+        &self,
+        spec: &PoolSpec,
+        now: Timestamp,
+        offsets_s: &[f64],
+    ) -> Vec<ForecastPoint> {
+        let (pending, running) = self.last.map_or((0, 0), |s| (s.pending, s.running));
+        let phi = self.dispersion();
+        let mut levels = vec![0.5, 0.9, spec.scaling.service_level.clamp(0.0, 1.0 - 1e-9)];
+        levels.sort_by(f64::total_cmp);
+        levels.dedup();
+        offsets_s
+            .iter()
+            .map(|&h| {
+                let h = h.max(0.0);
+                let at = Timestamp::from_unix_ms(now.unix_ms() + (h * 1000.0) as i64);
+                let surv = self.run_times.compute(h);
+                let carried = f64::from(pending) + f64::from(running) * surv.of_running;
+                let arrivals = self.seasonal.expected_arrivals(now, at);
+                let quantiles = levels
+                    .iter()
+                    .map(|&p| Quantile {
+                        p,
+                        slots: carried
+                            + f64::from(sizing::spare_slots(
+                                arrivals * surv.of_arrivals,
+                                phi,
+                                p,
+                                Basis::Windows,
+                            )),
+                    })
+                    .collect();
+                ForecastPoint {
+                    at,
+                    mean: carried + arrivals * surv.of_arrivals,
+                    quantiles,
+                }
+            })
+            .collect()
     }
 }
 
-/// Smallest k with P(Poisson(mean) <= k) >= p.
-fn poisson_quantile(mean: f64, p: f64) -> f64 {
-    if mean <= 0.0 {
-        return 0.0;
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use capstan_core::PoolId;
+
+    fn spec(policy: ScalingPolicy) -> PoolSpec {
+        let mut s = PoolSpec::from_yaml(
+            "id: p\nprovider: fake\nmax_capacity: 100\nlaunch_configs:\n  - id: a\n    instance_type: t\n",
+        )
+        .unwrap();
+        s.scaling.policy = policy;
+        assert_eq!(s.id, PoolId::new("p").unwrap());
+        s
     }
-    let mut pmf = (-mean).exp();
-    let mut cdf = pmf;
-    let mut k = 0.0;
-    while cdf < p && k < 1e6 {
-        k += 1.0;
-        pmf *= mean / k;
-        cdf += pmf;
+
+    fn sample(secs: i64, pending: u32, running: u32, arrivals: u32) -> QueueSample {
+        QueueSample {
+            at: Timestamp::from_unix_secs(secs),
+            pending,
+            running,
+            arrivals,
+            completions: 0,
+        }
     }
-    k
+
+    #[test]
+    fn default_config_is_valid() {
+        assert!(Predictor::with_config(PredictorConfig::default()).is_ok());
+        let err = Predictor::with_config(PredictorConfig {
+            margin_rate: 2.0,
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert_eq!(err.to_string(), "margin_rate: must be in [0, 1], got 2");
+    }
+
+    #[test]
+    fn reactive_policy_answers_the_backlog_only() {
+        let mut p = Predictor::new();
+        p.observe(&sample(30, 5, 7, 12));
+        let f = p.forecast(
+            &spec(ScalingPolicy::Reactive),
+            Timestamp::from_unix_secs(30),
+            120.0,
+            10,
+        );
+        assert_eq!(f.backlog_slots, 12);
+        assert_eq!(f.target_slots, 12);
+        assert_eq!(f.policy, ScalingPolicy::Reactive);
+    }
+
+    #[test]
+    fn forecast_policy_keeps_spare_slots_for_steady_arrivals() {
+        let spec = spec(ScalingPolicy::Forecast);
+        let mut p = Predictor::new();
+        // Two days of 1 arrival per 30 s tick, 10 running, nothing pending.
+        let mut last = None;
+        for i in 1..=(2 * 2880) {
+            p.observe(&sample(i * 30, 0, 10, 1));
+            for _ in 0..1 {
+                p.observe_run_time(300.0);
+            }
+            last = Some(p.forecast(&spec, Timestamp::from_unix_secs(i * 30), 120.0, 10));
+        }
+        let f = last.unwrap();
+        // The window is 2 × 120 + 30 = 270 s: 9 expected arrivals, all still running
+        // at the end (tasks run 300 s), so the spare is at least 9.
+        assert!(f.target_slots >= 10 * 6 / 10 + 9, "{f:?}");
+        assert!(f.target_slots <= 40, "{f:?}");
+        assert!(f.target_slots > f.backlog_slots);
+        // Expected busy at now+120: 10 × (300-120)/300 + 4 arrivals.
+        assert!((f.expected_busy_slots - 10.0).abs() < 0.5, "{f:?}");
+        let points = p.forecast_points(&spec, Timestamp::from_unix_secs(2 * 86400), &[60.0, 600.0]);
+        assert_eq!(points.len(), 2);
+        assert!(points[1].mean > points[0].mean - 1e-9);
+        assert!(
+            points[0]
+                .quantiles
+                .windows(2)
+                .all(|w| w[0].slots <= w[1].slots)
+        );
+    }
+
+    #[test]
+    fn forecast_is_never_below_the_backlog_target() {
+        let spec = spec(ScalingPolicy::Forecast);
+        let mut p = Predictor::new();
+        p.observe(&sample(30, 40, 0, 40));
+        let f = p.forecast(&spec, Timestamp::from_unix_secs(30), 120.0, 0);
+        assert_eq!(f.backlog_slots, 40);
+        assert!(f.target_slots >= 40);
+    }
 }
