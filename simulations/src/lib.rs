@@ -1,1 +1,23 @@
-//! simulations
+//! Trace replay for capstan: judge a scaling policy against history and against the
+//! best any policy could do.
+//!
+//! Data flows in one direction:
+//!
+//! ```text
+//! trace (SWF/CSV file)  ─┐
+//!                        ├─► Trace { tasks } ─► engine::simulate ─► Report
+//! workload (generated)  ─┘          │            (real predictor + reconciler::plan)
+//!                                   └─► oracle ─► the lower bound in the Report
+//! ```
+//!
+//! - [`trace`]: readers for the Standard Workload Format and `submit_s,run_s` CSV,
+//!   plain or gzip.
+//! - [`workload`]: seeded generated workloads with daily and weekly cycles and bursts.
+//! - [`oracle`]: the least instance-time any policy could spend with zero wait.
+//! - [`rng`]: the platform-independent random generator every draw comes from.
+pub mod cloud;
+pub mod engine;
+pub mod oracle;
+pub mod rng;
+pub mod trace;
+pub mod workload;

@@ -1,0 +1,955 @@
+//! The discrete-event engine: replays a trace against the real predictor and planner.
+//!
+//! A virtual clock (integer milliseconds) jumps from event to event:
+//!
+//! - **arrivals** come from the trace, in submit order, into a FIFO queue;
+//! - **completions** free a slot (and feed the run time to the predictor);
+//! - **boots** finish: the worker registers (`booting → ready`) and takes tasks;
+//! - **interruptions** take a spot instance away; its tasks go back to the front of
+//!   the queue and start over;
+//! - **ticks**, every `tick_s` (30 s by default): the pool's [`QueueSample`] for the
+//!   interval goes to [`predictor::Predictor::observe`], the forecast comes from
+//!   [`predictor::Predictor::forecast`], and [`reconciler::Planner::plan`] — the very
+//!   code production runs, never a reimplementation — decides launches and
+//!   terminations, which are applied at once (a launch may fail with insufficient
+//!   capacity, which marks the offering unavailable for a while).
+//!
+//! Queued tasks start as soon as a slot is free, not only on ticks: the planner decides
+//! capacity, the queue hands out tasks. A task goes to a ready worker that already runs
+//! something if one has a free slot (packing), else to the most recently freed one, so
+//! that long-idle workers reach their idle timeout.
+//!
+//! Instances are billed per second from launch to termination (or interruption), at
+//! least the offering's billing minimum. The run ends when the last task completes;
+//! workers still alive then are terminated at that instant.
+//!
+//! **Determinism.** Everything random comes from [`SimRng`] streams forked from the
+//! seed; events at the same instant are ordered by kind (completions, interruptions,
+//! boots, arrivals, then the tick) and then by instance and task number. So a seed gives
+//! the same report, byte for byte, on every run.
+//!
+//! **Speed.** The workers are one `Vec<core::Worker>` handed to the planner as a slice
+//! and updated in place; per-instance simulator data sits in a parallel `Vec`. A tick
+//! allocates nothing unless the plan has actions. Counters (`pending`, `running`,
+//! capacity slots, free ready slots) are maintained incrementally, so a quiet tick costs
+//! the predictor call, the planner call and one pass over the workers to refresh their
+//! heartbeats.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+
+use capstan_core::{
+    Action, LaunchConfig, LaunchLog, Market, OfferingHealth, PoolId, PoolSpec, ProviderKind,
+    QueueSample, Scaling, ScalingPolicy, SpecErrors, Timestamp, Worker, WorkerId, WorkerState,
+};
+use predictor::Predictor;
+use reconciler::{PlanError, Planner};
+use serde::Serialize;
+
+use crate::cloud::{CloudError, CloudModel, OfferingModel};
+use crate::oracle::oracle_instance_ms;
+use crate::rng::SimRng;
+use crate::trace::Trace;
+
+/// Everything a run needs besides the trace.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// The pool being simulated (its scaling policy picks the predictor).
+    pub spec: PoolSpec,
+    /// The simulated cloud.
+    pub cloud: CloudModel,
+    /// Reconcile interval in seconds (>= 1).
+    pub tick_s: u64,
+    /// Seed of every random draw.
+    pub seed: u64,
+    /// Points of the demand/capacity/queue series to keep for plots (0 for none).
+    pub series_points: usize,
+}
+
+impl SimConfig {
+    /// The setting the README's numbers are measured in: [`default_pool`] with
+    /// `policy`, the default cloud (constant boot 120 s, per-second billing without a
+    /// minimum, no interruptions or failures) and a 30 s tick.
+    pub fn default_setting(policy: ScalingPolicy, seed: u64) -> Self {
+        Self {
+            spec: default_pool(policy, 1, 600),
+            cloud: CloudModel::default(),
+            tick_s: 30,
+            seed,
+            series_points: 0,
+        }
+    }
+}
+
+/// The pool simulated when none is given: one on-demand launch config `on-demand` of
+/// `slots` slots at 1.0 per instance-hour (so `cost` reads as instance-hours), no
+/// floor, a ceiling of 100,000 slots, reactive ratio 1, the given idle timeout, and a
+/// launch-rate limit of 10,000 per minute (high enough never to bind, so the baseline
+/// measures the policy, not the limit).
+pub fn default_pool(policy: ScalingPolicy, slots: u32, idle_timeout_s: u64) -> PoolSpec {
+    PoolSpec {
+        id: PoolId::new("sim").expect("valid id"),
+        description: "capstan simulate default pool".into(),
+        provider: ProviderKind::Fake,
+        min_capacity: 0,
+        max_capacity: 100_000,
+        launch_configs: vec![LaunchConfig {
+            id: "on-demand".into(),
+            region: "sim".into(),
+            zone: None,
+            instance_type: format!("sim-{slots}-slot"),
+            market: Market::OnDemand,
+            capacity: slots,
+            priority: 0,
+            max_capacity: None,
+            price_per_hour: Some(1.0),
+            provider_config: Default::default(),
+        }],
+        scaling: Scaling {
+            policy,
+            scaling_ratio: 1.0,
+            idle_timeout_s,
+            max_launches_per_minute: 10_000,
+            ..Scaling::default()
+        },
+        lifecycle: Default::default(),
+        schedules: Vec::new(),
+        budget: None,
+    }
+}
+
+/// Why a simulation could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    /// The pool spec is invalid.
+    #[error("pool spec: {0}")]
+    Spec(#[from] SpecErrors),
+    /// The cloud model is invalid or does not fit the pool.
+    #[error(transparent)]
+    Cloud(#[from] CloudError),
+    /// The planner could not be built for the spec.
+    #[error("planner: {0}")]
+    Plan(#[from] PlanError),
+    /// The pool has no launch config, so nothing can ever run.
+    #[error("pool spec: launch_configs: the simulated pool needs at least one launch config")]
+    NoLaunchConfig,
+    /// The tick is zero.
+    #[error("tick: must be >= 1 second, got 0")]
+    ZeroTick,
+}
+
+/// Task wait statistics, in seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct WaitStats {
+    /// Mean wait.
+    pub mean: f64,
+    /// Median (nearest rank).
+    pub p50: f64,
+    /// 95th percentile (nearest rank).
+    pub p95: f64,
+    /// 99th percentile (nearest rank).
+    pub p99: f64,
+    /// Longest wait.
+    pub max: f64,
+}
+
+/// What a run measured. Serializes to the JSON that `capstan simulate --json` prints.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    /// The scaling policy simulated.
+    pub policy: ScalingPolicy,
+    /// Tasks replayed.
+    pub tasks: u64,
+    /// Jobs of the trace skipped for a missing or non-positive run time.
+    pub skipped: u64,
+    /// Malformed lines skipped (with `--skip-bad-lines`).
+    pub bad_lines: u64,
+    /// Tasks that never finished because the run stalled (no capacity for 7 days).
+    pub unfinished: u64,
+    /// Sum of the tasks' run times, in seconds.
+    pub work_seconds: f64,
+    /// Billed instance time, in seconds.
+    pub instance_seconds: f64,
+    /// Billed cost, in the prices' currency.
+    pub cost: f64,
+    /// The oracle's instance time for the preferred offering's slots and boot time.
+    pub oracle_instance_seconds: f64,
+    /// `instance_seconds / oracle_instance_seconds`.
+    pub ratio_to_oracle: f64,
+    /// How long tasks waited for a slot (summed over restarts after interruptions).
+    pub wait_s: WaitStats,
+    /// Busy slot time over instance slot time.
+    pub utilization: f64,
+    /// Instances launched.
+    pub launches: u64,
+    /// Instance launches that failed (insufficient capacity).
+    pub launch_failures: u64,
+    /// Instances terminated by the planner.
+    pub terminations: u64,
+    /// Spot instances taken away.
+    pub interruptions: u64,
+    /// Reconcile ticks run.
+    pub ticks: u64,
+    /// Simulated time from the first submit to the last completion, in seconds.
+    pub sim_seconds: f64,
+    /// Wall-clock time of the run, in seconds (the one field that varies between runs).
+    pub wall_seconds: f64,
+}
+
+/// One point of the downsampled time series (maxima over its bucket).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct SeriesPoint {
+    /// Start of the bucket, seconds after the first submit.
+    pub t_s: f64,
+    /// Tasks running or waiting.
+    pub demand: u32,
+    /// Slots of requested, booting and ready workers.
+    pub capacity: u32,
+    /// Tasks waiting.
+    pub queue: u32,
+}
+
+/// A finished run.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The measurements.
+    pub report: Report,
+    /// Demand, capacity and queue over time, downsampled.
+    pub series: Vec<SeriesPoint>,
+}
+
+/// Event kinds, in the order they are processed at one instant.
+const EV_COMPLETION: u8 = 0;
+const EV_INTERRUPTION: u8 = 1;
+const EV_BOOTED: u8 = 2;
+
+/// (time ms, kind, instance uid, task index, attempt): min-heap by all fields.
+type Event = Reverse<(i64, u8, u64, u32, u32)>;
+
+const NO_POS: u32 = u32::MAX;
+const STALL_MS: i64 = 7 * 86_400_000;
+
+/// Simulator-side data of one live instance, parallel to its `Worker`.
+#[derive(Debug)]
+struct Instance {
+    uid: u64,
+    offering: usize,
+    launched_ms: i64,
+    /// When it last became without a running task (for LIFO hand-out).
+    freed_ms: i64,
+    /// Tasks it runs.
+    running: Vec<u32>,
+}
+
+/// The state of one run.
+struct Engine<'a> {
+    trace: &'a Trace,
+    spec: &'a PoolSpec,
+    planner: Planner,
+    predictor: Predictor,
+    offerings: Vec<OfferingModel>,
+    /// Hourly price of each launch config.
+    prices: Vec<f64>,
+    unavailable_ttl_ms: i64,
+    health: OfferingHealth,
+    launch_log: LaunchLog,
+    rng_launch: SimRng,
+    rng_boot: SimRng,
+    rng_interrupt: SimRng,
+
+    /// `trace.origin` in ms; task times are relative to the first submit.
+    base_ms: i64,
+    events: BinaryHeap<Event>,
+    next_arrival: usize,
+    queue: VecDeque<u32>,
+    queued_at: Vec<i64>,
+    started_at: Vec<i64>,
+    attempt: Vec<u32>,
+    wait_ms: Vec<i64>,
+
+    workers: Vec<Worker>,
+    instances: Vec<Instance>,
+    /// Position in `workers` of each instance uid ever launched, `NO_POS` once gone.
+    pos_of: Vec<u32>,
+
+    running_tasks: u32,
+    capacity_slots: u32,
+    free_ready_slots: u32,
+    arrivals_since_tick: u32,
+    completions_since_tick: u32,
+    completed: u64,
+    last_progress_ms: i64,
+    lead_s: f64,
+
+    busy_slot_ms: i128,
+    instance_ms: i128,
+    instance_slot_ms: i128,
+    cost: f64,
+    launches: u64,
+    launch_failures: u64,
+    terminations: u64,
+    interruptions: u64,
+    ticks: u64,
+
+    series_bucket_ms: i64,
+    series: Vec<SeriesPoint>,
+}
+
+/// Runs `trace` under `config`. `progress` is called now and then with the fraction
+/// of tasks completed (for progress bars); pass `&mut |_| {}` to ignore it.
+pub fn simulate(
+    trace: &Trace,
+    config: &SimConfig,
+    progress: &mut dyn FnMut(f64),
+) -> Result<Outcome, SimError> {
+    let started = std::time::Instant::now();
+    config.spec.validate()?;
+    if config.spec.launch_configs.is_empty() {
+        return Err(SimError::NoLaunchConfig);
+    }
+    if config.tick_s == 0 {
+        return Err(SimError::ZeroTick);
+    }
+    let offerings = config.cloud.resolve(&config.spec)?;
+    let planner = Planner::new(&config.spec)?;
+    let mut engine = Engine::new(trace, config, planner, offerings);
+    engine.run(config.tick_s as i64 * 1000, progress);
+    let mut outcome = engine.finish(config);
+    outcome.report.wall_seconds = started.elapsed().as_secs_f64();
+    Ok(outcome)
+}
+
+impl<'a> Engine<'a> {
+    fn new(
+        trace: &'a Trace,
+        config: &'a SimConfig,
+        planner: Planner,
+        offerings: Vec<OfferingModel>,
+    ) -> Self {
+        let n = trace.tasks.len();
+        let mut root = SimRng::new(config.seed);
+        let preferred = preferred_offering(&planner, &config.spec);
+        let prices = offerings
+            .iter()
+            .map(|o| o.price_per_hour.unwrap_or(0.0))
+            .collect();
+        let span = trace.span_ms();
+        let series_bucket_ms = if config.series_points == 0 {
+            0
+        } else {
+            (span / config.series_points as i64).max(config.tick_s as i64 * 1000)
+        };
+        Self {
+            trace,
+            spec: &config.spec,
+            lead_s: offerings[preferred].boot.typical_s(),
+            planner,
+            predictor: Predictor::new(),
+            unavailable_ttl_ms: (config.cloud.unavailable_ttl_s * 1000.0).round() as i64,
+            offerings,
+            prices,
+            health: OfferingHealth::new(),
+            launch_log: LaunchLog::new(),
+            rng_launch: root.fork(1),
+            rng_boot: root.fork(2),
+            rng_interrupt: root.fork(3),
+            base_ms: trace.origin.unix_ms(),
+            events: BinaryHeap::new(),
+            next_arrival: 0,
+            queue: VecDeque::new(),
+            queued_at: vec![0; n],
+            started_at: vec![0; n],
+            attempt: vec![0; n],
+            wait_ms: vec![0; n],
+            workers: Vec::new(),
+            instances: Vec::new(),
+            pos_of: Vec::new(),
+            running_tasks: 0,
+            capacity_slots: 0,
+            free_ready_slots: 0,
+            arrivals_since_tick: 0,
+            completions_since_tick: 0,
+            completed: 0,
+            last_progress_ms: 0,
+            busy_slot_ms: 0,
+            instance_ms: 0,
+            instance_slot_ms: 0,
+            cost: 0.0,
+            launches: 0,
+            launch_failures: 0,
+            terminations: 0,
+            interruptions: 0,
+            ticks: 0,
+            series_bucket_ms,
+            series: Vec::new(),
+        }
+    }
+
+    fn now_ts(&self, t_ms: i64) -> Timestamp {
+        Timestamp::from_unix_ms(self.base_ms + t_ms)
+    }
+
+    fn run(&mut self, tick_ms: i64, progress: &mut dyn FnMut(f64)) {
+        let tasks = &self.trace.tasks;
+        let n = tasks.len() as u64;
+        if n == 0 {
+            return;
+        }
+        // Ticks sit on a grid of the tick interval in absolute time, starting at or
+        // before the first submit.
+        let first = tasks[0].submit_ms;
+        let mut next_tick = (self.base_ms + first).div_euclid(tick_ms) * tick_ms - self.base_ms;
+        self.last_progress_ms = first;
+        let report_every = (n / 200).max(1);
+        let mut next_report = report_every;
+        while self.completed < n {
+            let ev_t = self.events.peek().map_or(i64::MAX, |e| e.0.0);
+            let arr_t = tasks
+                .get(self.next_arrival)
+                .map_or(i64::MAX, |t| t.submit_ms);
+            if ev_t <= arr_t && ev_t <= next_tick {
+                let Reverse((t, kind, uid, task, attempt)) =
+                    self.events.pop().expect("peeked event");
+                match kind {
+                    EV_COMPLETION => self.complete(t, uid, task, attempt),
+                    EV_INTERRUPTION => self.interrupt(t, uid),
+                    _ => self.booted(t, uid),
+                }
+            } else if arr_t <= next_tick {
+                let i = self.next_arrival;
+                self.next_arrival += 1;
+                self.arrivals_since_tick += 1;
+                self.queued_at[i] = arr_t;
+                self.queue.push_back(i as u32);
+                self.dispatch(arr_t);
+            } else {
+                if !self.queue.is_empty() && next_tick - self.last_progress_ms > STALL_MS {
+                    break;
+                }
+                self.tick(next_tick);
+                next_tick += tick_ms;
+            }
+            if self.completed >= next_report {
+                next_report += report_every;
+                progress(self.completed as f64 / n as f64);
+            }
+        }
+        let end = self.last_progress_ms.max(next_tick - tick_ms);
+        let end = if self.completed == n {
+            self.last_progress_ms
+        } else {
+            end
+        };
+        while !self.workers.is_empty() {
+            self.remove_instance(self.workers.len() - 1, end);
+        }
+        self.last_progress_ms = end;
+        progress(1.0);
+    }
+
+    /// Hands queued tasks to free slots of ready workers.
+    fn dispatch(&mut self, now: i64) {
+        while self.free_ready_slots > 0 && !self.queue.is_empty() {
+            // Pack onto a worker that already runs something, else the most recently
+            // freed; ties by launch order.
+            let mut best: Option<usize> = None;
+            for (i, w) in self.workers.iter().enumerate() {
+                if w.state != WorkerState::Ready || w.busy_slots >= w.capacity {
+                    continue;
+                }
+                best = match best {
+                    None => Some(i),
+                    Some(b) => {
+                        let (bw, bi) = (&self.workers[b], &self.instances[b]);
+                        let key = (
+                            w.busy_slots,
+                            self.instances[i].freed_ms,
+                            Reverse(self.instances[i].uid),
+                        );
+                        let best_key = (bw.busy_slots, bi.freed_ms, Reverse(bi.uid));
+                        if key > best_key { Some(i) } else { Some(b) }
+                    }
+                };
+            }
+            let Some(pos) = best else {
+                debug_assert!(false, "free_ready_slots out of sync");
+                return;
+            };
+            let task = self.queue.pop_front().expect("queue not empty");
+            self.start(pos, task, now);
+        }
+    }
+
+    fn start(&mut self, pos: usize, task: u32, now: i64) {
+        let i = task as usize;
+        self.wait_ms[i] += now - self.queued_at[i];
+        self.started_at[i] = now;
+        let w = &mut self.workers[pos];
+        w.busy_slots += 1;
+        w.idle_since = None;
+        let inst = &mut self.instances[pos];
+        inst.running.push(task);
+        self.free_ready_slots -= 1;
+        self.running_tasks += 1;
+        self.last_progress_ms = now;
+        let run = self.trace.tasks[i].run_ms;
+        self.events.push(Reverse((
+            now + run,
+            EV_COMPLETION,
+            inst.uid,
+            task,
+            self.attempt[i],
+        )));
+    }
+
+    fn complete(&mut self, now: i64, uid: u64, task: u32, attempt: u32) {
+        let i = task as usize;
+        let pos = self.pos_of[uid as usize];
+        if self.attempt[i] != attempt || pos == NO_POS {
+            return; // The task was interrupted and restarted since.
+        }
+        let pos = pos as usize;
+        let run = self.trace.tasks[i].run_ms;
+        let inst = &mut self.instances[pos];
+        let k = inst
+            .running
+            .iter()
+            .position(|&t| t == task)
+            .expect("running");
+        inst.running.swap_remove(k);
+        let w = &mut self.workers[pos];
+        w.busy_slots -= 1;
+        if w.busy_slots == 0 {
+            w.idle_since = Some(Timestamp::from_unix_ms(self.base_ms + now));
+            inst.freed_ms = now;
+        }
+        if w.state == WorkerState::Ready {
+            self.free_ready_slots += 1;
+        }
+        self.running_tasks -= 1;
+        self.busy_slot_ms += i128::from(run);
+        self.completed += 1;
+        self.completions_since_tick += 1;
+        self.last_progress_ms = now;
+        self.predictor.observe_run_time(run as f64 / 1000.0);
+        self.dispatch(now);
+    }
+
+    fn booted(&mut self, now: i64, uid: u64) {
+        let pos = self.pos_of[uid as usize];
+        if pos == NO_POS {
+            return;
+        }
+        let pos = pos as usize;
+        let ts = self.now_ts(now);
+        let w = &mut self.workers[pos];
+        if w.state != WorkerState::Booting || w.transition(WorkerState::Ready, ts).is_err() {
+            return;
+        }
+        self.free_ready_slots += w.capacity;
+        let boot_s = (now - self.instances[pos].launched_ms) as f64 / 1000.0;
+        // The measured launch-to-ready time: a moving average of observed boots.
+        self.lead_s += 0.1 * (boot_s - self.lead_s);
+        self.instances[pos].freed_ms = now;
+        self.dispatch(now);
+    }
+
+    fn interrupt(&mut self, now: i64, uid: u64) {
+        let pos = self.pos_of[uid as usize];
+        if pos == NO_POS {
+            return;
+        }
+        self.interruptions += 1;
+        self.remove_instance(pos as usize, now);
+        self.dispatch(now);
+    }
+
+    /// Terminates the instance at `pos` at `now`: its running tasks go back to the
+    /// front of the queue (in submit order), it is billed, and it leaves the fleet.
+    fn remove_instance(&mut self, pos: usize, now: i64) {
+        let inst = self.instances.swap_remove(pos);
+        let w = self.workers.swap_remove(pos);
+        self.pos_of[inst.uid as usize] = NO_POS;
+        if let Some(moved) = self.instances.get(pos) {
+            self.pos_of[moved.uid as usize] = pos as u32;
+        }
+        let mut running = inst.running;
+        running.sort_unstable();
+        for &task in running.iter().rev() {
+            let i = task as usize;
+            self.busy_slot_ms += i128::from(now - self.started_at[i]);
+            self.attempt[i] += 1;
+            self.queued_at[i] = now;
+            self.queue.push_front(task);
+        }
+        self.running_tasks -= running.len() as u32;
+        if w.state.counts_as_capacity() {
+            self.capacity_slots -= w.capacity;
+        }
+        if w.state == WorkerState::Ready {
+            self.free_ready_slots -= w.capacity - w.busy_slots;
+        }
+        let model = &self.offerings[inst.offering];
+        let lived = now - inst.launched_ms;
+        let billed = lived.max((model.billing_minimum_s * 1000.0).round() as i64);
+        self.instance_ms += i128::from(billed);
+        self.instance_slot_ms += i128::from(lived) * i128::from(w.capacity);
+        self.cost += billed as f64 / 3_600_000.0 * self.prices[inst.offering];
+    }
+
+    fn tick(&mut self, now: i64) {
+        self.ticks += 1;
+        let ts = self.now_ts(now);
+        let sample = QueueSample {
+            at: ts,
+            pending: self.queue.len() as u32,
+            running: self.running_tasks,
+            arrivals: self.arrivals_since_tick,
+            completions: self.completions_since_tick,
+        };
+        self.arrivals_since_tick = 0;
+        self.completions_since_tick = 0;
+        self.predictor.observe(&sample);
+        let forecast = self
+            .predictor
+            .forecast(self.spec, ts, self.lead_s, self.capacity_slots);
+        for w in &mut self.workers {
+            if matches!(w.state, WorkerState::Ready | WorkerState::Draining) {
+                w.last_heartbeat_at = Some(ts);
+            }
+        }
+        let plan = self
+            .planner
+            .plan(&self.workers, &forecast, &self.health, ts, &self.launch_log);
+        if !plan.actions.is_empty() {
+            self.launch_log.record(ts, plan.launch_count());
+            for action in plan.actions {
+                match action {
+                    Action::Launch {
+                        launch_config_id,
+                        count,
+                        idempotency_token,
+                    } => self.launch(now, &launch_config_id, count, &idempotency_token),
+                    Action::Terminate { worker, .. } => {
+                        if let Some(pos) = self.workers.iter().position(|w| w.id == worker) {
+                            self.terminations += 1;
+                            self.remove_instance(pos, now);
+                        }
+                    }
+                }
+            }
+            self.dispatch(now);
+        }
+        self.record_series(now, sample.pending, sample.running);
+    }
+
+    fn launch(&mut self, now: i64, launch_config_id: &str, count: u32, token: &str) {
+        let Some(offering) = self
+            .spec
+            .launch_configs
+            .iter()
+            .position(|lc| lc.id == launch_config_id)
+        else {
+            return;
+        };
+        let lc = &self.spec.launch_configs[offering];
+        let model = &self.offerings[offering];
+        let since_start_s = (now - self.trace.tasks[0].submit_ms) as f64 / 1000.0;
+        let in_window = model
+            .failure_windows
+            .iter()
+            .any(|w| since_start_s >= w.start_s && since_start_s < w.end_s);
+        let ts = self.now_ts(now);
+        for i in 0..count {
+            if in_window || self.rng_launch.chance(model.launch_failure_probability) {
+                self.launch_failures += 1;
+                self.health.mark_unavailable(
+                    launch_config_id,
+                    Timestamp::from_unix_ms(ts.unix_ms() + self.unavailable_ttl_ms),
+                    "InsufficientInstanceCapacity",
+                );
+                continue;
+            }
+            let uid = self.pos_of.len() as u64;
+            let mut w = Worker::requested(
+                WorkerId::from_string(format!("w-{uid}")),
+                self.spec.id.clone(),
+                self.spec.provider,
+                Some(lc.id.clone()),
+                lc.capacity,
+                format!("{token}-{i}"),
+                ts,
+            );
+            w.instance_id = Some(format!("sim-{uid}"));
+            w.transition(WorkerState::Booting, ts)
+                .expect("requested -> booting is legal");
+            self.capacity_slots += w.capacity;
+            self.pos_of.push(self.workers.len() as u32);
+            self.workers.push(w);
+            self.instances.push(Instance {
+                uid,
+                offering,
+                launched_ms: now,
+                freed_ms: now,
+                running: Vec::with_capacity(lc.capacity as usize),
+            });
+            self.launches += 1;
+            let boot = model.boot.sample_ms(&mut self.rng_boot);
+            self.events
+                .push(Reverse((now + boot, EV_BOOTED, uid, 0, 0)));
+            if model.interruptions_per_hour > 0.0 {
+                let after_s = self
+                    .rng_interrupt
+                    .exponential(3600.0 / model.interruptions_per_hour);
+                let at = now + (after_s * 1000.0).round() as i64;
+                self.events.push(Reverse((at, EV_INTERRUPTION, uid, 0, 0)));
+            }
+        }
+    }
+
+    fn record_series(&mut self, now: i64, pending: u32, running: u32) {
+        if self.series_bucket_ms == 0 {
+            return;
+        }
+        let first = self.trace.tasks[0].submit_ms;
+        let bucket_start = (now - first).div_euclid(self.series_bucket_ms) * self.series_bucket_ms;
+        let t_s = bucket_start as f64 / 1000.0;
+        let point = SeriesPoint {
+            t_s,
+            demand: pending + running,
+            capacity: self.capacity_slots,
+            queue: pending,
+        };
+        match self.series.last_mut() {
+            Some(last) if last.t_s == t_s => {
+                last.demand = last.demand.max(point.demand);
+                last.capacity = last.capacity.max(point.capacity);
+                last.queue = last.queue.max(point.queue);
+            }
+            _ => self.series.push(point),
+        }
+    }
+
+    fn finish(self, config: &SimConfig) -> Outcome {
+        let tasks = &self.trace.tasks;
+        let n = tasks.len();
+        let preferred = preferred_offering(&self.planner, &config.spec);
+        let lc = &config.spec.launch_configs[preferred];
+        let boot_ms = (self.offerings[preferred].boot.typical_s() * 1000.0).round() as i64;
+        let oracle_ms = oracle_instance_ms(tasks, lc.capacity, boot_ms);
+        let mut waits = self.wait_ms.clone();
+        waits.sort_unstable();
+        let pct = |p: f64| -> f64 {
+            if waits.is_empty() {
+                return 0.0;
+            }
+            let rank = ((p * waits.len() as f64).ceil() as usize).clamp(1, waits.len());
+            waits[rank - 1] as f64 / 1000.0
+        };
+        let wait_s = WaitStats {
+            mean: if n == 0 {
+                0.0
+            } else {
+                waits.iter().map(|&w| w as f64).sum::<f64>() / n as f64 / 1000.0
+            },
+            p50: pct(0.50),
+            p95: pct(0.95),
+            p99: pct(0.99),
+            max: waits.last().map_or(0.0, |&w| w as f64 / 1000.0),
+        };
+        let instance_seconds = self.instance_ms as f64 / 1000.0;
+        let oracle_instance_seconds = oracle_ms as f64 / 1000.0;
+        let report = Report {
+            policy: config.spec.scaling.policy,
+            tasks: n as u64,
+            skipped: self.trace.skipped,
+            bad_lines: self.trace.bad_lines,
+            unfinished: n as u64 - self.completed,
+            work_seconds: self.trace.work_seconds(),
+            instance_seconds,
+            cost: self.cost,
+            oracle_instance_seconds,
+            ratio_to_oracle: if oracle_ms > 0 {
+                instance_seconds / oracle_instance_seconds
+            } else {
+                0.0
+            },
+            wait_s,
+            utilization: if self.instance_slot_ms > 0 {
+                self.busy_slot_ms as f64 / self.instance_slot_ms as f64
+            } else {
+                0.0
+            },
+            launches: self.launches,
+            launch_failures: self.launch_failures,
+            terminations: self.terminations,
+            interruptions: self.interruptions,
+            ticks: self.ticks,
+            sim_seconds: tasks.first().map_or(0.0, |t| {
+                (self.last_progress_ms - t.submit_ms) as f64 / 1000.0
+            }),
+            wall_seconds: 0.0,
+        };
+        Outcome {
+            report,
+            series: self.series,
+        }
+    }
+}
+
+/// Index in `spec.launch_configs` of the offering the planner tries first.
+fn preferred_offering(planner: &Planner, spec: &PoolSpec) -> usize {
+    planner
+        .offerings()
+        .first()
+        .and_then(|o| {
+            spec.launch_configs
+                .iter()
+                .position(|lc| lc.id == o.launch_config_id)
+        })
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cloud::{BootTime, FailureWindow};
+    use crate::trace::Task;
+
+    fn trace(tasks: &[(i64, i64)]) -> Trace {
+        Trace::from_tasks(
+            Timestamp::from_unix_secs(1_800_000_000),
+            tasks
+                .iter()
+                .map(|&(s, r)| Task {
+                    submit_ms: s * 1000,
+                    run_ms: r * 1000,
+                })
+                .collect(),
+        )
+    }
+
+    fn run(trace: &Trace, config: &SimConfig) -> Report {
+        simulate(trace, config, &mut |_| {}).unwrap().report
+    }
+
+    #[test]
+    fn one_task_waits_one_boot_and_matches_the_oracle() {
+        // Submitted at 0 (on the tick grid): the tick at 0 sees it pending and launches;
+        // the boot takes 120 s, the task runs 100 s, the run ends at 220 s.
+        // Instance time 220 s = oracle (100 s of work + one 120 s boot).
+        let t = trace(&[(0, 100)]);
+        let r = run(&t, &SimConfig::default_setting(ScalingPolicy::Reactive, 1));
+        assert_eq!(r.tasks, 1);
+        assert_eq!(r.wait_s.max, 120.0);
+        assert_eq!(r.instance_seconds, 220.0);
+        assert_eq!(r.oracle_instance_seconds, 220.0);
+        assert_eq!(r.ratio_to_oracle, 1.0);
+        assert_eq!(r.cost, 220.0 / 3600.0);
+        assert_eq!((r.launches, r.terminations, r.interruptions), (1, 0, 0));
+        assert_eq!(r.sim_seconds, 220.0);
+        assert!((r.utilization - 100.0 / 220.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_task_arriving_between_ticks_waits_for_the_next_tick_then_the_boot() {
+        // Submitted at 10 s: the next tick is at 30 s, ready at 150 s: wait 140 s.
+        let t = trace(&[(10, 50)]);
+        let r = run(&t, &SimConfig::default_setting(ScalingPolicy::Reactive, 1));
+        assert_eq!(r.wait_s.max, 140.0);
+        assert_eq!(r.instance_seconds, 170.0);
+    }
+
+    #[test]
+    fn billing_minimum_applies_per_instance() {
+        let t = trace(&[(0, 100)]);
+        let mut config = SimConfig::default_setting(ScalingPolicy::Reactive, 1);
+        config.cloud.defaults.billing_minimum_s = 3600.0;
+        let r = run(&t, &config);
+        assert_eq!(r.instance_seconds, 3600.0);
+    }
+
+    #[test]
+    fn spot_interruptions_requeue_tasks_and_everything_still_finishes() {
+        let t = crate::workload::WorkloadSpec {
+            days: 2,
+            ..crate::workload::WorkloadSpec::diurnal(5)
+        }
+        .generate()
+        .unwrap();
+        let mut config = SimConfig::default_setting(ScalingPolicy::Reactive, 9);
+        config.spec.launch_configs[0].market = Market::Spot;
+        config.cloud.defaults.interruptions_per_hour = 0.5;
+        config.cloud.defaults.boot = BootTime::Uniform {
+            min_s: 60.0,
+            max_s: 180.0,
+        };
+        let r = run(&t, &config);
+        assert!(r.interruptions > 10, "{r:?}");
+        assert_eq!(r.unfinished, 0);
+        // Lost work is billed but not counted as the tasks' work.
+        assert!(r.instance_seconds > r.work_seconds);
+    }
+
+    #[test]
+    fn failure_windows_block_launches_and_mark_the_offering_unavailable() {
+        // Every launch in the first 1000 s fails; the offering is skipped for 300 s
+        // after each failure, so the task starts after the window plus a boot.
+        let t = trace(&[(0, 100)]);
+        let mut config = SimConfig::default_setting(ScalingPolicy::Reactive, 1);
+        config.cloud.defaults.failure_windows = vec![FailureWindow {
+            start_s: 0.0,
+            end_s: 1000.0,
+        }];
+        let r = run(&t, &config);
+        // Failures at 0, 300 (ttl) and 600, 900; launch at 1200 succeeds; ready 1320.
+        assert_eq!(r.launch_failures, 4);
+        assert_eq!(r.launches, 1);
+        assert_eq!(r.wait_s.max, 1320.0);
+    }
+
+    #[test]
+    fn same_seed_gives_identical_reports() {
+        let t = crate::workload::WorkloadSpec {
+            days: 3,
+            ..crate::workload::WorkloadSpec::diurnal(2)
+        }
+        .generate()
+        .unwrap();
+        for policy in [ScalingPolicy::Reactive, ScalingPolicy::Forecast] {
+            let mut config = SimConfig::default_setting(policy, 4);
+            config.cloud.defaults.launch_failure_probability = 0.05;
+            let mut a = run(&t, &config);
+            let mut b = run(&t, &config);
+            a.wall_seconds = 0.0;
+            b.wall_seconds = 0.0;
+            assert_eq!(
+                serde_json::to_string(&a).unwrap(),
+                serde_json::to_string(&b).unwrap()
+            );
+            assert_eq!(a.unfinished, 0);
+            assert!(a.launch_failures > 0);
+        }
+    }
+
+    #[test]
+    fn bad_settings_are_errors() {
+        let t = trace(&[(0, 1)]);
+        let mut config = SimConfig::default_setting(ScalingPolicy::Reactive, 1);
+        config.tick_s = 0;
+        assert!(matches!(
+            simulate(&t, &config, &mut |_| {}),
+            Err(SimError::ZeroTick)
+        ));
+        let mut config = SimConfig::default_setting(ScalingPolicy::Reactive, 1);
+        config
+            .cloud
+            .overrides
+            .insert("nope".into(), Default::default());
+        let err = simulate(&t, &config, &mut |_| {}).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "cloud model: launch_configs.nope: no launch config with this id in pool sim"
+        );
+    }
+}

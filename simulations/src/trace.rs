@@ -1,0 +1,641 @@
+//! Trace readers: turn a job log into the tasks a simulation replays.
+//!
+//! Two formats are read, plain or gzip-compressed (detected from the magic bytes, not
+//! the file name):
+//!
+//! - **Standard Workload Format** (the Parallel Workloads Archive's format): lines
+//!   starting with `;` are the header, every other non-empty line is one job of 18
+//!   whitespace-separated numeric fields, `-1` meaning missing. A job becomes one task
+//!   of one slot: its submit time is field 2, its run time field 4. The header's
+//!   `UnixStartTime` (seconds) anchors the times on the calendar.
+//! - **CSV** with two columns `submit_s,run_s` (seconds, decimals allowed) and an
+//!   optional header line.
+//!
+//! Jobs whose run time is missing or not positive cannot be replayed; they are skipped
+//! and counted. A malformed line is an error naming its line number, the field and what
+//! was expected, unless [`ReadOptions::skip_bad_lines`] is set, in which case it is
+//! counted and skipped. Input that is not sorted by submit time is sorted (stably, so
+//! jobs submitted at the same instant keep their order in the file).
+//!
+//! The reader streams: one reused line buffer, fields parsed in place from bytes. The
+//! 22 MB SDSC Blue Horizon log (243k lines) reads in well under a second in a release
+//! build.
+
+use std::fmt;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use capstan_core::Timestamp;
+use flate2::read::MultiGzDecoder;
+
+/// One task to replay: it enters the queue at `submit_ms` and, once it has a slot,
+/// runs for `run_ms`. Times are milliseconds since the trace's origin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Task {
+    /// When the task is submitted, in milliseconds after [`Trace::origin`].
+    pub submit_ms: i64,
+    /// How long it runs once started, in milliseconds (always > 0).
+    pub run_ms: i64,
+}
+
+/// The tasks of a trace, sorted by submit time, with what was left out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Trace {
+    /// The instant that task times count from (SWF `UnixStartTime`, else the epoch).
+    pub origin: Timestamp,
+    /// Tasks sorted by `submit_ms` (ties in file order).
+    pub tasks: Vec<Task>,
+    /// Jobs skipped because their run time was missing or not positive.
+    pub skipped: u64,
+    /// Malformed lines skipped under [`ReadOptions::skip_bad_lines`].
+    pub bad_lines: u64,
+}
+
+impl Trace {
+    /// A trace of the given tasks (sorted here) anchored at `origin`.
+    pub fn from_tasks(origin: Timestamp, mut tasks: Vec<Task>) -> Self {
+        tasks.sort_by_key(|t| t.submit_ms);
+        Self {
+            origin,
+            tasks,
+            skipped: 0,
+            bad_lines: 0,
+        }
+    }
+
+    /// Sum of all run times, in seconds.
+    pub fn work_seconds(&self) -> f64 {
+        self.tasks.iter().map(|t| t.run_ms as f64).sum::<f64>() / 1000.0
+    }
+
+    /// Milliseconds from the first submit to the last completion if every task
+    /// started at its submit time; 0 for an empty trace.
+    pub fn span_ms(&self) -> i64 {
+        match (
+            self.tasks.first(),
+            self.tasks.iter().map(|t| t.submit_ms + t.run_ms).max(),
+        ) {
+            (Some(first), Some(end)) => end - first.submit_ms,
+            _ => 0,
+        }
+    }
+}
+
+/// The file formats [`read_trace`] understands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TraceFormat {
+    /// Standard Workload Format.
+    Swf,
+    /// `submit_s,run_s` CSV.
+    Csv,
+}
+
+impl TraceFormat {
+    /// Guesses the format from a file name (`.swf`, `.csv`, optionally followed by
+    /// `.gz`).
+    pub fn from_path(path: &Path) -> Option<Self> {
+        let name = path.file_name()?.to_str()?.to_ascii_lowercase();
+        let name = name.strip_suffix(".gz").unwrap_or(&name);
+        if name.ends_with(".swf") {
+            Some(Self::Swf)
+        } else if name.ends_with(".csv") {
+            Some(Self::Csv)
+        } else {
+            None
+        }
+    }
+}
+
+impl fmt::Display for TraceFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Swf => "swf",
+            Self::Csv => "csv",
+        })
+    }
+}
+
+impl std::str::FromStr for TraceFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "swf" => Ok(Self::Swf),
+            "csv" => Ok(Self::Csv),
+            other => Err(format!(
+                "unknown trace format {other:?}, expected swf or csv"
+            )),
+        }
+    }
+}
+
+/// How to read a trace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ReadOptions {
+    /// The format; `None` guesses it from the file name.
+    pub format: Option<TraceFormat>,
+    /// Count and skip malformed lines instead of failing on the first one.
+    pub skip_bad_lines: bool,
+}
+
+/// Why a trace could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum TraceError {
+    /// The file could not be opened or read (or its gzip stream is corrupt).
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What the OS or the decompressor said.
+        #[source]
+        source: io::Error,
+    },
+    /// No format was given and the file name does not tell.
+    #[error(
+        "{path}: cannot tell the trace format from the name, expected a .swf or .csv file or an explicit format (swf|csv)"
+    )]
+    UnknownFormat {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A line does not have the number of fields the format requires.
+    #[error("line {line}: expected {expected} fields, found {found}")]
+    FieldCount {
+        /// 1-based line number.
+        line: u64,
+        /// Fields the format requires.
+        expected: usize,
+        /// Fields on the line.
+        found: usize,
+    },
+    /// A field holds something other than what the format requires.
+    #[error("line {line}: field {field} ({name}): expected {expected}, found {found:?}")]
+    BadField {
+        /// 1-based line number.
+        line: u64,
+        /// 1-based field number.
+        field: usize,
+        /// The field's name in the format.
+        name: &'static str,
+        /// What the field must hold.
+        expected: &'static str,
+        /// The text found (truncated to 40 bytes).
+        found: String,
+    },
+}
+
+/// SWF field names, 1-based field `i` is `SWF_FIELDS[i - 1]`.
+const SWF_FIELDS: [&str; 18] = [
+    "job_number",
+    "submit_time",
+    "wait_time",
+    "run_time",
+    "allocated_processors",
+    "average_cpu_time",
+    "used_memory",
+    "requested_processors",
+    "requested_time",
+    "requested_memory",
+    "status",
+    "user_id",
+    "group_id",
+    "executable",
+    "queue",
+    "partition",
+    "preceding_job",
+    "think_time",
+];
+
+/// Reads the trace at `path`.
+pub fn read_trace(path: &Path, options: ReadOptions) -> Result<Trace, TraceError> {
+    let format = match options.format {
+        Some(f) => f,
+        None => TraceFormat::from_path(path).ok_or_else(|| TraceError::UnknownFormat {
+            path: path.to_owned(),
+        })?,
+    };
+    let io_err = |source| TraceError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let file = File::open(path).map_err(io_err)?;
+    read_from(file, format, options.skip_bad_lines).map_err(|e| match e {
+        ReadError::Io(source) => io_err(source),
+        ReadError::Trace(t) => t,
+    })
+}
+
+/// Reads a trace from any byte stream (plain or gzip).
+pub fn read_trace_from(
+    reader: impl Read,
+    format: TraceFormat,
+    skip_bad_lines: bool,
+) -> Result<Trace, TraceError> {
+    read_from(reader, format, skip_bad_lines).map_err(|e| match e {
+        ReadError::Io(source) => TraceError::Io {
+            path: PathBuf::from("<stream>"),
+            source,
+        },
+        ReadError::Trace(t) => t,
+    })
+}
+
+enum ReadError {
+    Io(io::Error),
+    Trace(TraceError),
+}
+
+impl From<io::Error> for ReadError {
+    fn from(e: io::Error) -> Self {
+        Self::Io(e)
+    }
+}
+
+const BUF_SIZE: usize = 256 * 1024;
+
+fn read_from(reader: impl Read, format: TraceFormat, skip_bad: bool) -> Result<Trace, ReadError> {
+    let mut buffered = BufReader::with_capacity(BUF_SIZE, reader);
+    let gz = {
+        let head = buffered.fill_buf()?;
+        head.len() >= 2 && head[0] == 0x1f && head[1] == 0x8b
+    };
+    if gz {
+        parse_lines(
+            BufReader::with_capacity(BUF_SIZE, MultiGzDecoder::new(buffered)),
+            format,
+            skip_bad,
+        )
+    } else {
+        parse_lines(buffered, format, skip_bad)
+    }
+}
+
+/// What one data line yielded.
+enum LineOutcome {
+    Task(Task),
+    /// A job without a usable run time.
+    Skipped,
+}
+
+fn parse_lines(
+    mut reader: impl BufRead,
+    format: TraceFormat,
+    skip_bad: bool,
+) -> Result<Trace, ReadError> {
+    let mut trace = Trace {
+        origin: Timestamp::EPOCH,
+        tasks: Vec::new(),
+        skipped: 0,
+        bad_lines: 0,
+    };
+    let mut line = Vec::with_capacity(256);
+    let mut line_no: u64 = 0;
+    let mut sorted = true;
+    let mut seen_data = false;
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line)? == 0 {
+            break;
+        }
+        line_no += 1;
+        let text = line.trim_ascii();
+        if text.is_empty() {
+            continue;
+        }
+        let outcome = match format {
+            TraceFormat::Swf => {
+                if text[0] == b';' {
+                    if let Some(origin) = swf_header_origin(text) {
+                        trace.origin = origin;
+                    }
+                    continue;
+                }
+                parse_swf_line(text, line_no)
+            }
+            TraceFormat::Csv => {
+                if text[0] == b'#' {
+                    continue;
+                }
+                if !seen_data && is_csv_header(text) {
+                    seen_data = true;
+                    continue;
+                }
+                parse_csv_line(text, line_no)
+            }
+        };
+        seen_data = true;
+        match outcome {
+            Ok(LineOutcome::Task(task)) => {
+                if let Some(last) = trace.tasks.last() {
+                    sorted &= last.submit_ms <= task.submit_ms;
+                }
+                trace.tasks.push(task);
+            }
+            Ok(LineOutcome::Skipped) => trace.skipped += 1,
+            Err(_) if skip_bad => trace.bad_lines += 1,
+            Err(e) => return Err(ReadError::Trace(e)),
+        }
+    }
+    if !sorted {
+        trace.tasks.sort_by_key(|t| t.submit_ms);
+    }
+    Ok(trace)
+}
+
+/// `; UnixStartTime: 956700003` gives the origin; other header lines give nothing.
+fn swf_header_origin(text: &[u8]) -> Option<Timestamp> {
+    let body = std::str::from_utf8(&text[1..]).ok()?.trim();
+    let (key, value) = body.split_once(':')?;
+    if key.trim() != "UnixStartTime" {
+        return None;
+    }
+    value
+        .trim()
+        .parse::<i64>()
+        .ok()
+        .map(Timestamp::from_unix_secs)
+}
+
+fn parse_swf_line(text: &[u8], line: u64) -> Result<LineOutcome, TraceError> {
+    let mut submit = 0i64;
+    let mut run = None;
+    let mut count = 0usize;
+    for field in text
+        .split(|b| b.is_ascii_whitespace())
+        .filter(|f| !f.is_empty())
+    {
+        count += 1;
+        if count > SWF_FIELDS.len() {
+            continue;
+        }
+        let value = parse_ms(field).ok_or_else(|| TraceError::BadField {
+            line,
+            field: count,
+            name: SWF_FIELDS[count - 1],
+            expected: "a number (-1 if missing)",
+            found: shown(field),
+        })?;
+        match count {
+            2 => {
+                if value < 0 {
+                    return Err(TraceError::BadField {
+                        line,
+                        field: 2,
+                        name: SWF_FIELDS[1],
+                        expected: "a submit time in seconds >= 0",
+                        found: shown(field),
+                    });
+                }
+                submit = value;
+            }
+            4 => run = Some(value),
+            _ => {}
+        }
+    }
+    if count != SWF_FIELDS.len() {
+        return Err(TraceError::FieldCount {
+            line,
+            expected: SWF_FIELDS.len(),
+            found: count,
+        });
+    }
+    Ok(match run {
+        Some(run_ms) if run_ms > 0 => LineOutcome::Task(Task {
+            submit_ms: submit,
+            run_ms,
+        }),
+        _ => LineOutcome::Skipped,
+    })
+}
+
+fn is_csv_header(text: &[u8]) -> bool {
+    !matches!(text[0], b'0'..=b'9' | b'-' | b'+' | b'.')
+}
+
+fn parse_csv_line(text: &[u8], line: u64) -> Result<LineOutcome, TraceError> {
+    let mut fields = text.split(|&b| b == b',');
+    let (Some(submit), Some(run), None) = (fields.next(), fields.next(), fields.next()) else {
+        return Err(TraceError::FieldCount {
+            line,
+            expected: 2,
+            found: text.split(|&b| b == b',').count(),
+        });
+    };
+    let submit = submit.trim_ascii();
+    let run = run.trim_ascii();
+    let submit_ms = parse_ms(submit)
+        .filter(|&v| v >= 0)
+        .ok_or_else(|| TraceError::BadField {
+            line,
+            field: 1,
+            name: "submit_s",
+            expected: "a submit time in seconds >= 0",
+            found: shown(submit),
+        })?;
+    if run.is_empty() {
+        return Ok(LineOutcome::Skipped);
+    }
+    let run_ms = parse_ms(run).ok_or_else(|| TraceError::BadField {
+        line,
+        field: 2,
+        name: "run_s",
+        expected: "a run time in seconds (-1 or empty if missing)",
+        found: shown(run),
+    })?;
+    Ok(if run_ms > 0 {
+        LineOutcome::Task(Task { submit_ms, run_ms })
+    } else {
+        LineOutcome::Skipped
+    })
+}
+
+fn shown(field: &[u8]) -> String {
+    let s = String::from_utf8_lossy(&field[..field.len().min(40)]);
+    s.into_owned()
+}
+
+/// Parses seconds (an integer, or a decimal such as `12.5` or `1e3`) into whole
+/// milliseconds, rounding half away from zero. Integers take a fast path without
+/// floating point.
+fn parse_ms(field: &[u8]) -> Option<i64> {
+    let (neg, digits) = match field.first()? {
+        b'-' => (true, &field[1..]),
+        b'+' => (false, &field[1..]),
+        _ => (false, field),
+    };
+    if !digits.is_empty() && digits.len() <= 15 && digits.iter().all(u8::is_ascii_digit) {
+        let v = digits
+            .iter()
+            .fold(0i64, |acc, &d| acc * 10 + i64::from(d - b'0'));
+        return Some(if neg { -v } else { v } * 1000);
+    }
+    let s = std::str::from_utf8(field).ok()?;
+    let v: f64 = s.parse().ok()?;
+    if !v.is_finite() || v.abs() > 1e15 {
+        return None;
+    }
+    Some((v * 1000.0).round() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    fn swf(text: &str) -> Result<Trace, TraceError> {
+        read_trace_from(text.as_bytes(), TraceFormat::Swf, false)
+    }
+
+    const HEADER: &str = "; Version: 2.2\n; UnixStartTime: 956700003\n;\n";
+
+    #[test]
+    fn swf_reads_submit_and_run_time_and_the_origin() {
+        let t = swf(&format!(
+            "{HEADER}    9   430593     13  50866  256  25381    -1  256  64800    -1  1  95  -1  -1  4 -1 -1 -1\n\
+             10   430730     31  10770  256   5343    -1  256  28800    -1  1  95  -1  -1  4 -1 -1 -1\n"
+        ))
+        .unwrap();
+        assert_eq!(t.origin, Timestamp::from_unix_secs(956_700_003));
+        assert_eq!(
+            t.tasks,
+            vec![
+                Task {
+                    submit_ms: 430_593_000,
+                    run_ms: 50_866_000
+                },
+                Task {
+                    submit_ms: 430_730_000,
+                    run_ms: 10_770_000
+                }
+            ]
+        );
+        assert_eq!((t.skipped, t.bad_lines), (0, 0));
+    }
+
+    #[test]
+    fn swf_skips_and_counts_jobs_without_a_positive_run_time() {
+        let t = swf("1 10 0 -1 1 -1 -1 1 -1 -1 5 1 -1 -1 1 -1 -1 -1\n\
+             2 20 0 0 1 -1 -1 1 -1 -1 1 1 -1 -1 1 -1 -1 -1\n\
+             3 30 0 7 1 -1 -1 1 -1 -1 1 1 -1 -1 1 -1 -1 -1\n")
+        .unwrap();
+        assert_eq!(t.skipped, 2);
+        assert_eq!(
+            t.tasks,
+            vec![Task {
+                submit_ms: 30_000,
+                run_ms: 7_000
+            }]
+        );
+    }
+
+    #[test]
+    fn swf_unsorted_input_is_sorted_stably() {
+        let t = swf("1 50 0 1 1 -1 -1 1 -1 -1 1 1 -1 -1 1 -1 -1 -1\n\
+             2 10 0 2 1 -1 -1 1 -1 -1 1 1 -1 -1 1 -1 -1 -1\n\
+             3 50 0 3 1 -1 -1 1 -1 -1 1 1 -1 -1 1 -1 -1 -1\n")
+        .unwrap();
+        let runs: Vec<i64> = t.tasks.iter().map(|t| t.run_ms / 1000).collect();
+        assert_eq!(runs, vec![2, 1, 3]);
+    }
+
+    #[test]
+    fn swf_malformed_field_names_line_field_and_expectation() {
+        let err = swf(&format!(
+            "{HEADER}1 10 0 x5 1 -1 -1 1 -1 -1 1 1 -1 -1 1 -1 -1 -1\n"
+        ))
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "line 4: field 4 (run_time): expected a number (-1 if missing), found \"x5\""
+        );
+    }
+
+    #[test]
+    fn swf_wrong_field_count_is_an_error_unless_skipping() {
+        let text = "1 10 0 5 1 -1 -1 1 -1 -1 1 1 -1 -1 1 -1 -1 -1\n1 2 3\n";
+        let err = swf(text).unwrap_err();
+        assert_eq!(err.to_string(), "line 2: expected 18 fields, found 3");
+        let t = read_trace_from(text.as_bytes(), TraceFormat::Swf, true).unwrap();
+        assert_eq!((t.tasks.len(), t.bad_lines), (1, 1));
+    }
+
+    #[test]
+    fn swf_negative_submit_time_is_malformed() {
+        let err = swf("1 -1 0 5 1 -1 -1 1 -1 -1 1 1 -1 -1 1 -1 -1 -1\n").unwrap_err();
+        assert!(err.to_string().contains("field 2 (submit_time)"), "{err}");
+    }
+
+    #[test]
+    fn csv_with_header_decimals_and_missing_run_times() {
+        let t = read_trace_from(
+            "submit_s,run_s\n0,10\n5.5, 2.25\n7,-1\n8,\n\n".as_bytes(),
+            TraceFormat::Csv,
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            t.tasks,
+            vec![
+                Task {
+                    submit_ms: 0,
+                    run_ms: 10_000
+                },
+                Task {
+                    submit_ms: 5_500,
+                    run_ms: 2_250
+                }
+            ]
+        );
+        assert_eq!(t.skipped, 2);
+    }
+
+    #[test]
+    fn csv_errors_name_line_and_column() {
+        let err = read_trace_from("0,10\n3,abc\n".as_bytes(), TraceFormat::Csv, false).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "line 2: field 2 (run_s): expected a run time in seconds (-1 or empty if missing), found \"abc\""
+        );
+        let err = read_trace_from("0,10,4\n".as_bytes(), TraceFormat::Csv, false).unwrap_err();
+        assert_eq!(err.to_string(), "line 1: expected 2 fields, found 3");
+        // A header is only allowed before the first data line.
+        let err = read_trace_from("0,10\nsubmit_s,run_s\n".as_bytes(), TraceFormat::Csv, false)
+            .unwrap_err();
+        assert!(
+            err.to_string().starts_with("line 2: field 1 (submit_s)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn gzip_is_detected_by_magic_bytes_not_by_name() {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(b"submit_s,run_s\n3,4\n1,2\n").unwrap();
+        let bytes = enc.finish().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("trace.csv");
+        std::fs::write(&path, bytes).unwrap();
+        let t = read_trace(&path, ReadOptions::default()).unwrap();
+        assert_eq!(t.tasks[0].submit_ms, 1_000);
+        assert_eq!(t.tasks.len(), 2);
+    }
+
+    #[test]
+    fn format_comes_from_the_name_or_is_an_error() {
+        assert_eq!(
+            TraceFormat::from_path(Path::new("x/SDSC.swf.gz")),
+            Some(TraceFormat::Swf)
+        );
+        assert_eq!(
+            TraceFormat::from_path(Path::new("a.CSV")),
+            Some(TraceFormat::Csv)
+        );
+        let err =
+            read_trace(Path::new("/nonexistent/trace.txt"), ReadOptions::default()).unwrap_err();
+        assert!(matches!(err, TraceError::UnknownFormat { .. }), "{err}");
+        let err =
+            read_trace(Path::new("/nonexistent/trace.swf"), ReadOptions::default()).unwrap_err();
+        assert!(matches!(err, TraceError::Io { .. }), "{err}");
+    }
+}
