@@ -21,7 +21,9 @@
 //! 4. **Scale-in** only through idle timeouts: ready workers idle for at least
 //!    `idle_timeout_s`, longest idle first, while the pool stays at or above the
 //!    target. A busy worker is never terminated for idleness. Over `max_capacity`,
-//!    idle and not-yet-ready workers are terminated (never busy ones).
+//!    idle and not-yet-ready workers are terminated (never busy ones), whole
+//!    instances at a time: where the floor is not a multiple of the instance size
+//!    this can undershoot it, and the ceiling wins.
 //!
 //! Idempotency tokens are `{pool}-{now_ms}-{sequence}`: deterministic, so `plan` stays
 //! pure, and unique per launch action, since a pool is planned once per instant.
@@ -411,4 +413,313 @@ fn offering_slots(workers: &[Worker], launch_config_id: &str) -> u32 {
         .filter(|w| w.launch_config_id.as_deref() == Some(launch_config_id))
         .map(|w| w.capacity)
         .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use capstan_core::{PoolId, ScalingPolicy, WorkerId};
+
+    use super::*;
+
+    const SPEC: &str = "
+id: ci/small
+provider: aws
+min_capacity: 2
+max_capacity: 20
+launch_configs:
+  - id: spot
+    region: r
+    instance_type: t
+    market: spot
+    capacity: 2
+    priority: 0
+    max_capacity: 4
+    price_per_hour: 0.2
+  - id: od-cheap-per-slot
+    region: r
+    instance_type: t
+    capacity: 4
+    priority: 10
+    price_per_hour: 0.4
+  - id: od-dear-per-slot
+    region: r
+    instance_type: t
+    capacity: 1
+    priority: 10
+    price_per_hour: 0.2
+scaling:
+  idle_timeout_s: 600
+  max_launches_per_minute: 5
+";
+
+    fn spec() -> PoolSpec {
+        PoolSpec::from_yaml(SPEC).unwrap()
+    }
+
+    fn t(s: i64) -> Timestamp {
+        Timestamp::from_unix_secs(s)
+    }
+
+    fn forecast(target: u32, backlog: u32) -> Forecast {
+        Forecast {
+            made_at: t(10_000),
+            policy: ScalingPolicy::Forecast,
+            lead_s: 120.0,
+            target_slots: target,
+            backlog_slots: backlog,
+            expected_busy_slots: f64::from(target),
+            points: Vec::new(),
+        }
+    }
+
+    fn ready(id: &str, lc: &str, slots: u32, busy: u32, idle_since: Option<i64>) -> Worker {
+        let mut w = Worker::requested(
+            WorkerId::from_string(id),
+            PoolId::new("ci/small").unwrap(),
+            capstan_core::ProviderKind::Aws,
+            Some(lc.into()),
+            slots,
+            format!("tok-{id}"),
+            t(0),
+        );
+        w.state = WorkerState::Ready;
+        w.registered_at = Some(t(100));
+        w.last_heartbeat_at = Some(t(9_990));
+        w.busy_slots = busy;
+        w.idle_since = idle_since.map(t);
+        w
+    }
+
+    #[test]
+    fn launches_by_priority_then_price_per_slot_within_own_caps() {
+        let p = Planner::new(&spec()).unwrap();
+        let plan = p.plan(
+            &[],
+            &forecast(11, 0),
+            &OfferingHealth::new(),
+            t(10_000),
+            &LaunchLog::new(),
+        );
+        // spot: capped at 4 slots = 2 instances; then the 4-slot on-demand (0.1/slot)
+        // before the 1-slot one (0.2/slot): 7 slots left -> 2 instances (8 slots).
+        assert_eq!(
+            plan.actions,
+            vec![
+                Action::Launch {
+                    launch_config_id: "spot".into(),
+                    count: 2,
+                    idempotency_token: "ci/small-10000000-0".into(),
+                },
+                Action::Launch {
+                    launch_config_id: "od-cheap-per-slot".into(),
+                    count: 2,
+                    idempotency_token: "ci/small-10000000-1".into(),
+                },
+            ]
+        );
+        assert_eq!(plan.report.target_set_by, TargetTerm::Forecast);
+        assert_eq!(plan.report.launch_slots, 12);
+        assert_eq!(plan.report.unmet_slots, 0);
+    }
+
+    #[test]
+    fn unhealthy_and_capped_offerings_are_skipped_with_reasons() {
+        let p = Planner::new(&spec()).unwrap();
+        let mut health = OfferingHealth::new();
+        health.mark_unavailable(
+            "od-cheap-per-slot",
+            t(10_060),
+            "InsufficientInstanceCapacity",
+        );
+        let workers = [
+            ready("w1", "spot", 2, 2, None),
+            ready("w2", "spot", 2, 2, None),
+        ];
+        let plan = p.plan(
+            &workers,
+            &forecast(6, 0),
+            &health,
+            t(10_000),
+            &LaunchLog::new(),
+        );
+        assert_eq!(
+            plan.report.skipped_offerings,
+            vec![
+                SkippedOffering {
+                    launch_config_id: "spot".into(),
+                    reason: SkipReason::OverOwnMax {
+                        max_slots: 4,
+                        current_slots: 4
+                    },
+                },
+                SkippedOffering {
+                    launch_config_id: "od-cheap-per-slot".into(),
+                    reason: SkipReason::Unavailable {
+                        until: t(10_060),
+                        reason: "InsufficientInstanceCapacity".into()
+                    },
+                },
+            ]
+        );
+        assert_eq!(plan.launch_count(), 2);
+        assert!(
+            matches!(&plan.actions[0], Action::Launch { launch_config_id, .. } if launch_config_id == "od-dear-per-slot")
+        );
+    }
+
+    #[test]
+    fn rate_limit_counts_launches_of_the_last_minute() {
+        let p = Planner::new(&spec()).unwrap();
+        let mut log = LaunchLog::new();
+        log.record(t(9_950), 4);
+        let plan = p.plan(
+            &[],
+            &forecast(20, 0),
+            &OfferingHealth::new(),
+            t(10_000),
+            &log,
+        );
+        assert_eq!(plan.launch_count(), 1);
+        assert!(plan.report.rate_limited);
+        assert_eq!(plan.report.launched_last_minute, 4);
+    }
+
+    #[test]
+    fn idle_workers_go_only_past_the_timeout_and_above_the_target() {
+        let p = Planner::new(&spec()).unwrap();
+        let workers = [
+            ready("long-idle", "od-dear-per-slot", 1, 0, Some(1_000)),
+            ready("idle-2", "od-dear-per-slot", 1, 0, Some(9_000)),
+            ready("fresh-idle", "od-dear-per-slot", 1, 0, Some(9_900)),
+            ready("busy", "od-dear-per-slot", 1, 1, None),
+        ];
+        let plan = p.plan(
+            &workers,
+            &forecast(0, 0),
+            &OfferingHealth::new(),
+            t(10_000),
+            &LaunchLog::new(),
+        );
+        // min_capacity 2 keeps two of the four; the longest idle goes first.
+        assert_eq!(
+            plan.actions,
+            vec![
+                Action::Terminate {
+                    worker: WorkerId::from_string("long-idle"),
+                    reason: TerminateReason::IdleTimeout
+                },
+                Action::Terminate {
+                    worker: WorkerId::from_string("idle-2"),
+                    reason: TerminateReason::IdleTimeout
+                },
+            ]
+        );
+        assert_eq!(plan.report.target_set_by, TargetTerm::Min);
+    }
+
+    #[test]
+    fn lifecycle_limits_terminate_whatever_the_demand() {
+        let mut spec = spec();
+        spec.lifecycle.max_lifetime_s = Some(5_000);
+        let p = Planner::new(&spec).unwrap();
+        let mut never_registered = ready("never", "spot", 2, 0, None);
+        never_registered.state = WorkerState::Booting;
+        never_registered.registered_at = None;
+        never_registered.created_at = t(10_000 - 900);
+        let mut silent = ready("silent", "spot", 2, 1, None);
+        silent.last_heartbeat_at = Some(t(10_000 - 300));
+        let mut failed = ready("failed", "od-dear-per-slot", 1, 0, None);
+        failed.state = WorkerState::Failed;
+        let old_busy = ready("old-busy", "od-dear-per-slot", 1, 1, None);
+        let old_idle = ready("old-idle", "od-dear-per-slot", 1, 0, Some(9_999));
+        let workers = [never_registered, silent, failed, old_busy, old_idle];
+        let plan = p.plan(
+            &workers,
+            &forecast(50, 50),
+            &OfferingHealth::new(),
+            t(10_000),
+            &LaunchLog::new(),
+        );
+        let terminated: Vec<_> = plan
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Terminate { worker, reason } => Some((worker.as_str(), *reason)),
+                Action::Launch { .. } => None,
+            })
+            .collect();
+        assert_eq!(
+            terminated,
+            [
+                ("never", TerminateReason::RegistrationTimeout),
+                ("silent", TerminateReason::HeartbeatLost),
+                ("failed", TerminateReason::Failed),
+                ("old-idle", TerminateReason::MaxLifetime),
+            ]
+        );
+        // Only the busy old worker still counts; demand is capped at max (20).
+        assert_eq!(plan.report.current_slots, 1);
+        assert_eq!(plan.report.target_set_by, TargetTerm::Max);
+    }
+
+    #[test]
+    fn budget_caps_launches_above_the_floor_and_says_so() {
+        let mut spec = spec();
+        spec.budget = Some(capstan_core::Budget {
+            max_cost_per_hour: 0.5,
+        });
+        let p = Planner::new(&spec).unwrap();
+        let plan = p.plan(
+            &[],
+            &forecast(10, 0),
+            &OfferingHealth::new(),
+            t(10_000),
+            &LaunchLog::new(),
+        );
+        // Two spot instances (0.4/h) fit; a 4-slot on-demand (0.4/h) would not.
+        assert_eq!(plan.launch_count(), 2);
+        assert_eq!(plan.report.target_set_by, TargetTerm::Budget);
+        assert_eq!(plan.report.budget_slots, Some(4));
+        assert!(
+            plan.report
+                .skipped_offerings
+                .iter()
+                .any(|s| matches!(s.reason, SkipReason::OverBudget { .. }))
+        );
+    }
+
+    #[test]
+    fn schedule_floor_raises_the_target() {
+        let mut spec = spec();
+        spec.schedules.push(capstan_core::Schedule {
+            cron: "0 0 * * *".into(),
+            timezone: "UTC".into(),
+            duration_s: 86_400,
+            min_capacity: 6,
+        });
+        let p = Planner::new(&spec).unwrap();
+        let plan = p.plan(
+            &[],
+            &forecast(1, 3),
+            &OfferingHealth::new(),
+            t(10_000),
+            &LaunchLog::new(),
+        );
+        assert_eq!(plan.report.schedule_slots, 6);
+        assert_eq!(plan.report.target_slots, 6);
+        assert_eq!(plan.report.target_set_by, TargetTerm::Schedule);
+    }
+
+    #[test]
+    fn bad_schedule_is_an_error_naming_its_index() {
+        let mut spec = spec();
+        spec.schedules.push(capstan_core::Schedule {
+            cron: "nope".into(),
+            timezone: "UTC".into(),
+            duration_s: 1,
+            min_capacity: 1,
+        });
+        let err = Planner::new(&spec).unwrap_err();
+        assert!(err.to_string().starts_with("schedules[0]: "), "{err}");
+    }
 }
