@@ -1,1 +1,40 @@
-fn main() {}
+//! `capstan`: the command-line entry point.
+//!
+//! A thin layer: it parses arguments, loads configuration and wires the library crates
+//! together. `serve` runs the long-lived control plane; `simulate` replays job traces
+//! offline against the same predictor and planner.
+
+mod config;
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Cloud-agnostic provisioner control plane for fleets of task workers.
+#[derive(Debug, Parser)]
+#[command(name = "capstan", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the control plane service (API, reconciler) until SIGINT/SIGTERM.
+    Serve(serve::ServeArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,52 @@
+//! The probe routes, driven in-process through the router.
+
+use api::{AppState, Readiness, router};
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use store::Store;
+use tower::ServiceExt;
+
+async fn get(state: &AppState, path: &str) -> (StatusCode, serde_json::Value) {
+    let response = router(state.clone())
+        .oneshot(Request::get(path).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&body).unwrap())
+}
+
+#[tokio::test]
+async fn healthz_follows_the_store_and_readyz_the_lifecycle() {
+    let store = Store::connect("sqlite::memory:").await.unwrap();
+    let state = AppState {
+        store: store.clone(),
+        readiness: Readiness::default(),
+    };
+
+    assert_eq!(get(&state, "/healthz").await.0, StatusCode::OK);
+    let (code, body) = get(&state, "/readyz").await;
+    assert_eq!(
+        code,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "not ready before start-up ends"
+    );
+    assert_eq!(body["reason"], "starting or shutting down");
+
+    state.readiness.set(true);
+    let (code, body) = get(&state, "/readyz").await;
+    assert_eq!(
+        (code, body["status"].as_str()),
+        (StatusCode::OK, Some("ok"))
+    );
+
+    store.close().await;
+    let (code, body) = get(&state, "/healthz").await;
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["reason"], "store not answering");
+    assert_eq!(
+        get(&state, "/readyz").await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+}
