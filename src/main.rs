@@ -5,6 +5,7 @@
 //! offline against the same predictor and planner.
 
 mod config;
+mod pools;
 mod serve;
 
 use std::process::ExitCode;
@@ -23,12 +24,16 @@ struct Cli {
 enum Command {
     /// Run the control plane service (API, reconciler) until SIGINT/SIGTERM.
     Serve(serve::ServeArgs),
+    /// Work with pool specs.
+    #[command(subcommand)]
+    Pools(pools::PoolsCommand),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Pools(command) => pools::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -229,3 +229,46 @@ async fn serves_health_on_postgresql() {
         "no SQLite file when PostgreSQL is configured"
     );
 }
+
+#[test]
+fn pools_validate_prints_every_problem_of_a_spec_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("bad.yaml"),
+        "id: Bad Id\nprovider: aws\nmax_capacity: 5\nmin_capacity: 9\nlaunch_configs: []\nscaling: {service_level: 0}\nextra: 1\n",
+    )
+    .unwrap();
+    let good = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/pool.yaml");
+    let out = Command::new(env!("CARGO_BIN_EXE_capstan"))
+        .args(["pools", "validate", "-f", "bad.yaml", "-f", good])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let problems: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("bad.yaml: "))
+        .collect();
+    assert_eq!(problems.len(), 5, "{stderr}");
+    for field in [
+        "id:",
+        "min_capacity:",
+        "launch_configs:",
+        "scaling.service_level:",
+        "extra:",
+    ] {
+        assert!(
+            problems.iter().any(|l| l.contains(field)),
+            "{field} missing in {stderr}"
+        );
+    }
+    assert!(
+        stderr.contains("pool.yaml: ok (pool ci/linux-large)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("1 of 2 spec files have problems"),
+        "{stderr}"
+    );
+}
