@@ -15,6 +15,9 @@ use serde::Deserialize;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// Default store: an SQLite file in the working directory, created if missing.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://capstan.db";
+/// Default queue-sample retention: five weeks, enough for weekly seasonality plus a
+/// what-if replay of the last month.
+pub const DEFAULT_QUEUE_SAMPLE_RETENTION_DAYS: u32 = 35;
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -34,6 +37,8 @@ pub struct FileConfig {
     pub listen: Option<String>,
     /// `sqlite://PATH` or `postgres://...`.
     pub database_url: Option<String>,
+    /// Days of queue samples kept for forecasting and what-if simulations.
+    pub queue_sample_retention_days: Option<u32>,
     /// Logging settings.
     #[serde(default)]
     pub log: FileLogConfig,
@@ -75,6 +80,8 @@ pub struct ServiceConfig {
     pub log_format: LogFormat,
     /// Log filter.
     pub log_level: String,
+    /// Queue samples older than this many days are deleted.
+    pub queue_sample_retention_days: u32,
 }
 
 /// Values given as flags or environment variables (`None` when neither was given).
@@ -131,6 +138,11 @@ impl ServiceConfig {
                 .log_level
                 .or(file.log.level)
                 .unwrap_or_else(|| "info".to_owned()),
+            queue_sample_retention_days: match file.queue_sample_retention_days {
+                Some(0) => bail!("queue_sample_retention_days: must be >= 1, got 0"),
+                Some(days) => days,
+                None => DEFAULT_QUEUE_SAMPLE_RETENTION_DAYS,
+            },
         })
     }
 }
@@ -164,6 +176,7 @@ mod tests {
         let cfg = ServiceConfig::resolve(FileConfig::default(), Overrides::default()).unwrap();
         assert_eq!(cfg.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(cfg.database_url, DEFAULT_DATABASE_URL);
+        assert_eq!(cfg.queue_sample_retention_days, 35);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
+use capstan_core::Timestamp;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
@@ -96,6 +97,11 @@ async fn serve(config: ServiceConfig) -> anyhow::Result<()> {
     readiness.set(true);
     tracing::info!(listen = %local, "capstan serving");
 
+    let retention = tokio::spawn(prune_queue_samples_hourly(
+        store.clone(),
+        config.queue_sample_retention_days,
+    ));
+
     let draining = readiness.clone();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
@@ -106,9 +112,33 @@ async fn serve(config: ServiceConfig) -> anyhow::Result<()> {
         .await
         .context("server failed")?;
 
+    retention.abort();
     store.close().await;
     tracing::info!("store closed; bye");
     Ok(())
+}
+
+/// The wall clock as a [`Timestamp`]; the one place the service reads it.
+fn wall_clock() -> Timestamp {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    Timestamp::from_unix_ms(ms)
+}
+
+/// Retention: at start-up and then hourly, deletes queue samples older than
+/// `days`. A failed round is logged and retried at the next hour.
+async fn prune_queue_samples_hourly(store: store::Store, days: u32) {
+    let mut every_hour = tokio::time::interval(std::time::Duration::from_secs(3600));
+    every_hour.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every_hour.tick().await;
+        let cutoff = wall_clock().plus_secs(-i64::from(days) * 86_400);
+        match store.prune_queue_samples(cutoff).await {
+            Ok(n) => tracing::info!(deleted = n, %cutoff, "queue-sample retention"),
+            Err(e) => tracing::warn!(error = %e, "queue-sample retention failed"),
+        }
+    }
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.
