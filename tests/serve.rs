@@ -7,8 +7,6 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use sqlx::Connection;
-
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -184,27 +182,10 @@ fn bad_configuration_is_rejected_with_the_key_named() {
 
 #[tokio::test]
 async fn serves_health_on_postgresql() {
-    let admin_url = std::env::var("CAPSTAN_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let mut admin = match sqlx::PgConnection::connect(&admin_url).await {
-        Ok(c) => c,
-        Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
-            eprintln!("SKIPPED: PostgreSQL at {admin_url} unreachable ({e})");
-            return;
-        }
-        Err(e) => panic!("PostgreSQL at {admin_url} unreachable under CI=true: {e}"),
+    let Some(db) = store::scratch::ScratchDatabase::create().await else {
+        return;
     };
-    let name = format!("capstan_serve_test_{}", std::process::id());
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {name}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let url = format!("{}/{name}", admin_url.rsplit_once('/').unwrap().0);
-
+    let url = db.url.clone();
     let dir = tempfile::tempdir().unwrap();
     let result = tokio::task::spawn_blocking({
         let dir = dir.path().to_owned();
@@ -217,10 +198,7 @@ async fn serves_health_on_postgresql() {
     })
     .await
     .unwrap();
-    sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
+    db.drop_now().await;
     let ((ok, stderr), sqlite_created) = result;
     assert!(ok, "{stderr}");
     assert!(stderr.contains("Postgres"), "{stderr}");

@@ -26,6 +26,8 @@ mod audit;
 mod pool_errors;
 mod pools;
 mod queue_samples;
+#[cfg(feature = "test-support")]
+pub mod scratch;
 mod workers;
 
 use std::str::FromStr;

@@ -1,19 +1,15 @@
 //! The store's behaviour, run once against SQLite and once against PostgreSQL.
 //!
 //! Every case is an `async fn(Store)`; the `both!` macro turns it into a `sqlite_*`
-//! and a `postgres_*` test. The PostgreSQL tests create a fresh database per test on
-//! the server named by `CAPSTAN_TEST_POSTGRES_URL` (default
-//! `postgres://postgres@127.0.0.1:5432/postgres`) and drop it afterwards. If that
-//! server cannot be reached they are skipped with a printed reason, except when
-//! `CI=true`, where a missing PostgreSQL is a failure.
+//! and a `postgres_*` test. The PostgreSQL tests each get a fresh database from
+//! `store::scratch` (skipped with a printed reason when PostgreSQL is unreachable,
+//! failed under `CI=true`).
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use capstan_core::{
     PoolId, PoolSpec, ProviderKind, QueueSample, Timestamp, Worker, WorkerId, WorkerState,
 };
-use sqlx::Connection;
 use store::{AuditAction, Store, StoreError};
 
 const SPEC: &str = "id: ci/linux\nprovider: fake\nmax_capacity: 10\nlaunch_configs: [{id: small, instance_type: t}]\n";
@@ -38,50 +34,18 @@ where
     store.close().await;
 }
 
-static DB_COUNTER: AtomicU32 = AtomicU32::new(0);
-
-fn admin_url() -> String {
-    std::env::var("CAPSTAN_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
 async fn with_postgres<F, Fut>(case: F)
 where
     F: FnOnce(Store) -> Fut,
     Fut: Future<Output = ()>,
 {
-    let admin_url = admin_url();
-    let mut admin = match sqlx::PgConnection::connect(&admin_url).await {
-        Ok(c) => c,
-        Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
-            eprintln!(
-                "SKIPPED: PostgreSQL at {admin_url} unreachable ({e}); set CAPSTAN_TEST_POSTGRES_URL"
-            );
-            return;
-        }
-        Err(e) => panic!("PostgreSQL at {admin_url} unreachable under CI=true: {e}"),
+    let Some(db) = store::scratch::ScratchDatabase::create().await else {
+        return;
     };
-    let name = format!(
-        "capstan_test_{}_{}",
-        std::process::id(),
-        DB_COUNTER.fetch_add(1, Ordering::Relaxed)
-    );
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {name}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let base = admin_url.rsplit_once('/').map(|(b, _)| b).unwrap();
-    let store = Store::connect(&format!("{base}/{name}")).await.unwrap();
+    let store = Store::connect(&db.url).await.unwrap();
     case(store.clone()).await;
     store.close().await;
-    sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
+    db.drop_now().await;
 }
 
 macro_rules! both {
