@@ -181,6 +181,9 @@ pub struct PlanReport {
     pub target_slots: u32,
     /// The term that decided `target_slots`.
     pub target_set_by: TargetTerm,
+    /// Idle timeouts never take the pool below this many slots: the forecast's need
+    /// (not the backlog term, which never scales in) raised to the floor, cut to max.
+    pub keep_slots: u32,
     /// Slots of workers that count as capacity (requested, booting, ready) before the
     /// plan, excluding ones this plan terminates.
     pub current_slots: u32,
@@ -285,6 +288,7 @@ mod tests {
                 budget_slots: None,
                 target_slots: 3,
                 target_set_by: TargetTerm::Forecast,
+                keep_slots: 3,
                 current_slots: 1,
                 launch_slots: 2,
                 launched_last_minute: 0,

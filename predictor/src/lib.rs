@@ -15,6 +15,8 @@
 //! - [`reactive`]: the classic estimator (pending and running against existing slots).
 //! - [`seasonal`]: arrival-rate forecasting with daily and weekly seasonality
 //!   (double-seasonal Holt-Winters, seasonal naive while history is short).
+//! - [`recent`]: short-term clustering: recent arrivals, at two time scales, adjust
+//!   the seasonal forecast through an online regression.
 //! - [`runtime`]: the run-time distribution, which says how many running tasks and
 //!   new arrivals still hold a slot `lead` seconds from now.
 //! - [`sizing`]: Poisson / negative-binomial quantiles at the service level.
@@ -28,22 +30,30 @@
 //! ```text
 //! busy(now+L)  = p + r · S_run(L) + A(now, now+L) · S_arr(L)        (expected)
 //! target       = ceil(p + r · S_run(L) + spare)
-//! spare        = Q_level(arrivals in (now, now + 2L + tick]) + margin
+//! spare        = Q_level(arrivals in (now, now + L + tick]) + margin
 //! ```
 //!
-//! Launches decided now are ready at `now + L`, and the next decision after that is
-//! ready one tick and one lead later, so the spare must carry every arrival until then.
+//! Launches decided now are ready at `now + L`; until then arrivals take the spare
+//! slots that exist, and whatever they take is replaced by the launch decided at the
+//! next tick, ready one tick after that. So the capacity asked for at `now + L` must
+//! hold the tasks still running then, the arrivals of the next `L`, and those of one
+//! more tick.
 //! `Q_level` is the negative-binomial (or Poisson) quantile at the pool's
 //! `service_level`, on the [`sizing::Basis`] configured (by default the fraction of
 //! *tasks* covered). `margin` is learned online: each window's realised arrivals are
 //! compared with the spare that was planned for them, and the margin moves so that the
 //! uncovered share of tasks tends to `1 − service_level` (a stochastic-approximation
 //! quantile tracker; it goes negative when the model is too cautious). The window's
-//! dispersion is learned from the same comparisons. The target is never below the
-//! reactive backlog target, and scale-in is left to idle timeouts in the planner.
+//! dispersion is learned from the same comparisons. The planner launches toward the
+//! larger of this target and the reactive backlog target, and scales in only through
+//! idle timeouts, never below this target.
+//!
+//! For the `reactive` policy the target is what the backlog needs now, running plus
+//! pending × ratio, and launches follow the reactive estimator.
 
 pub mod accuracy;
 pub mod reactive;
+pub mod recent;
 pub mod runtime;
 pub mod seasonal;
 pub mod sizing;
@@ -54,6 +64,7 @@ use capstan_core::{
 
 pub use accuracy::{AccuracyReport, AccuracyTracker};
 pub use reactive::reactive_target;
+pub use recent::{RecentArrivals, WindowRegression};
 pub use runtime::{RunTimeDistribution, Survival};
 pub use seasonal::{SeasonalConfig, SeasonalConfigError, SeasonalRate};
 pub use sizing::{Basis, CountQuantiles};
@@ -71,6 +82,10 @@ pub struct PredictorConfig {
     pub margin_rate: f64,
     /// Learning rate of the window dispersion.
     pub dispersion_rate: f64,
+    /// Whether recent arrivals adjust the seasonal forecast ([`recent`]).
+    pub short_term: bool,
+    /// Forgetting factor of the short-term regression, per scored window.
+    pub regression_forgetting: f64,
 }
 
 impl Default for PredictorConfig {
@@ -81,6 +96,8 @@ impl Default for PredictorConfig {
             run_time_half_life: 20_000,
             margin_rate: 0.02,
             dispersion_rate: 0.005,
+            short_term: true,
+            regression_forgetting: 0.999_99,
         }
     }
 }
@@ -110,6 +127,7 @@ const MIN_WINDOWS_FOR_DISPERSION: u64 = 200;
 #[derive(Debug, Clone, Copy, Default)]
 struct OpenWindow {
     due_ms: i64,
+    features: [f64; recent::FEATURES],
     arrivals_before: u64,
     mean: f64,
     spare: f64,
@@ -127,6 +145,8 @@ pub struct Predictor {
     /// Arrivals ever observed.
     arrivals: u64,
     seasonal: SeasonalRate,
+    recent: RecentArrivals,
+    regression: WindowRegression,
     run_times: RunTimeDistribution,
     quantiles: CountQuantiles,
     margin: f64,
@@ -162,6 +182,7 @@ impl Predictor {
         for (name, value) in [
             ("margin_rate", cfg.margin_rate),
             ("dispersion_rate", cfg.dispersion_rate),
+            ("regression_forgetting", cfg.regression_forgetting),
         ] {
             if !(0.0..=1.0).contains(&value) {
                 return Err(PredictorError::Rate { name, value });
@@ -173,6 +194,8 @@ impl Predictor {
             tick_s: 0.0,
             arrivals: 0,
             seasonal: SeasonalRate::new(cfg.seasonal)?,
+            recent: RecentArrivals::new(),
+            regression: WindowRegression::new(cfg.regression_forgetting),
             run_times: RunTimeDistribution::new(cfg.run_time_half_life),
             quantiles: CountQuantiles::new(),
             margin: 0.0,
@@ -196,12 +219,14 @@ impl Predictor {
     /// Feeds one queue sample. Samples must come in time order; a sample at or before
     /// the previous one's time updates the levels and counts only.
     pub fn observe(&mut self, sample: &QueueSample) {
+        let mut dt = 0.0;
         if let Some(prev) = self.last {
-            let dt = sample.at.secs_since(prev.at);
+            dt = sample.at.secs_since(prev.at).max(0.0);
             if dt > 0.0 {
                 self.tick_s = dt;
             }
         }
+        self.recent.add(dt, sample.arrivals);
         self.arrivals += u64::from(sample.arrivals);
         self.seasonal.add(sample.at, sample.arrivals);
         self.last = Some(*sample);
@@ -235,10 +260,13 @@ impl Predictor {
                 Basis::Windows => f64::from(u8::from(uncovered > 0.0)) - (1.0 - w.level),
             };
             self.margin += self.cfg.margin_rate * step;
+            self.regression.learn(&w.features, realised);
             let mean = w.mean.max(0.05);
             let z = (realised - w.mean) * (realised - w.mean) / mean;
             let r = self.cfg.dispersion_rate;
-            self.window_dispersion = ((1.0 - r) * self.window_dispersion + r * z).clamp(1.0, 1e4);
+            // The average itself is kept unclamped (clamping each step would bias it
+            // toward the bound); readers clamp.
+            self.window_dispersion = ((1.0 - r) * self.window_dispersion + r * z).min(1e4);
         }
     }
 
@@ -256,7 +284,7 @@ impl Predictor {
     /// the seasonal model's per-bucket one before.
     pub fn dispersion(&self) -> f64 {
         if self.windows_scored >= MIN_WINDOWS_FOR_DISPERSION {
-            self.window_dispersion
+            self.window_dispersion.max(1.0)
         } else {
             self.seasonal.dispersion()
         }
@@ -275,6 +303,26 @@ impl Predictor {
     /// The run-time distribution.
     pub fn run_times(&self) -> &RunTimeDistribution {
         &self.run_times
+    }
+
+    /// Coefficients of the short-term regression (seasonal, ~2 min rate, ~15 min rate).
+    pub fn short_term_coefficients(&self) -> [f64; recent::FEATURES] {
+        self.regression.theta()
+    }
+
+    /// Expected arrivals in `(now, now + window_ms]`, with the features behind it.
+    fn window_mean(&self, now: Timestamp, window_ms: i64) -> (f64, [f64; recent::FEATURES]) {
+        let end = Timestamp::from_unix_ms(now.unix_ms() + window_ms);
+        let seasonal = self.seasonal.expected_arrivals(now, end);
+        let (short, long) = self.recent.rates_per_s();
+        let w = window_ms as f64 / 1000.0;
+        let x = [seasonal, short * w, long * w];
+        let mean = if self.cfg.short_term {
+            self.regression.predict(&x)
+        } else {
+            seasonal
+        };
+        (mean, x)
     }
 
     /// Expected arrival rate at `at`, tasks per second.
@@ -322,13 +370,21 @@ impl Predictor {
             spec.min_capacity,
             spec.max_capacity,
         );
+        // What the backlog needs, whatever the pool holds: the reactive policy's need.
+        let ratio = if spec.scaling.scaling_ratio.is_finite() && spec.scaling.scaling_ratio > 0.0 {
+            spec.scaling.scaling_ratio
+        } else {
+            1.0
+        };
+        let needed = f64::from(running) + (f64::from(pending) * ratio).ceil();
+        let needed = clamp_slots(needed, spec.min_capacity, spec.max_capacity);
         let mut forecast = Forecast {
             made_at: now,
             policy: spec.scaling.policy,
             lead_s,
-            target_slots: backlog,
+            target_slots: needed,
             backlog_slots: backlog,
-            expected_busy_slots: f64::from(backlog),
+            expected_busy_slots: f64::from(needed),
             points: Vec::new(),
         };
         if spec.scaling.policy == ScalingPolicy::Reactive {
@@ -337,14 +393,13 @@ impl Predictor {
         let level = spec.scaling.service_level.clamp(0.0, 1.0 - 1e-9);
         let surv = self.run_times.survival(lead_s);
         let lead_ms = (lead_s * 1000.0) as i64;
-        let ready_at = Timestamp::from_unix_ms(now.unix_ms() + lead_ms);
         let carried = f64::from(pending) + f64::from(running) * surv.of_running;
         forecast.expected_busy_slots =
-            carried + self.seasonal.expected_arrivals(now, ready_at) * surv.of_arrivals;
+            carried + self.window_mean(now, lead_ms).0 * surv.of_arrivals;
 
-        let window_ms = 2 * lead_ms + (self.tick_s * 1000.0) as i64;
+        let window_ms = lead_ms + (self.tick_s * 1000.0) as i64;
         let due = Timestamp::from_unix_ms(now.unix_ms() + window_ms);
-        let mean = self.seasonal.expected_arrivals(now, due);
+        let (mean, features) = self.window_mean(now, window_ms);
         let q =
             f64::from(
                 self.quantiles
@@ -358,19 +413,18 @@ impl Predictor {
             self.last_window_ms = Some(now.unix_ms());
             self.open_window(OpenWindow {
                 due_ms: due.unix_ms(),
+                features,
                 arrivals_before: self.arrivals,
                 mean,
                 spare,
                 level,
             });
         }
-        let target = (carried + spare).ceil();
-        let target = if target >= f64::from(spec.max_capacity) {
-            spec.max_capacity
-        } else {
-            target as u32
-        };
-        forecast.target_slots = target.max(backlog);
+        forecast.target_slots = clamp_slots(
+            (carried + spare).ceil(),
+            spec.min_capacity,
+            spec.max_capacity,
+        );
         forecast
     }
 
@@ -417,6 +471,18 @@ impl Predictor {
             })
             .collect()
     }
+}
+
+/// `x` (a whole number of slots, possibly huge) as slots within `[min, max]`.
+fn clamp_slots(x: f64, min: u32, max: u32) -> u32 {
+    let x = if x >= f64::from(max) {
+        max
+    } else if x > 0.0 {
+        x as u32
+    } else {
+        0
+    };
+    x.max(min).min(max)
 }
 
 #[cfg(test)]
@@ -466,7 +532,16 @@ mod tests {
             10,
         );
         assert_eq!(f.backlog_slots, 12);
+        // Needed now: 7 running + 5 pending; the 3 idle slots beyond may time out.
         assert_eq!(f.target_slots, 12);
+        p.observe(&sample(60, 0, 7, 0));
+        let f = p.forecast(
+            &spec(ScalingPolicy::Reactive),
+            Timestamp::from_unix_secs(60),
+            120.0,
+            12,
+        );
+        assert_eq!((f.target_slots, f.backlog_slots), (7, 12));
         assert_eq!(f.policy, ScalingPolicy::Reactive);
     }
 
@@ -484,11 +559,16 @@ mod tests {
             last = Some(p.forecast(&spec, Timestamp::from_unix_secs(i * 30), 120.0, 10));
         }
         let f = last.unwrap();
-        // The window is 2 × 120 + 30 = 270 s: 9 expected arrivals, all still running
-        // at the end (tasks run 300 s), so the spare is at least 9.
-        assert!(f.target_slots >= 10 * 6 / 10 + 9, "{f:?}");
-        assert!(f.target_slots <= 40, "{f:?}");
+        // The window is 120 + 30 = 150 s: exactly 5 arrivals every time. Of the 10
+        // running tasks (300 s each), 10 × (300 − 120) / 300 = 6 still run at now + 120.
+        // The margin learns that 95 % task coverage lets 0.25 of 5 tasks go uncovered,
+        // so the spare settles near 4.75 and the target at ceil(6 + 4.75) = 11.
+        assert_eq!(f.target_slots, 11, "{f:?}");
+        let (_, windows, tasks) = p.spare_coverage().unwrap();
+        assert!(windows < 0.5, "{windows}");
+        assert!((tasks - 0.95).abs() < 0.01, "{tasks}");
         assert!(f.target_slots > f.backlog_slots);
+        assert!(f.demand_slots() == f.target_slots);
         // Expected busy at now+120: 10 × (300-120)/300 + 4 arrivals.
         assert!((f.expected_busy_slots - 10.0).abs() < 0.5, "{f:?}");
         let points = p.forecast_points(&spec, Timestamp::from_unix_secs(2 * 86400), &[60.0, 600.0]);
@@ -503,12 +583,13 @@ mod tests {
     }
 
     #[test]
-    fn forecast_is_never_below_the_backlog_target() {
+    fn forecast_answers_a_visible_backlog() {
         let spec = spec(ScalingPolicy::Forecast);
         let mut p = Predictor::new();
         p.observe(&sample(30, 40, 0, 40));
         let f = p.forecast(&spec, Timestamp::from_unix_secs(30), 120.0, 0);
         assert_eq!(f.backlog_slots, 40);
         assert!(f.target_slots >= 40);
+        assert!(f.demand_slots() >= 40);
     }
 }

@@ -263,7 +263,7 @@ impl SeasonalRate {
 
     /// Variance-to-mean ratio of bucket counts around the forecast (1 = Poisson).
     pub fn dispersion(&self) -> f64 {
-        self.dispersion
+        self.dispersion.max(1.0)
     }
 
     /// Whether the Holt-Winters model (rather than seasonal naive) makes the forecasts.
@@ -293,7 +293,7 @@ impl SeasonalRate {
         let forecast = self.bucket_forecast(b);
         let naive = self.naive(b);
         if self.in_use() {
-            let phi = self.dispersion;
+            let phi = self.dispersion();
             let lower = f64::from(lower_quantile(forecast, phi));
             let upper = f64::from(
                 self.quantiles
@@ -305,9 +305,10 @@ impl SeasonalRate {
         if self.model.is_some() {
             let f = forecast.max(1e-3);
             let z = (y - f) * (y - f) / f;
+            // Kept unclamped below (clamping each step would bias the average).
             self.dispersion =
-                ((1.0 - DISPERSION_RATE) * self.dispersion + DISPERSION_RATE * z).clamp(1.0, 1e4);
-            let cap = f + WINSOR_SIGMAS * (self.dispersion * f.max(1.0)).sqrt();
+                ((1.0 - DISPERSION_RATE) * self.dispersion + DISPERSION_RATE * z).min(1e4);
+            let cap = f + WINSOR_SIGMAS * (self.dispersion() * f.max(1.0)).sqrt();
             self.update(b, y.min(cap));
         }
         self.history[pos(b, self.w_len)] = y;

@@ -20,7 +20,9 @@
 //!    more instances than `max_launches_per_minute` allows given the [`LaunchLog`].
 //! 4. **Scale-in** only through idle timeouts: ready workers idle for at least
 //!    `idle_timeout_s`, longest idle first, while the pool stays at or above the
-//!    target. A busy worker is never terminated for idleness. Over `max_capacity`,
+//!    *keep level*: the forecast's `target_slots` (what is needed, spare included)
+//!    raised to the floor. The backlog term never holds workers, since the reactive
+//!    estimator counts every existing slot as wanted. A busy worker is never terminated for idleness. Over `max_capacity`,
 //!    idle and not-yet-ready workers are terminated (never busy ones), whole
 //!    instances at a time: where the floor is not a multiple of the instance size
 //!    this can undershoot it, and the ceiling wins.
@@ -225,8 +227,9 @@ impl Planner {
             target = spec.max_capacity;
             set_by = TargetTerm::Max;
         }
-        // Slots above this ignore nothing; slots up to it ignore the budget.
         let floor = floor.min(spec.max_capacity);
+        // Idle timeouts stop here.
+        let keep = forecast_slots.max(floor).min(spec.max_capacity);
 
         // 3. Launches.
         let launched_last_minute = launches.launched_in_window(now);
@@ -335,7 +338,7 @@ impl Planner {
 
         // 4. Scale-in: idle timeouts above the target; then anything over max.
         let after_launch = current_slots + launch_slots;
-        if after_launch > spec.max_capacity || (any_idle_expired && current_slots > target) {
+        if after_launch > spec.max_capacity || (any_idle_expired && current_slots > keep) {
             let mut remaining = current_slots;
             let mut idle: Vec<(Timestamp, &Worker)> = workers
                 .iter()
@@ -344,7 +347,7 @@ impl Planner {
                 .collect();
             idle.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.id.cmp(&b.1.id)));
             for (_, w) in &idle {
-                if remaining.saturating_sub(w.capacity) < target {
+                if remaining.saturating_sub(w.capacity) < keep {
                     continue;
                 }
                 remaining -= w.capacity;
@@ -394,6 +397,7 @@ impl Planner {
                 budget_slots,
                 target_slots: target,
                 target_set_by: set_by,
+                keep_slots: keep,
                 current_slots,
                 launch_slots,
                 launched_last_minute,

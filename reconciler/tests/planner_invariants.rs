@@ -273,10 +273,11 @@ proptest! {
             after + p.report.unmet_slots + over_max_slots(&c, &p) >= floor,
             "after {after} + unmet {} < floor {floor}", p.report.unmet_slots
         );
-        // Idle terminations never cut into the target.
+        // Idle terminations never cut below the keep level (forecast need and floor).
         let idle_cut = p.actions.iter().any(|a| matches!(a, Action::Terminate { reason: TerminateReason::IdleTimeout, .. }));
         if idle_cut {
-            prop_assert!(after + over_max_slots(&c, &p) >= p.report.target_slots);
+            prop_assert!(after + over_max_slots(&c, &p) >= p.report.keep_slots);
+            prop_assert!(p.report.keep_slots >= floor);
         }
     }
 
