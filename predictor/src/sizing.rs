@@ -14,11 +14,9 @@
 //!   `E[(A − s)⁺] ≤ (1 − p) E[A]` is chosen. Bursts weigh as many times as they hold
 //!   tasks, which is what wait-time percentiles measure.
 //!
-//! Both are memoised on the mean and dispersion rounded *up* to about 1.5 % (so the
-//! answer is never smaller than the exact one for the unrounded inputs), because the
-//! inputs change a little every tick and the statistics are not free.
-
-use std::collections::HashMap;
+//! Both are memoised on the mean and dispersion rounded *up* (so the answer is never
+//! smaller than the exact one for the unrounded inputs), because the
+//! inputs change a little every tick.
 
 use serde::{Deserialize, Serialize};
 use statrs::distribution::{Discrete, DiscreteCDF, NegativeBinomial, Poisson};
@@ -35,27 +33,33 @@ pub enum Basis {
 
 /// Dispersion at or below this is treated as Poisson.
 const POISSON_DISPERSION: f64 = 1.02;
-/// Entries kept before the memo is cleared.
-const MEMO_CAPACITY: usize = 8192;
-/// Steps per doubling of the rounding grid (2^(1/48) ≈ 1.5 % apart).
-const GRID_STEPS_PER_OCTAVE: f64 = 48.0;
-/// Means below this are rounded on a linear grid of this step instead.
-const LINEAR_GRID: f64 = 1.0 / 64.0;
+/// Slots of the memo table.
+const MEMO_SLOTS: usize = 4096;
+/// Mantissa bits kept by the memo grid: 2^6 = 64 steps per doubling, about 1.1 % apart.
+const GRID_MANTISSA_BITS: u32 = 6;
 
-/// Rounds `x > 0` up to the memo grid; returns the grid index and the rounded value.
-fn round_up(x: f64) -> (i64, f64) {
-    if x <= 1.0 {
-        let i = (x / LINEAR_GRID).ceil();
-        (i as i64, i * LINEAR_GRID)
+/// Rounds finite `x > 0` up to the memo grid (the float's exponent and its top
+/// mantissa bits, so no logarithm is needed); returns the grid key and the rounded
+/// value, which is never below `x`.
+fn round_up(x: f64) -> (u64, f64) {
+    let shift = 52 - GRID_MANTISSA_BITS;
+    let bits = x.to_bits();
+    let key = bits >> shift;
+    if key << shift == bits {
+        (key, x)
     } else {
-        let i = (x.log2() * GRID_STEPS_PER_OCTAVE).ceil();
-        (1_000_000 + i as i64, (i / GRID_STEPS_PER_OCTAVE).exp2())
+        (key + 1, f64::from_bits((key + 1) << shift))
     }
 }
 
 /// Slots that cover arrivals with mean `mean` and variance `dispersion × mean` at
 /// `level`, on the given basis. Exact (no memo); see [`CountQuantiles`] for the cached
 /// form.
+///
+/// The distributions are `statrs`'s; the quantiles are found by walking the pmf from
+/// `pmf(0)` with the distribution's recurrence, O(answer) and much cheaper than a
+/// bisection over the CDF. Where `pmf(0)` underflows (a mean in the hundreds of
+/// thousands) `statrs`'s own inverse CDF is used, for both bases.
 pub fn spare_slots(mean: f64, dispersion: f64, level: f64, basis: Basis) -> u32 {
     if mean.is_nan() || mean <= 0.0 || level.is_nan() || level <= 0.0 {
         return 0;
@@ -68,10 +72,11 @@ pub fn spare_slots(mean: f64, dispersion: f64, level: f64, basis: Basis) -> u32 
     };
     if phi <= POISSON_DISPERSION {
         let Ok(d) = Poisson::new(mean) else { return 0 };
-        match basis {
-            Basis::Windows => clamp_u32(d.inverse_cdf(level)),
-            Basis::Tasks => task_quantile(mean, level, d.pmf(0), |k, pmf| pmf * mean / (k + 1.0)),
+        let pmf0 = d.pmf(0);
+        if pmf0 <= 0.0 {
+            return clamp_u32(d.inverse_cdf(level));
         }
+        walk(mean, level, basis, pmf0, |k, pmf| pmf * mean / (k + 1.0))
     } else {
         // var = mean / p and mean = r (1 - p) / p  =>  p = 1 / phi, r = mean / (phi - 1).
         let p = 1.0 / phi;
@@ -79,12 +84,13 @@ pub fn spare_slots(mean: f64, dispersion: f64, level: f64, basis: Basis) -> u32 
         let Ok(d) = NegativeBinomial::new(r, p) else {
             return 0;
         };
-        match basis {
-            Basis::Windows => clamp_u32(d.inverse_cdf(level)),
-            Basis::Tasks => task_quantile(mean, level, d.pmf(0), |k, pmf| {
-                pmf * (k + r) / (k + 1.0) * (1.0 - p)
-            }),
+        let pmf0 = d.pmf(0);
+        if pmf0 <= 0.0 {
+            return clamp_u32(d.inverse_cdf(level));
         }
+        walk(mean, level, basis, pmf0, |k, pmf| {
+            pmf * (k + r) / (k + 1.0) * (1.0 - p)
+        })
     }
 }
 
@@ -92,76 +98,115 @@ fn clamp_u32(k: u64) -> u32 {
     u32::try_from(k).unwrap_or(u32::MAX)
 }
 
-/// Smallest `s` with `E[(A − s)⁺] ≤ (1 − level) · mean`, walking the pmf with the
-/// recurrence `next(k, pmf(k)) = pmf(k + 1)`.
+/// Walks the pmf with the recurrence `next(k, pmf(k)) = pmf(k + 1)` and stops at the
+/// answer for `basis`:
 ///
-/// `E[(A − s)⁺] = mean − Σ_{k<s} P(A > k)`, so each step subtracts one tail
-/// probability.
-fn task_quantile(mean: f64, level: f64, pmf0: f64, next: impl Fn(f64, f64) -> f64) -> u32 {
+/// - windows: the smallest `s` with `P(A ≤ s) ≥ level`;
+/// - tasks: the smallest `s` with `E[(A − s)⁺] ≤ (1 − level) · mean`. Since
+///   `E[(A − s)⁺] = mean − Σ_{k<s} P(A > k)`, each step subtracts one tail probability.
+fn walk(mean: f64, level: f64, basis: Basis, pmf0: f64, next: impl Fn(f64, f64) -> f64) -> u32 {
     let allowed = (1.0 - level) * mean;
     let mut loss = mean;
     let mut cdf = 0.0;
     let mut pmf = pmf0;
     let mut s: u32 = 0;
-    // The tail sum converges; the cap guards against a pmf that underflows to zero
-    // before the CDF reaches 1 (a huge mean).
-    while loss > allowed && s < 1_000_000 {
-        cdf += pmf;
-        let tail = (1.0 - cdf).max(0.0);
-        if tail <= 0.0 && pmf == 0.0 {
-            break;
+    // The cap guards against a CDF that stops short of the level through rounding.
+    while s < 10_000_000 {
+        match basis {
+            Basis::Windows => {
+                cdf += pmf;
+                // A tail that underflows to zero past the mean ends the walk too.
+                if cdf >= level || (pmf == 0.0 && f64::from(s) > mean) {
+                    return s;
+                }
+            }
+            Basis::Tasks => {
+                if loss <= allowed {
+                    return s;
+                }
+                cdf += pmf;
+                let tail = (1.0 - cdf).max(0.0);
+                if tail <= 0.0 && pmf == 0.0 {
+                    return s;
+                }
+                loss -= tail;
+            }
         }
-        loss -= tail;
         pmf = next(f64::from(s), pmf);
         s += 1;
     }
     s
 }
 
-/// Memoised [`spare_slots`]: inputs are rounded up to a grid about 1.5 % fine, so
-/// consecutive ticks with nearly equal means hit the memo.
-#[derive(Debug, Clone, Default)]
+/// Memoised [`spare_slots`]: the mean is rounded up to a grid about 1.1 % fine and
+/// the dispersion to one about 9 % fine (it moves a little every tick and matters
+/// less), so consecutive ticks hit the memo. The memo is a fixed direct-mapped table:
+/// a lookup is a multiply, a mask and a compare, and nothing is allocated after
+/// construction.
+#[derive(Debug, Clone)]
 pub struct CountQuantiles {
-    memo: HashMap<(i64, i64, u64, Basis), u32>,
-    last: Option<((i64, i64, u64, Basis), u32)>,
+    table: Vec<Option<(MemoKey, u32)>>,
+}
+
+/// (mean grid key, dispersion grid key, level bits, basis).
+type MemoKey = (u64, u64, u64, Basis);
+
+/// Mantissa bits kept for the dispersion: 2^3 = 8 steps per doubling.
+const DISPERSION_MANTISSA_BITS: u32 = 3;
+
+impl Default for CountQuantiles {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl CountQuantiles {
     /// An empty memo.
     pub fn new() -> Self {
-        Self::default()
+        Self {
+            table: vec![None; MEMO_SLOTS],
+        }
     }
 
     /// [`spare_slots`] at `mean` and `dispersion` rounded up to the grid.
     pub fn spare_slots(&mut self, mean: f64, dispersion: f64, level: f64, basis: Basis) -> u32 {
-        if mean.is_nan() || mean <= 0.0 {
-            return 0;
+        if !mean.is_finite() || mean <= 0.0 {
+            return spare_slots(mean, dispersion, level, basis);
         }
         let (mi, m) = round_up(mean);
-        let (di, d) = if dispersion > POISSON_DISPERSION {
-            round_up(dispersion)
+        let (di, d) = if dispersion.is_finite() && dispersion > POISSON_DISPERSION {
+            round_up_coarse(dispersion)
         } else {
             (0, 1.0)
         };
         let key = (mi, di, level.to_bits(), basis);
-        if let Some((k, v)) = self.last
+        let mix = mi
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .rotate_left(17)
+            .wrapping_add(di.wrapping_mul(0xC2B2_AE3D_27D4_EB4F))
+            .wrapping_add(level.to_bits())
+            .wrapping_add(basis as u64);
+        let slot = (mix.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 32) as usize % MEMO_SLOTS;
+        if let Some((k, v)) = self.table[slot]
             && k == key
         {
             return v;
         }
-        let v = match self.memo.get(&key) {
-            Some(v) => *v,
-            None => {
-                if self.memo.len() >= MEMO_CAPACITY {
-                    self.memo.clear();
-                }
-                let v = spare_slots(m, d, level, basis);
-                self.memo.insert(key, v);
-                v
-            }
-        };
-        self.last = Some((key, v));
+        let v = spare_slots(m, d, level, basis);
+        self.table[slot] = Some((key, v));
         v
+    }
+}
+
+/// Like [`round_up`] on the coarser dispersion grid.
+fn round_up_coarse(x: f64) -> (u64, f64) {
+    let shift = 52 - DISPERSION_MANTISSA_BITS;
+    let bits = x.to_bits();
+    let key = bits >> shift;
+    if key << shift == bits {
+        (key, x)
+    } else {
+        (key + 1, f64::from_bits((key + 1) << shift))
     }
 }
 
@@ -207,6 +252,28 @@ mod tests {
             u64::from(spare_slots(mean, phi, level, Basis::Tasks)),
             expect
         );
+    }
+
+    #[test]
+    fn windows_basis_agrees_with_statrs_inverse_cdf() {
+        for i in 1..200 {
+            let mean = f64::from(i) * 0.173;
+            let p = Poisson::new(mean).unwrap();
+            assert_eq!(
+                u64::from(spare_slots(mean, 1.0, 0.95, Basis::Windows)),
+                p.inverse_cdf(0.95),
+                "Poisson({mean})"
+            );
+            let (phi, level) = (1.0 + f64::from(i % 9), 0.9);
+            let nb = NegativeBinomial::new(mean / (phi - 1.0).max(1e-9), 1.0 / phi).unwrap();
+            if phi > POISSON_DISPERSION {
+                assert_eq!(
+                    u64::from(spare_slots(mean, phi, level, Basis::Windows)),
+                    nb.inverse_cdf(level),
+                    "NB({mean}, {phi})"
+                );
+            }
+        }
     }
 
     #[test]

@@ -57,6 +57,10 @@ pub struct Planner {
     schedules: Vec<CompiledSchedule>,
     /// Offerings in preference order.
     offerings: Vec<Offering>,
+    /// Lifecycle limits in milliseconds, converted once.
+    registration_timeout_ms: i64,
+    heartbeat_timeout_ms: i64,
+    max_lifetime_ms: Option<i64>,
 }
 
 /// Plans one tick for `spec` (compiling its schedules on the way). Callers that plan
@@ -105,10 +109,14 @@ impl Planner {
             .map(|lc| Offering::from_launch_config(spec.provider, lc))
             .collect();
         offerings.sort_by(Offering::preference_cmp);
+        let life = &spec.lifecycle;
         Ok(Self {
             spec: spec.clone(),
             schedules,
             offerings,
+            registration_timeout_ms: secs_to_ms(life.registration_timeout_s),
+            heartbeat_timeout_ms: secs_to_ms(life.heartbeat_timeout_s),
+            max_lifetime_ms: life.max_lifetime_s.map(secs_to_ms),
         })
     }
 
@@ -141,28 +149,23 @@ impl Planner {
 
     /// Why `w` must go regardless of demand, if it must.
     fn cleanup_reason(&self, w: &Worker, now: Timestamp) -> Option<TerminateReason> {
-        let life = &self.spec.lifecycle;
-        let age_ms = now.unix_ms() - w.created_at.unix_ms();
+        let now_ms = now.unix_ms();
+        let age_ms = now_ms - w.created_at.unix_ms();
         match w.state {
             WorkerState::Failed => Some(TerminateReason::Failed),
             WorkerState::Requested | WorkerState::Booting
-                if w.registered_at.is_none()
-                    && age_ms >= secs_to_ms(life.registration_timeout_s) =>
+                if w.registered_at.is_none() && age_ms >= self.registration_timeout_ms =>
             {
                 Some(TerminateReason::RegistrationTimeout)
             }
             WorkerState::Ready | WorkerState::Draining
-                if w.last_heartbeat_at.is_some_and(|hb| {
-                    now.unix_ms() - hb.unix_ms() >= secs_to_ms(life.heartbeat_timeout_s)
-                }) =>
+                if w.last_heartbeat_at
+                    .is_some_and(|hb| now_ms - hb.unix_ms() >= self.heartbeat_timeout_ms) =>
             {
                 Some(TerminateReason::HeartbeatLost)
             }
             WorkerState::Ready | WorkerState::Draining
-                if w.busy_slots == 0
-                    && life
-                        .max_lifetime_s
-                        .is_some_and(|max| age_ms >= secs_to_ms(max)) =>
+                if w.busy_slots == 0 && self.max_lifetime_ms.is_some_and(|max| age_ms >= max) =>
             {
                 Some(TerminateReason::MaxLifetime)
             }
@@ -200,7 +203,9 @@ impl Planner {
             }
             if w.state.counts_as_capacity() {
                 current_slots = current_slots.saturating_add(w.capacity);
-                current_cost += self.price_of(w.launch_config_id.as_deref());
+                if spec.budget.is_some() {
+                    current_cost += self.price_of(w.launch_config_id.as_deref());
+                }
                 any_idle_expired |= idle_expired(w, idle_timeout_ms, now).is_some();
             }
         }
@@ -258,7 +263,10 @@ impl Planner {
                     });
                     continue;
                 }
-                let held = offering_slots(workers, &o.launch_config_id);
+                let held = match o.max_slots {
+                    Some(_) => offering_slots(workers, &o.launch_config_id),
+                    None => 0,
+                };
                 let own_room = match o.max_slots {
                     Some(max) if held >= max => {
                         skipped_offerings.push(SkippedOffering {
