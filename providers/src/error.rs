@@ -1,0 +1,223 @@
+//! The one error type every provider returns, classified so the reconciler can react
+//! without parsing strings.
+//!
+//! Each variant keeps the provider's own error code and message ([`ErrorDetail`]) for
+//! the operator: `InsufficientInstanceCapacity` from EC2, `ZONE_RESOURCE_POOL_EXHAUSTED`
+//! from GCE. The reconciler looks only at the variant:
+//!
+//! | variant | what the reconciler does |
+//! |---|---|
+//! | [`ProviderError::InsufficientCapacity`] | marks the offering unavailable for a while, falls back to the next |
+//! | [`ProviderError::QuotaExceeded`] | same, for longer: quotas do not refill by themselves |
+//! | [`ProviderError::Throttled`] | tries again next tick |
+//! | [`ProviderError::InvalidConfig`] | reports the launch config as broken; an operator must fix it |
+//! | [`ProviderError::NotFound`] | the instance is gone (terminate treats this as success) |
+//! | [`ProviderError::Unauthorized`] | reports the credentials as broken |
+//! | [`ProviderError::Transient`] | tries again next tick |
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// What the provider itself said: its error code and message, kept verbatim.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// The provider's code (`InsufficientInstanceCapacity`, `QUOTA_EXCEEDED`, `429`).
+    pub code: String,
+    /// The provider's message, for the operator.
+    pub message: String,
+}
+
+impl ErrorDetail {
+    /// A detail from a code and a message.
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ErrorDetail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.message.is_empty() {
+            f.write_str(&self.code)
+        } else {
+            write!(f, "{}: {}", self.code, self.message)
+        }
+    }
+}
+
+/// A classified provider failure.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ProviderError {
+    /// The cloud has no capacity for this offering right now (EC2
+    /// `InsufficientInstanceCapacity`, GCE `ZONE_RESOURCE_POOL_EXHAUSTED`, no idle static
+    /// machine). Another zone, type or market may work.
+    #[error("insufficient capacity: {0}")]
+    InsufficientCapacity(ErrorDetail),
+    /// An account limit was hit (EC2 `VcpuLimitExceeded`, `MaxSpotInstanceCountExceeded`,
+    /// GCE `QUOTA_EXCEEDED`). Needs a quota increase or fewer instances elsewhere.
+    #[error("quota exceeded: {0}")]
+    QuotaExceeded(ErrorDetail),
+    /// The API rate limit was hit (EC2 `RequestLimitExceeded`, GCE `rateLimitExceeded`).
+    #[error("throttled: {0}")]
+    Throttled(ErrorDetail),
+    /// The launch config or request is wrong (unknown image, bad parameter, unsupported
+    /// combination). Retrying will not help.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(ErrorDetail),
+    /// The instance does not exist (any more).
+    #[error("not found: {0}")]
+    NotFound(ErrorDetail),
+    /// The credentials are missing, wrong, or lack a permission.
+    #[error("unauthorized: {0}")]
+    Unauthorized(ErrorDetail),
+    /// Anything that may work next time: network errors, timeouts, 5xx, unknown codes.
+    #[error("transient: {0}")]
+    Transient(ErrorDetail),
+}
+
+/// The class of a [`ProviderError`], without its detail (for metrics and matching).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// See [`ProviderError::InsufficientCapacity`].
+    InsufficientCapacity,
+    /// See [`ProviderError::QuotaExceeded`].
+    QuotaExceeded,
+    /// See [`ProviderError::Throttled`].
+    Throttled,
+    /// See [`ProviderError::InvalidConfig`].
+    InvalidConfig,
+    /// See [`ProviderError::NotFound`].
+    NotFound,
+    /// See [`ProviderError::Unauthorized`].
+    Unauthorized,
+    /// See [`ProviderError::Transient`].
+    Transient,
+}
+
+impl ErrorKind {
+    /// The name used in metrics, logs and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InsufficientCapacity => "insufficient_capacity",
+            Self::QuotaExceeded => "quota_exceeded",
+            Self::Throttled => "throttled",
+            Self::InvalidConfig => "invalid_config",
+            Self::NotFound => "not_found",
+            Self::Unauthorized => "unauthorized",
+            Self::Transient => "transient",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl ProviderError {
+    /// An error of class `kind` with the provider's `code` and `message`.
+    pub fn new(kind: ErrorKind, code: impl Into<String>, message: impl Into<String>) -> Self {
+        let d = ErrorDetail::new(code, message);
+        match kind {
+            ErrorKind::InsufficientCapacity => Self::InsufficientCapacity(d),
+            ErrorKind::QuotaExceeded => Self::QuotaExceeded(d),
+            ErrorKind::Throttled => Self::Throttled(d),
+            ErrorKind::InvalidConfig => Self::InvalidConfig(d),
+            ErrorKind::NotFound => Self::NotFound(d),
+            ErrorKind::Unauthorized => Self::Unauthorized(d),
+            ErrorKind::Transient => Self::Transient(d),
+        }
+    }
+
+    /// A launch-config problem found by capstan itself before calling the provider;
+    /// `field` names the offending field (`provider_config.image_id`).
+    pub fn invalid_field(field: &str, problem: impl fmt::Display) -> Self {
+        Self::InvalidConfig(ErrorDetail::new(
+            "capstan.InvalidLaunchConfig",
+            format!("{field}: {problem}"),
+        ))
+    }
+
+    /// The class of this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::InsufficientCapacity(_) => ErrorKind::InsufficientCapacity,
+            Self::QuotaExceeded(_) => ErrorKind::QuotaExceeded,
+            Self::Throttled(_) => ErrorKind::Throttled,
+            Self::InvalidConfig(_) => ErrorKind::InvalidConfig,
+            Self::NotFound(_) => ErrorKind::NotFound,
+            Self::Unauthorized(_) => ErrorKind::Unauthorized,
+            Self::Transient(_) => ErrorKind::Transient,
+        }
+    }
+
+    /// The provider's code and message.
+    pub fn detail(&self) -> &ErrorDetail {
+        match self {
+            Self::InsufficientCapacity(d)
+            | Self::QuotaExceeded(d)
+            | Self::Throttled(d)
+            | Self::InvalidConfig(d)
+            | Self::NotFound(d)
+            | Self::Unauthorized(d)
+            | Self::Transient(d) => d,
+        }
+    }
+
+    /// The provider's own error code.
+    pub fn code(&self) -> &str {
+        &self.detail().code
+    }
+
+    /// The provider's own message.
+    pub fn message(&self) -> &str {
+        &self.detail().message
+    }
+
+    /// Whether the offering should be marked unavailable for a while (capacity or
+    /// quota), so the planner falls back to another one.
+    pub fn marks_offering_unavailable(&self) -> bool {
+        matches!(
+            self.kind(),
+            ErrorKind::InsufficientCapacity | ErrorKind::QuotaExceeded
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_the_provider_code_and_message() {
+        let e = ProviderError::new(
+            ErrorKind::InsufficientCapacity,
+            "InsufficientInstanceCapacity",
+            "no c6i.large in us-east-1a",
+        );
+        assert_eq!(e.kind(), ErrorKind::InsufficientCapacity);
+        assert_eq!(e.code(), "InsufficientInstanceCapacity");
+        assert_eq!(
+            e.to_string(),
+            "insufficient capacity: InsufficientInstanceCapacity: no c6i.large in us-east-1a"
+        );
+        assert!(e.marks_offering_unavailable());
+        let json = serde_json::to_value(&e).unwrap();
+        assert_eq!(json["kind"], "insufficient_capacity");
+        assert_eq!(json["code"], "InsufficientInstanceCapacity");
+    }
+
+    #[test]
+    fn invalid_field_names_the_field() {
+        let e = ProviderError::invalid_field("provider_config.image_id", "is required");
+        assert_eq!(e.kind(), ErrorKind::InvalidConfig);
+        assert_eq!(e.message(), "provider_config.image_id: is required");
+        assert!(!e.marks_offering_unavailable());
+    }
+}

@@ -1,0 +1,373 @@
+//! An in-memory, deterministic cloud.
+//!
+//! [`FakeProvider`] behaves like a small, well-behaved EC2: instances get sequential
+//! ids (`fake-1`, `fake-2`, …), boot for a configurable delay, honour idempotency
+//! tokens forever, and stay visible as terminated for a while after deletion. Knobs
+//! ([`FakeProvider::set_boot_delay_secs`], [`FakeProvider::set_capacity`],
+//! [`FakeProvider::set_quota`], [`FakeProvider::inject`], [`FakeProvider::interrupt`],
+//! [`FakeProvider::set_spot_price`]) produce the failures the reconciler must handle.
+//! Time comes from a [`Clock`], so the simulator drives it with its virtual clock and
+//! nothing here reads the system time unless given a [`crate::clock::SystemClock`].
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use capstan_core::{LaunchConfig, Market, Offering, ProviderKind, Timestamp};
+
+use crate::Provider;
+use crate::clock::Clock;
+use crate::error::{ErrorKind, ProviderError};
+use crate::instance::{Instance, InstanceState, ListScope};
+use crate::launch::{LaunchFailure, LaunchOutcome, LaunchRequest, UserData};
+
+/// Which calls an injected fault applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultTarget {
+    /// Instance creates only.
+    Launch,
+    /// Every call (launch, terminate, describe, list, offerings).
+    AnyCall,
+}
+
+#[derive(Debug, Clone)]
+struct FakeInstance {
+    instance: Instance,
+    user_data: UserData,
+    terminated_at: Option<Timestamp>,
+}
+
+#[derive(Debug)]
+struct FakeCloud {
+    next_id: u64,
+    instances: BTreeMap<u64, FakeInstance>,
+    tokens: HashMap<String, u64>,
+    boot_delay_secs: i64,
+    forget_after_secs: i64,
+    capacity: Option<u32>,
+    quota: Option<u32>,
+    faults: VecDeque<(FaultTarget, ProviderError)>,
+    spot_prices: BTreeMap<String, f64>,
+    calls: u64,
+}
+
+/// The in-memory provider. See the module docs.
+#[derive(Debug)]
+pub struct FakeProvider {
+    clock: Arc<dyn Clock>,
+    cloud: Mutex<FakeCloud>,
+}
+
+fn fake_error(kind: ErrorKind) -> ProviderError {
+    let (code, message) = match kind {
+        ErrorKind::InsufficientCapacity => (
+            "fake.InsufficientCapacity",
+            "no capacity for this offering right now",
+        ),
+        ErrorKind::QuotaExceeded => ("fake.QuotaExceeded", "instance quota reached"),
+        ErrorKind::Throttled => ("fake.RequestLimitExceeded", "request rate exceeded"),
+        ErrorKind::InvalidConfig => ("fake.InvalidParameter", "invalid parameter"),
+        ErrorKind::NotFound => ("fake.NotFound", "no such instance"),
+        ErrorKind::Unauthorized => ("fake.Unauthorized", "credentials rejected"),
+        ErrorKind::Transient => ("fake.InternalError", "internal error"),
+    };
+    ProviderError::new(kind, code, message)
+}
+
+fn parse_id(id: &str) -> Option<u64> {
+    id.strip_prefix("fake-")?.parse().ok()
+}
+
+impl FakeProvider {
+    /// An empty fake cloud reading time from `clock`: no boot delay, unlimited
+    /// capacity and quota, terminated instances forgotten after an hour.
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        Self {
+            clock,
+            cloud: Mutex::new(FakeCloud {
+                next_id: 1,
+                instances: BTreeMap::new(),
+                tokens: HashMap::new(),
+                boot_delay_secs: 0,
+                forget_after_secs: 3600,
+                capacity: None,
+                quota: None,
+                faults: VecDeque::new(),
+                spot_prices: BTreeMap::new(),
+                calls: 0,
+            }),
+        }
+    }
+
+    fn cloud(&self) -> MutexGuard<'_, FakeCloud> {
+        // A panic while holding the lock leaves plain data behind; keep using it.
+        self.cloud.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Instances stay `pending` for this many seconds after launch, then run.
+    pub fn set_boot_delay_secs(&self, secs: i64) {
+        self.cloud().boot_delay_secs = secs.max(0);
+    }
+
+    /// At most this many live (pending or running) instances fit; launches beyond fail
+    /// with [`ProviderError::InsufficientCapacity`]. `None`: unlimited.
+    pub fn set_capacity(&self, live_instances: Option<u32>) {
+        self.cloud().capacity = live_instances;
+    }
+
+    /// The account may hold at most this many live instances; launches beyond fail with
+    /// [`ProviderError::QuotaExceeded`]. `None`: unlimited.
+    pub fn set_quota(&self, live_instances: Option<u32>) {
+        self.cloud().quota = live_instances;
+    }
+
+    /// The next `times` calls matching `target` fail with an error of class `kind`
+    /// (queued behind faults injected earlier).
+    pub fn inject(&self, target: FaultTarget, kind: ErrorKind, times: u32) {
+        let mut c = self.cloud();
+        for _ in 0..times {
+            c.faults.push_back((target, fake_error(kind)));
+        }
+    }
+
+    /// Drops every injected fault not yet consumed.
+    pub fn clear_faults(&self) {
+        self.cloud().faults.clear();
+    }
+
+    /// The cloud takes instance `id` back (spot reclaim): it becomes
+    /// [`InstanceState::Interrupted`]. Returns whether the instance was live.
+    pub fn interrupt(&self, id: &str) -> bool {
+        let now = self.clock.now();
+        let mut c = self.cloud();
+        let Some(fi) = parse_id(id).and_then(|n| c.instances.get_mut(&n)) else {
+            return false;
+        };
+        if fi.terminated_at.is_some() {
+            return false;
+        }
+        fi.instance.state = InstanceState::Interrupted;
+        fi.instance.state_reason =
+            Some("fake.SpotInterruption: the cloud reclaimed the instance".into());
+        fi.terminated_at = Some(now);
+        true
+    }
+
+    /// The spot price reported for `instance_type` by [`Provider::offerings`].
+    pub fn set_spot_price(&self, instance_type: &str, price_per_hour: f64) {
+        self.cloud()
+            .spot_prices
+            .insert(instance_type.to_owned(), price_per_hour);
+    }
+
+    /// The user-data instance `id` booted with.
+    pub fn user_data(&self, id: &str) -> Option<UserData> {
+        let c = self.cloud();
+        parse_id(id)
+            .and_then(|n| c.instances.get(&n))
+            .map(|fi| fi.user_data.clone())
+    }
+
+    /// Live (pending or running) instances now.
+    pub fn live_count(&self) -> usize {
+        let now = self.clock.now();
+        let mut c = self.cloud();
+        c.refresh(now);
+        c.live()
+    }
+
+    /// Provider calls made so far (every trait method counts one).
+    pub fn calls(&self) -> u64 {
+        self.cloud().calls
+    }
+}
+
+impl FakeCloud {
+    /// Moves booted instances to running and forgets long-terminated ones.
+    fn refresh(&mut self, now: Timestamp) {
+        let delay = self.boot_delay_secs;
+        let forget = self.forget_after_secs;
+        for fi in self.instances.values_mut() {
+            if fi.instance.state == InstanceState::Pending
+                && fi
+                    .instance
+                    .launched_at
+                    .is_some_and(|t| now >= t.plus_secs(delay))
+            {
+                fi.instance.state = InstanceState::Running;
+            }
+        }
+        self.instances
+            .retain(|_, fi| fi.terminated_at.is_none_or(|t| now < t.plus_secs(forget)));
+    }
+
+    fn live(&self) -> usize {
+        self.instances
+            .values()
+            .filter(|fi| fi.instance.state.is_alive())
+            .count()
+    }
+
+    /// Counts a call and pops the first injected fault that applies to it.
+    fn call(&mut self, is_launch: bool) -> Result<(), ProviderError> {
+        self.calls += 1;
+        let pos = self
+            .faults
+            .iter()
+            .position(|(t, _)| *t == FaultTarget::AnyCall || is_launch);
+        match pos.and_then(|p| self.faults.remove(p)) {
+            Some((_, e)) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+#[async_trait]
+impl Provider for FakeProvider {
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::Fake
+    }
+
+    async fn launch(&self, request: &LaunchRequest) -> Result<LaunchOutcome, ProviderError> {
+        let lc = &request.launch_config;
+        if lc.instance_type.is_empty() {
+            return Err(ProviderError::invalid_field(
+                "instance_type",
+                "must not be empty",
+            ));
+        }
+        let now = self.clock.now();
+        let mut c = self.cloud();
+        c.refresh(now);
+        let mut out = LaunchOutcome::default();
+        let mut stop: Option<ProviderError> = None;
+        for req in &request.instances {
+            if let Some(err) = &stop {
+                out.failed.push(LaunchFailure {
+                    worker_id: req.worker_id.clone(),
+                    error: err.clone(),
+                });
+                continue;
+            }
+            if let Some(fi) = c
+                .tokens
+                .get(&req.idempotency_token)
+                .and_then(|n| c.instances.get(n))
+            {
+                out.launched.push(fi.instance.clone());
+                continue;
+            }
+            let live = c.live() as u32;
+            let failure = c.call(true).err().or_else(|| {
+                if c.quota.is_some_and(|q| live >= q) {
+                    Some(fake_error(ErrorKind::QuotaExceeded))
+                } else if c.capacity.is_some_and(|cap| live >= cap) {
+                    Some(fake_error(ErrorKind::InsufficientCapacity))
+                } else {
+                    None
+                }
+            });
+            if let Some(error) = failure {
+                if matches!(
+                    error.kind(),
+                    ErrorKind::InsufficientCapacity
+                        | ErrorKind::QuotaExceeded
+                        | ErrorKind::Throttled
+                ) {
+                    stop = Some(error.clone());
+                }
+                out.failed.push(LaunchFailure {
+                    worker_id: req.worker_id.clone(),
+                    error,
+                });
+                continue;
+            }
+            let n = c.next_id;
+            c.next_id += 1;
+            let state = if c.boot_delay_secs == 0 {
+                InstanceState::Running
+            } else {
+                InstanceState::Pending
+            };
+            let instance = Instance {
+                id: format!("fake-{n}"),
+                pool_id: Some(request.pool_id.clone()),
+                worker_id: Some(req.worker_id.clone()),
+                launch_config_id: Some(lc.id.clone()),
+                instance_type: lc.instance_type.clone(),
+                zone: request.zone().map(str::to_owned),
+                market: lc.market,
+                state,
+                state_reason: None,
+                launched_at: Some(now),
+            };
+            c.tokens.insert(req.idempotency_token.clone(), n);
+            c.instances.insert(
+                n,
+                FakeInstance {
+                    instance: instance.clone(),
+                    user_data: UserData::for_instance(&request.pool_id, req),
+                    terminated_at: None,
+                },
+            );
+            out.launched.push(instance);
+        }
+        Ok(out)
+    }
+
+    async fn terminate(&self, instance_id: &str) -> Result<(), ProviderError> {
+        let now = self.clock.now();
+        let mut c = self.cloud();
+        c.call(false)?;
+        c.refresh(now);
+        if let Some(fi) = parse_id(instance_id).and_then(|n| c.instances.get_mut(&n))
+            && fi.terminated_at.is_none()
+        {
+            fi.instance.state = InstanceState::Terminated;
+            fi.instance.state_reason = Some("fake.UserInitiatedShutdown".into());
+            fi.terminated_at = Some(now);
+        }
+        Ok(())
+    }
+
+    async fn describe(&self, instance_id: &str) -> Result<Instance, ProviderError> {
+        let now = self.clock.now();
+        let mut c = self.cloud();
+        c.call(false)?;
+        c.refresh(now);
+        parse_id(instance_id)
+            .and_then(|n| c.instances.get(&n))
+            .map(|fi| fi.instance.clone())
+            .ok_or_else(|| {
+                ProviderError::new(
+                    ErrorKind::NotFound,
+                    "fake.NotFound",
+                    format!("no instance {instance_id}"),
+                )
+            })
+    }
+
+    async fn list(&self, scope: &ListScope) -> Result<Vec<Instance>, ProviderError> {
+        let now = self.clock.now();
+        let mut c = self.cloud();
+        c.call(false)?;
+        c.refresh(now);
+        Ok(c.instances
+            .values()
+            .filter(|fi| scope.includes(fi.instance.pool_id.as_ref()))
+            .map(|fi| fi.instance.clone())
+            .collect())
+    }
+
+    async fn offerings(&self, config: &LaunchConfig) -> Result<Vec<Offering>, ProviderError> {
+        let mut c = self.cloud();
+        c.call(false)?;
+        let mut o = Offering::from_launch_config(ProviderKind::Fake, config);
+        if config.market == Market::Spot
+            && let Some(p) = c.spot_prices.get(&config.instance_type)
+        {
+            o.price_per_hour = Some(*p);
+        }
+        Ok(vec![o])
+    }
+}

@@ -1,0 +1,15 @@
+//! Integration tests of the `providers` crate: the conformance suite run against every
+//! provider (fake, static, AWS through moto, GCP through gcplocal), plus each
+//! provider's own behaviour (tags, tokens, error mapping, interruption).
+//!
+//! The AWS and GCP tests use the real SDK clients against emulators on 127.0.0.1,
+//! started and stopped by [`emulator`]; failures the emulators cannot produce come from
+//! a [`fault_proxy`] between the SDK and the emulator.
+
+mod aws;
+mod conformance;
+mod emulator;
+mod fake;
+mod fault_proxy;
+mod gcp;
+mod static_pool;
