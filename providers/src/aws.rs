@@ -57,7 +57,7 @@
 //! ids are `region/i-…`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -74,7 +74,6 @@ use aws_sdk_ec2::types::{
 use base64::Engine as _;
 use capstan_core::{LaunchConfig, Market, Offering, PoolId, ProviderKind, Timestamp, WorkerId};
 use serde::Deserialize;
-use std::sync::Arc;
 
 use crate::Provider;
 use crate::error::{ErrorKind, ProviderError};
@@ -82,7 +81,7 @@ use crate::instance::{
     Instance, InstanceState, ListScope, TAG_LAUNCH_CONFIG, TAG_POOL, TAG_WORKER,
 };
 use crate::launch::{LaunchFailure, LaunchOutcome, LaunchRequest, UserData, ec2_client_token};
-use crate::ledger::{LaunchLedger, LedgerEntry};
+use crate::ledger::{LaunchLedger, LedgerEntry, record_after_create};
 
 /// How long a spot price read from `DescribeSpotPriceHistory` is reused.
 pub const SPOT_PRICE_TTL: Duration = Duration::from_secs(300);
@@ -614,10 +613,6 @@ impl AwsProvider {
     }
 }
 
-fn ledger_error(e: crate::ledger::LedgerError) -> ProviderError {
-    ProviderError::new(ErrorKind::Transient, "capstan.LaunchLedger", e.to_string())
-}
-
 #[async_trait]
 impl Provider for AwsProvider {
     fn kind(&self) -> ProviderKind {
@@ -631,18 +626,18 @@ impl Provider for AwsProvider {
         let client = self.client(region);
 
         // 1. Tokens capstan already recorded.
+        let by_token =
+            crate::ledger::lookup_all(self.ledger.as_ref(), ProviderKind::Aws, &request.instances)
+                .await?;
         let mut found: HashMap<WorkerId, Instance> = HashMap::new();
-        let mut recorded: HashMap<WorkerId, String> = HashMap::new();
-        for i in &request.instances {
-            if let Some(e) = self
-                .ledger
-                .lookup(ProviderKind::Aws, &i.idempotency_token)
-                .await
-                .map_err(ledger_error)?
-            {
-                recorded.insert(i.worker_id.clone(), e.instance_id);
-            }
-        }
+        let recorded: HashMap<WorkerId, String> = request
+            .instances
+            .iter()
+            .filter_map(|i| {
+                let e = by_token.get(&i.idempotency_token)?;
+                Some((i.worker_id.clone(), e.instance_id.clone()))
+            })
+            .collect();
         // 2. Instances tagged with the workers' ids (created, then crashed before the
         //    record), in one call.
         let unrecorded: Vec<String> = request
@@ -683,17 +678,16 @@ impl Provider for AwsProvider {
                 continue;
             }
             if let Some(inst) = found.remove(&i.worker_id) {
-                self.ledger
-                    .record(
-                        &i.idempotency_token,
-                        LedgerEntry {
-                            provider: ProviderKind::Aws,
-                            instance_id: inst.id.clone(),
-                            worker_id: i.worker_id.clone(),
-                        },
-                    )
-                    .await
-                    .map_err(ledger_error)?;
+                record_after_create(
+                    self.ledger.as_ref(),
+                    &i.idempotency_token,
+                    LedgerEntry {
+                        provider: ProviderKind::Aws,
+                        instance_id: inst.id.clone(),
+                        worker_id: i.worker_id.clone(),
+                    },
+                )
+                .await;
                 out.launched.push(inst);
                 continue;
             }
@@ -706,17 +700,16 @@ impl Provider for AwsProvider {
             }
             match self.run_one(&client, request, &spec, i).await {
                 Ok(inst) => {
-                    self.ledger
-                        .record(
-                            &i.idempotency_token,
-                            LedgerEntry {
-                                provider: ProviderKind::Aws,
-                                instance_id: inst.id.clone(),
-                                worker_id: i.worker_id.clone(),
-                            },
-                        )
-                        .await
-                        .map_err(ledger_error)?;
+                    record_after_create(
+                        self.ledger.as_ref(),
+                        &i.idempotency_token,
+                        LedgerEntry {
+                            provider: ProviderKind::Aws,
+                            instance_id: inst.id.clone(),
+                            worker_id: i.worker_id.clone(),
+                        },
+                    )
+                    .await;
                     out.launched.push(inst);
                 }
                 Err(error) => {
@@ -811,7 +804,11 @@ impl Provider for AwsProvider {
         Ok(out)
     }
 
-    async fn offerings(&self, config: &LaunchConfig) -> Result<Vec<Offering>, ProviderError> {
+    async fn offerings(
+        &self,
+        _pool: &PoolId,
+        config: &LaunchConfig,
+    ) -> Result<Vec<Offering>, ProviderError> {
         let spec = AwsLaunchSpec::from_launch_config(config)?;
         let base = Offering::from_launch_config(ProviderKind::Aws, config);
         if config.market == Market::OnDemand {

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
-use capstan_core::{LaunchConfig, Market, Offering, ProviderKind, Timestamp};
+use capstan_core::{LaunchConfig, Market, Offering, PoolId, ProviderKind, Timestamp};
 
 use crate::Provider;
 use crate::clock::Clock;
@@ -359,7 +359,11 @@ impl Provider for FakeProvider {
             .collect())
     }
 
-    async fn offerings(&self, config: &LaunchConfig) -> Result<Vec<Offering>, ProviderError> {
+    async fn offerings(
+        &self,
+        _pool: &PoolId,
+        config: &LaunchConfig,
+    ) -> Result<Vec<Offering>, ProviderError> {
         let mut c = self.cloud();
         c.call(false)?;
         let mut o = Offering::from_launch_config(ProviderKind::Fake, config);

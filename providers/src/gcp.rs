@@ -49,7 +49,7 @@ use crate::instance::{Instance, InstanceState, ListScope};
 use crate::launch::{
     InstanceRequest, LaunchFailure, LaunchOutcome, LaunchRequest, UserData, gce_request_id,
 };
-use crate::ledger::{LaunchLedger, LedgerEntry};
+use crate::ledger::{LaunchLedger, LedgerEntry, record_after_create};
 
 /// Label (and metadata key) naming the pool.
 pub const LABEL_POOL: &str = "capstan-pool";
@@ -383,10 +383,6 @@ fn not_found(id: &str) -> ProviderError {
     )
 }
 
-fn ledger_error(e: crate::ledger::LedgerError) -> ProviderError {
-    ProviderError::new(ErrorKind::Transient, "capstan.LaunchLedger", e.to_string())
-}
-
 /// The Compute Engine provider. See the module docs.
 #[derive(Debug, Clone)]
 pub struct GcpProvider {
@@ -622,15 +618,13 @@ impl Provider for GcpProvider {
             .filter(|z| !z.is_empty())
             .ok_or_else(|| ProviderError::invalid_field("zone", "required for gcp launch configs"))?
             .to_owned();
+        let by_token =
+            crate::ledger::lookup_all(self.ledger.as_ref(), ProviderKind::Gcp, &request.instances)
+                .await?;
         let mut out = LaunchOutcome::default();
         let mut stop: Option<ProviderError> = None;
         for i in &request.instances {
-            if let Some(e) = self
-                .ledger
-                .lookup(ProviderKind::Gcp, &i.idempotency_token)
-                .await
-                .map_err(ledger_error)?
-            {
+            if let Some(e) = by_token.get(&i.idempotency_token) {
                 match self.describe(&e.instance_id).await {
                     Ok(inst) => out.launched.push(inst),
                     Err(error) => out.failed.push(LaunchFailure {
@@ -649,17 +643,16 @@ impl Provider for GcpProvider {
             }
             match self.insert_one(request, &spec, &zone, i).await {
                 Ok(inst) => {
-                    self.ledger
-                        .record(
-                            &i.idempotency_token,
-                            LedgerEntry {
-                                provider: ProviderKind::Gcp,
-                                instance_id: inst.id.clone(),
-                                worker_id: i.worker_id.clone(),
-                            },
-                        )
-                        .await
-                        .map_err(ledger_error)?;
+                    record_after_create(
+                        self.ledger.as_ref(),
+                        &i.idempotency_token,
+                        LedgerEntry {
+                            provider: ProviderKind::Gcp,
+                            instance_id: inst.id.clone(),
+                            worker_id: i.worker_id.clone(),
+                        },
+                    )
+                    .await;
                     out.launched.push(inst);
                 }
                 Err(error) => {
@@ -753,7 +746,11 @@ impl Provider for GcpProvider {
         Ok(out)
     }
 
-    async fn offerings(&self, config: &LaunchConfig) -> Result<Vec<Offering>, ProviderError> {
+    async fn offerings(
+        &self,
+        _pool: &PoolId,
+        config: &LaunchConfig,
+    ) -> Result<Vec<Offering>, ProviderError> {
         GcpLaunchSpec::from_launch_config(config)?;
         if config.zone.as_deref().is_none_or(str::is_empty) {
             return Err(ProviderError::invalid_field(

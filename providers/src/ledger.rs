@@ -19,6 +19,9 @@ use async_trait::async_trait;
 use capstan_core::{ProviderKind, WorkerId};
 use serde::{Deserialize, Serialize};
 
+use crate::error::{ErrorKind, ProviderError};
+use crate::launch::InstanceRequest;
+
 /// One recorded create.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LedgerEntry {
@@ -95,6 +98,42 @@ impl LaunchLedger for InMemoryLedger {
             .map_err(|_| LedgerError("lock poisoned".into()))?;
         m.entry((entry.provider, token.to_owned())).or_insert(entry);
         Ok(())
+    }
+}
+
+/// The recorded entries of `instances`' tokens, by token; a ledger that cannot be
+/// read fails the whole launch before anything is created.
+pub(crate) async fn lookup_all(
+    ledger: &dyn LaunchLedger,
+    provider: ProviderKind,
+    instances: &[InstanceRequest],
+) -> Result<HashMap<String, LedgerEntry>, ProviderError> {
+    let mut found = HashMap::new();
+    for i in instances {
+        let entry = ledger
+            .lookup(provider, &i.idempotency_token)
+            .await
+            .map_err(|e| {
+                ProviderError::new(ErrorKind::Transient, "capstan.LaunchLedger", e.to_string())
+            })?;
+        if let Some(e) = entry {
+            found.insert(i.idempotency_token.clone(), e);
+        }
+    }
+    Ok(found)
+}
+
+/// Records a create. A failure is logged, not returned: the instance exists and is
+/// tagged with its worker id, which is how a later launch with the same token finds
+/// it when the record is missing.
+pub(crate) async fn record_after_create(
+    ledger: &dyn LaunchLedger,
+    token: &str,
+    entry: LedgerEntry,
+) {
+    let instance = entry.instance_id.clone();
+    if let Err(e) = ledger.record(token, entry).await {
+        tracing::warn!(%instance, error = %e, "could not record the launch token; the worker tag still identifies the instance");
     }
 }
 

@@ -27,13 +27,13 @@
 //!   errors, quota, throttling and interruptions, for tests and simulations.
 //! - [`clock`]: where the in-memory providers read the time.
 //!
-//! Every implementation passes the same conformance suite (`tests/providers.rs`): the
+//! Every implementation passes the same conformance suite (`tests/providers/`): the
 //! cloud ones through their real SDK clients against emulators on 127.0.0.1.
 
 use std::fmt;
 
 use async_trait::async_trait;
-use capstan_core::{LaunchConfig, Offering, ProviderKind};
+use capstan_core::{LaunchConfig, Offering, PoolId, ProviderKind};
 
 pub mod aws;
 pub mod clock;
@@ -97,8 +97,14 @@ pub trait Provider: Send + Sync + fmt::Debug {
     /// [`ListScope::All`] and adopts or terminates what the store does not know.
     async fn list(&self, scope: &ListScope) -> Result<Vec<Instance>, ProviderError>;
 
-    /// The offerings `config` stands for, with current prices where the provider
-    /// publishes them (EC2 spot price history); on-demand prices come from the launch
-    /// config. A config without a zone may give one offering per zone.
-    async fn offerings(&self, config: &LaunchConfig) -> Result<Vec<Offering>, ProviderError>;
+    /// The offerings launch config `config` of pool `pool` stands for, with current
+    /// prices where the provider publishes them (EC2 spot price history); on-demand
+    /// prices come from the launch config. A config without a zone may give one
+    /// offering per zone. Static capacity is priced at zero and capped at the pool's
+    /// machines.
+    async fn offerings(
+        &self,
+        pool: &PoolId,
+        config: &LaunchConfig,
+    ) -> Result<Vec<Offering>, ProviderError>;
 }

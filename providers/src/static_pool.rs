@@ -607,9 +607,17 @@ impl Provider for StaticProvider {
             .collect())
     }
 
-    async fn offerings(&self, config: &LaunchConfig) -> Result<Vec<Offering>, ProviderError> {
+    async fn offerings(
+        &self,
+        pool: &PoolId,
+        config: &LaunchConfig,
+    ) -> Result<Vec<Offering>, ProviderError> {
         let sel = selector(config)?;
-        let machines = self.inventory.list(None).await.map_err(inventory_error)?;
+        let machines = self
+            .inventory
+            .list(Some(pool))
+            .await
+            .map_err(inventory_error)?;
         let slots: u32 = machines
             .iter()
             .filter(|m| matches_selector(m, &sel))
@@ -691,7 +699,7 @@ mod tests {
             "id": "static", "instance_type": "static"
         }))
         .unwrap();
-        let o = p.offerings(&lc).await.unwrap();
+        let o = p.offerings(&pool, &lc).await.unwrap();
         assert_eq!(o[0].price_per_hour, Some(0.0));
         assert_eq!(o[0].max_slots, Some(5));
         assert_eq!(o[0].provider, ProviderKind::Static);

@@ -388,7 +388,10 @@ async fn aws_spot_offerings_are_priced_from_spot_price_history() {
         return;
     };
     let p = provider(&moto.proxy.endpoint, Arc::new(InMemoryLedger::new()));
-    let spot = p.offerings(&launch_config(Market::Spot)).await.unwrap();
+    let spot = p
+        .offerings(&pool(), &launch_config(Market::Spot))
+        .await
+        .unwrap();
     assert!(!spot.is_empty());
     for o in &spot {
         assert!(
@@ -399,13 +402,18 @@ async fn aws_spot_offerings_are_priced_from_spot_price_history() {
         assert_eq!(o.price_per_hour, Some(0.00001));
     }
     let calls = moto.proxy.count("Action=DescribeSpotPriceHistory");
-    p.offerings(&launch_config(Market::Spot)).await.unwrap();
+    p.offerings(&pool(), &launch_config(Market::Spot))
+        .await
+        .unwrap();
     assert_eq!(
         moto.proxy.count("Action=DescribeSpotPriceHistory"),
         calls,
         "cached"
     );
-    let od = p.offerings(&launch_config(Market::OnDemand)).await.unwrap();
+    let od = p
+        .offerings(&pool(), &launch_config(Market::OnDemand))
+        .await
+        .unwrap();
     assert_eq!(od.len(), 1);
     assert_eq!(od[0].price_per_hour, Some(0.085));
 }
@@ -442,4 +450,8 @@ async fn aws_lists_only_capstan_tagged_instances() {
         .await
         .unwrap();
     assert_eq!(filtered.reservations().len(), 1);
+}
+
+fn pool() -> PoolId {
+    PoolId::new("ci/linux").unwrap()
 }

@@ -93,7 +93,7 @@ pub async fn run(name: &str, h: &dyn Harness) {
     let lc = h.launch_config();
 
     // Offerings describe the launch config.
-    let offerings = p.offerings(&lc).await.expect("offerings");
+    let offerings = p.offerings(&pool, &lc).await.expect("offerings");
     assert!(!offerings.is_empty(), "at least one offering");
     for o in &offerings {
         assert_eq!(o.provider, p.kind());

@@ -143,7 +143,10 @@ async fn fake_throttling_applies_to_any_call_when_asked() {
 async fn fake_spot_offerings_use_the_configured_spot_price() {
     let fake = FakeProvider::new(Arc::new(ManualClock::default()));
     fake.set_spot_price("fake.small", 0.03);
-    let o = fake.offerings(&launch_config()).await.unwrap();
+    let o = fake
+        .offerings(&PoolId::new("p").unwrap(), &launch_config())
+        .await
+        .unwrap();
     assert_eq!(o[0].price_per_hour, Some(0.03));
     assert_eq!(o[0].slots, 2);
 }

@@ -188,7 +188,7 @@ async fn launch_configs_select_machines_by_label() {
     assert_eq!(out.launched.len(), 1);
     assert_eq!(out.launched[0].id, "gpu1@1");
     assert_eq!(out.failed[0].error.kind(), ErrorKind::InsufficientCapacity);
-    assert_eq!(p.offerings(&lc).await.unwrap()[0].max_slots, Some(4));
+    assert_eq!(p.offerings(&pool, &lc).await.unwrap()[0].max_slots, Some(4));
 
     lc.provider_config = serde_json::from_value(serde_json::json!({"labels": ["gpu"]})).unwrap();
     let e = p.launch(&request(&pool, lc, &["x"])).await.unwrap_err();
