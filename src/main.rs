@@ -7,6 +7,7 @@
 mod config;
 mod pools;
 mod serve;
+mod simulate;
 
 use std::process::ExitCode;
 
@@ -27,6 +28,8 @@ enum Command {
     /// Work with pool specs.
     #[command(subcommand)]
     Pools(pools::PoolsCommand),
+    /// Replay a job trace against a scaling policy and compare with the oracle bound.
+    Simulate(simulate::SimulateArgs),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +37,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Pools(command) => pools::run(command),
+        Command::Simulate(args) => simulate::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -18,6 +18,7 @@
 pub mod cloud;
 pub mod engine;
 pub mod oracle;
+pub mod plot;
 pub mod rng;
 pub mod trace;
 pub mod workload;

@@ -1,0 +1,396 @@
+//! `capstan simulate`: replay a job trace (or a generated workload) against the real
+//! predictor and planner, and compare the result with the oracle bound.
+//!
+//! All the work happens in the `simulations` crate; this module turns flags into a
+//! [`SimConfig`], runs one simulation per policy (several in parallel threads with
+//! `--compare`), and prints a table (with a progress bar on stderr for long runs and an
+//! optional SVG plot) or one JSON object.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use capstan_core::{PoolSpec, ScalingPolicy};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use simulations::cloud::{BootTime, CloudModel};
+use simulations::engine::{Outcome, Report, SimConfig, default_pool, simulate};
+use simulations::plot::write_svg;
+use simulations::trace::{ReadOptions, Trace, TraceFormat, read_trace};
+use simulations::workload::WorkloadSpec;
+
+/// Replay a job trace against a pool's scaling policy and report cost and waits.
+#[derive(Debug, clap::Args)]
+pub struct SimulateArgs {
+    /// Job trace to replay: Standard Workload Format or `submit_s,run_s` CSV, plain or
+    /// gzip.
+    #[arg(
+        long,
+        value_name = "PATH",
+        required_unless_present = "workload",
+        conflicts_with = "workload"
+    )]
+    trace: Option<PathBuf>,
+    /// Replay a generated workload instead of a trace.
+    #[arg(long, value_name = "NAME", value_parser = ["diurnal"])]
+    workload: Option<String>,
+    /// Trace format; by default from the file name (.swf, .csv, optionally .gz).
+    #[arg(long, value_enum)]
+    format: Option<FormatArg>,
+    /// Count and skip malformed trace lines instead of failing.
+    #[arg(long)]
+    skip_bad_lines: bool,
+    /// Pool spec (YAML); by default one on-demand launch config of 1 slot.
+    #[arg(long, value_name = "FILE")]
+    pool: Option<PathBuf>,
+    /// Simulated cloud (YAML: boot times, billing, interruptions, launch failures).
+    #[arg(long, value_name = "FILE")]
+    cloud: Option<PathBuf>,
+    /// Scaling policy; by default the pool's (reactive for the default pool).
+    #[arg(long, value_enum)]
+    policy: Option<PolicyArg>,
+    /// Run several policies on the same trace side by side, e.g. `reactive,forecast`.
+    #[arg(long, value_enum, value_delimiter = ',', conflicts_with = "policy")]
+    compare: Vec<PolicyArg>,
+    /// Seed of every random draw (workload, boot times, failures, interruptions).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Print one JSON object on stdout instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Reconcile interval in seconds.
+    #[arg(long, value_name = "S", default_value_t = 30)]
+    tick: u64,
+    /// Constant boot time in seconds for every launch config (overrides --cloud).
+    #[arg(long, value_name = "S")]
+    boot: Option<f64>,
+    /// Task slots per instance for every launch config (overrides --pool).
+    #[arg(long, value_name = "N")]
+    slots: Option<u32>,
+    /// Idle timeout in seconds (overrides --pool).
+    #[arg(long, value_name = "S")]
+    idle_timeout: Option<u64>,
+    /// Reactive scaling ratio (overrides --pool).
+    #[arg(long, value_name = "R")]
+    ratio: Option<f64>,
+    /// Forecast service level in (0, 1) (overrides --pool).
+    #[arg(long, value_name = "P")]
+    service_level: Option<f64>,
+    /// Write demand, capacity and queue over time to this SVG file.
+    #[arg(long, value_name = "FILE")]
+    plot: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum FormatArg {
+    Swf,
+    Csv,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum PolicyArg {
+    Reactive,
+    Forecast,
+}
+
+impl From<PolicyArg> for ScalingPolicy {
+    fn from(p: PolicyArg) -> Self {
+        match p {
+            PolicyArg::Reactive => ScalingPolicy::Reactive,
+            PolicyArg::Forecast => ScalingPolicy::Forecast,
+        }
+    }
+}
+
+/// Points kept for `--plot` (the engine keeps the maximum of each bucket).
+const PLOT_POINTS: usize = 2000;
+
+/// Runs `capstan simulate`.
+pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
+    let (trace, source) = load_trace(&args)?;
+    let base = base_config(&args)?;
+    let policies: Vec<ScalingPolicy> = if args.compare.is_empty() {
+        vec![
+            args.policy
+                .map_or(base.spec.scaling.policy, ScalingPolicy::from),
+        ]
+    } else {
+        let mut v: Vec<ScalingPolicy> = Vec::new();
+        for p in args.compare.iter().map(|&p| ScalingPolicy::from(p)) {
+            if !v.contains(&p) {
+                v.push(p);
+            }
+        }
+        v
+    };
+    let configs: Vec<SimConfig> = policies
+        .iter()
+        .map(|&policy| {
+            let mut c = base.clone();
+            c.spec.scaling.policy = policy;
+            c
+        })
+        .collect();
+
+    let bars = (!args.json).then(MultiProgress::new);
+    let outcomes = std::thread::scope(|scope| {
+        let handles: Vec<_> = configs
+            .iter()
+            .map(|config| {
+                let bar = bars.as_ref().map(|m| {
+                    let bar = m.add(ProgressBar::with_draw_target(
+                        Some(1000),
+                        ProgressDrawTarget::hidden(),
+                    ));
+                    bar.set_style(
+                        ProgressStyle::with_template(
+                            "{prefix:>9} [{bar:40}] {percent:>3}% {elapsed}",
+                        )
+                        .expect("valid template")
+                        .progress_chars("=> "),
+                    );
+                    bar.set_prefix(config.spec.scaling.policy.as_str());
+                    bar
+                });
+                let trace = &trace;
+                scope.spawn(move || {
+                    let started = Instant::now();
+                    let mut shown = false;
+                    let mut on_progress = |fraction: f64| {
+                        if let Some(bar) = &bar {
+                            // Only runs longer than a second get a bar.
+                            if !shown && started.elapsed() > Duration::from_secs(1) {
+                                bar.set_draw_target(ProgressDrawTarget::stderr());
+                                shown = true;
+                            }
+                            bar.set_position((fraction * 1000.0) as u64);
+                        }
+                    };
+                    let outcome = simulate(trace, config, &mut on_progress);
+                    if let Some(bar) = &bar {
+                        bar.finish_and_clear();
+                    }
+                    outcome
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("simulation thread panicked"))
+            .collect::<Result<Vec<Outcome>, _>>()
+    })?;
+
+    if let Some(path) = &args.plot {
+        let runs: Vec<(&str, &[_])> = outcomes
+            .iter()
+            .map(|o| (o.report.policy.as_str(), o.series.as_slice()))
+            .collect();
+        write_svg(path, &format!("capstan simulate: {source}"), &runs)?;
+    }
+    let reports: Vec<&Report> = outcomes.iter().map(|o| &o.report).collect();
+    if args.json {
+        let json = if args.compare.is_empty() {
+            serde_json::to_string(reports[0])?
+        } else {
+            let map: serde_json::Map<String, serde_json::Value> = reports
+                .iter()
+                .map(|r| Ok((r.policy.as_str().to_owned(), serde_json::to_value(r)?)))
+                .collect::<Result<_, serde_json::Error>>()?;
+            serde_json::to_string(&map)?
+        };
+        println!("{json}");
+    } else {
+        print!("{}", table(&source, &base, &reports));
+        if let Some(path) = &args.plot {
+            println!("plot written to {}", path.display());
+        }
+    }
+    Ok(())
+}
+
+fn load_trace(args: &SimulateArgs) -> anyhow::Result<(Trace, String)> {
+    if let Some(name) = &args.workload {
+        let spec = WorkloadSpec::named(name, args.seed)
+            .with_context(|| format!("--workload: unknown workload {name:?}"))?;
+        let trace = spec.generate()?;
+        return Ok((trace, format!("workload {name} (seed {})", args.seed)));
+    }
+    let Some(path) = &args.trace else {
+        bail!("give --trace PATH or --workload diurnal");
+    };
+    let options = ReadOptions {
+        format: args.format.map(|f| match f {
+            FormatArg::Swf => TraceFormat::Swf,
+            FormatArg::Csv => TraceFormat::Csv,
+        }),
+        skip_bad_lines: args.skip_bad_lines,
+    };
+    let trace =
+        read_trace(path, options).with_context(|| format!("reading trace {}", path.display()))?;
+    let name = path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    Ok((trace, name))
+}
+
+fn base_config(args: &SimulateArgs) -> anyhow::Result<SimConfig> {
+    let mut spec = match &args.pool {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading pool spec {}", path.display()))?;
+            PoolSpec::from_yaml(&text).map_err(|e| anyhow::anyhow!("{}:\n{e}", path.display()))?
+        }
+        None => default_pool(ScalingPolicy::Reactive, 1, 600),
+    };
+    let mut cloud = match &args.cloud {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading cloud model {}", path.display()))?;
+            CloudModel::from_yaml(&text).with_context(|| path.display().to_string())?
+        }
+        None => CloudModel::default(),
+    };
+    if let Some(slots) = args.slots {
+        if slots == 0 {
+            bail!("--slots: must be >= 1, got 0");
+        }
+        for lc in &mut spec.launch_configs {
+            lc.capacity = slots;
+        }
+    }
+    if let Some(idle) = args.idle_timeout {
+        spec.scaling.idle_timeout_s = idle;
+    }
+    if let Some(ratio) = args.ratio {
+        if !(ratio.is_finite() && ratio > 0.0) {
+            bail!("--ratio: must be a positive number, got {ratio}");
+        }
+        spec.scaling.scaling_ratio = ratio;
+    }
+    if let Some(level) = args.service_level {
+        if !(level > 0.0 && level < 1.0) {
+            bail!("--service-level: must be in (0, 1), got {level}");
+        }
+        spec.scaling.service_level = level;
+    }
+    if let Some(boot) = args.boot {
+        if !(boot.is_finite() && boot >= 0.0) {
+            bail!("--boot: must be a number of seconds >= 0, got {boot}");
+        }
+        cloud.defaults.boot = BootTime::Constant(boot);
+        for m in cloud.overrides.values_mut() {
+            m.boot = BootTime::Constant(boot);
+        }
+    }
+    if args.tick == 0 {
+        bail!("--tick: must be >= 1 second, got 0");
+    }
+    Ok(SimConfig {
+        spec,
+        cloud,
+        tick_s: args.tick,
+        seed: args.seed,
+        series_points: if args.plot.is_some() { PLOT_POINTS } else { 0 },
+    })
+}
+
+/// How one table cell is computed from a report.
+type Cell = fn(&Report) -> String;
+
+/// The readable table: one row per measure, one column per policy.
+fn table(source: &str, config: &SimConfig, reports: &[&Report]) -> String {
+    let lc = &config.spec.launch_configs[0];
+    let boot = config
+        .cloud
+        .overrides
+        .get(&lc.id)
+        .unwrap_or(&config.cloud.defaults)
+        .boot
+        .clone();
+    let boot = match boot {
+        BootTime::Constant(s) => format!("boot {s} s"),
+        other => format!("boot {other:?}"),
+    };
+    let r0 = reports[0];
+    let mut out = format!(
+        "{source}: {} tasks, {} skipped, {} bad lines, {:.1} days simulated\n\
+         pool {}: {} launch config(s), {} slot(s) per instance, {boot}, tick {} s, idle timeout {} s, seed {}\n\n",
+        group(r0.tasks as f64, 0),
+        group(r0.skipped as f64, 0),
+        group(r0.bad_lines as f64, 0),
+        r0.sim_seconds / 86_400.0,
+        config.spec.id,
+        config.spec.launch_configs.len(),
+        lc.capacity,
+        config.tick_s,
+        config.spec.scaling.idle_timeout_s,
+        config.seed,
+    );
+    let rows: Vec<(&str, Cell)> = vec![
+        ("instance-hours", |r| group(r.instance_seconds / 3600.0, 1)),
+        ("oracle instance-hours", |r| {
+            group(r.oracle_instance_seconds / 3600.0, 1)
+        }),
+        ("ratio to oracle", |r| format!("{:.3}", r.ratio_to_oracle)),
+        ("cost", |r| group(r.cost, 2)),
+        ("wait mean (s)", |r| format!("{:.1}", r.wait_s.mean)),
+        ("wait p50 (s)", |r| format!("{:.1}", r.wait_s.p50)),
+        ("wait p95 (s)", |r| format!("{:.1}", r.wait_s.p95)),
+        ("wait p99 (s)", |r| format!("{:.1}", r.wait_s.p99)),
+        ("wait max (s)", |r| format!("{:.1}", r.wait_s.max)),
+        ("utilization", |r| format!("{:.1}%", r.utilization * 100.0)),
+        ("launches", |r| group(r.launches as f64, 0)),
+        ("launch failures", |r| group(r.launch_failures as f64, 0)),
+        ("terminations", |r| group(r.terminations as f64, 0)),
+        ("interruptions", |r| group(r.interruptions as f64, 0)),
+        ("unfinished tasks", |r| group(r.unfinished as f64, 0)),
+        ("ticks", |r| group(r.ticks as f64, 0)),
+        ("wall time (s)", |r| format!("{:.2}", r.wall_seconds)),
+    ];
+    out.push_str(&format!("{:<24}", ""));
+    for r in reports {
+        out.push_str(&format!("{:>14}", r.policy.as_str()));
+    }
+    out.push('\n');
+    for (name, cell) in rows {
+        out.push_str(&format!("{name:<24}"));
+        for r in reports {
+            out.push_str(&format!("{:>14}", cell(r)));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// `1234567.891` with `decimals = 1` → `1,234,567.9`.
+fn group(x: f64, decimals: usize) -> String {
+    let s = format!("{:.*}", decimals, x.abs());
+    let (int, frac) = s
+        .split_once('.')
+        .map_or((s.as_str(), None), |(i, f)| (i, Some(f)));
+    let mut grouped = String::new();
+    for (i, c) in int.chars().enumerate() {
+        if i > 0 && (int.len() - i) % 3 == 0 {
+            grouped.push(',');
+        }
+        grouped.push(c);
+    }
+    let sign = if x < 0.0 { "-" } else { "" };
+    match frac {
+        Some(f) => format!("{sign}{grouped}.{f}"),
+        None => format!("{sign}{grouped}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_grouped_by_thousands() {
+        assert_eq!(group(1_234_567.891, 1), "1,234,567.9");
+        assert_eq!(group(999.0, 0), "999");
+        assert_eq!(group(-1000.5, 2), "-1,000.50");
+        assert_eq!(group(0.0, 1), "0.0");
+    }
+}
