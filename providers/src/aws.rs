@@ -252,11 +252,20 @@ where
             "Timeout",
             DisplayErrorContext(&err).to_string(),
         ),
-        (None, SdkError::DispatchFailure(_)) => ProviderError::new(
-            ErrorKind::Transient,
-            "DispatchFailure",
-            DisplayErrorContext(&err).to_string(),
-        ),
+        (None, SdkError::DispatchFailure(d)) => {
+            // Identity resolution fails before anything is sent: that is a credentials
+            // problem (no chain found any, or they were rejected by STS), not the
+            // network's.
+            let text = DisplayErrorContext(&err).to_string();
+            let network = d
+                .as_connector_error()
+                .is_some_and(|c| c.is_io() || c.is_timeout());
+            if !network && (text.contains("identity") || text.contains("credentials")) {
+                ProviderError::new(ErrorKind::Unauthorized, "NoCredentials", text)
+            } else {
+                ProviderError::new(ErrorKind::Transient, "DispatchFailure", text)
+            }
+        }
         (None, _) => ProviderError::new(
             ErrorKind::InvalidConfig,
             "ConstructionFailure",
@@ -904,6 +913,33 @@ mod tests {
         })))
         .unwrap();
         assert_eq!(ok.security_group_ids, ["sg-1"]);
+    }
+
+    #[tokio::test]
+    async fn missing_credentials_are_unauthorized_not_transient() {
+        let conf = aws_sdk_ec2::config::Builder::new()
+            .behavior_version(BehaviorVersion::v2026_01_12())
+            .endpoint_url("http://127.0.0.1:9")
+            .region(Region::new("us-east-1"))
+            .retry_config(RetryConfig::disabled())
+            .build();
+        let client = Client::from_conf(conf);
+        let e = classify(client.describe_instances().send().await.unwrap_err());
+        assert_eq!(e.kind(), ErrorKind::Unauthorized, "{e}");
+        assert_eq!(e.code(), "NoCredentials");
+    }
+
+    #[tokio::test]
+    async fn connection_failures_are_transient() {
+        let p = AwsProvider::for_endpoint(
+            "http://127.0.0.1:9",
+            "k",
+            "s",
+            vec!["us-east-1".into()],
+            Arc::new(crate::ledger::InMemoryLedger::new()),
+        );
+        let e = p.list(&ListScope::All).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Transient, "{e}");
     }
 
     #[test]

@@ -821,6 +821,18 @@ mod tests {
     }
 
     #[test]
+    fn gce_timestamps_parse_with_any_offset() {
+        assert_eq!(
+            parse_rfc3339("2026-11-28T05:53:00.000-00:00"),
+            Some(Timestamp::from_unix_secs(1_795_845_180))
+        );
+        assert_eq!(
+            parse_rfc3339("2026-11-27T21:53:00.000-08:00"),
+            Some(Timestamp::from_unix_secs(1_795_845_180))
+        );
+    }
+
+    #[test]
     fn a_finished_operation_with_an_error_is_an_error() {
         let op = model::Operation::new()
             .set_status(model::operation::Status::Done)
