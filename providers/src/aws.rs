@@ -655,7 +655,8 @@ impl Provider for AwsProvider {
             .filter(|i| !recorded.contains_key(&i.worker_id))
             .map(|i| i.worker_id.as_str().to_owned())
             .collect();
-        if !unrecorded.is_empty() {
+        // EC2 accepts at most 200 values per filter.
+        for chunk in unrecorded.chunks(200) {
             let filters = vec![
                 Filter::builder()
                     .name(format!("tag:{TAG_POOL}"))
@@ -663,12 +664,19 @@ impl Provider for AwsProvider {
                     .build(),
                 Filter::builder()
                     .name(format!("tag:{TAG_WORKER}"))
-                    .set_values(Some(unrecorded))
+                    .set_values(Some(chunk.to_vec()))
                     .build(),
             ];
             for inst in self.describe_filtered(region, filters).await? {
-                if let Some(w) = inst.worker_id.clone() {
-                    found.entry(w).or_insert(inst);
+                let Some(w) = inst.worker_id.clone() else {
+                    continue;
+                };
+                // Prefer a live instance if a worker somehow has several.
+                match found.get(&w) {
+                    Some(prev) if prev.state.is_alive() || !inst.state.is_alive() => {}
+                    _ => {
+                        found.insert(w, inst);
+                    }
                 }
             }
         }
