@@ -90,6 +90,9 @@ pub trait Provider: Send + Sync + fmt::Debug {
     /// (never created, or deleted long enough ago to be forgotten). A machine stopped
     /// or deleted by the cloud (spot reclaimed, preempted) is
     /// [`InstanceState::Interrupted`], with the provider's reason in `state_reason`.
+    /// (On GCE a SPOT VM being deleted passes through the same STOPPING state as a
+    /// preempted one, so callers ignore interruptions of instances they are
+    /// terminating themselves.)
     async fn describe(&self, instance_id: &str) -> Result<Instance, ProviderError>;
 
     /// Every instance carrying capstan's tags in `scope`, including ones shutting down
