@@ -164,7 +164,7 @@ impl RunTimeDistribution {
     }
 
     /// The look-ahead fractions for `lead_s` seconds, cached: recomputed when the lead
-    /// changes or after [`RECOMPUTE_EVERY`] new observations, so O(1) amortised.
+    /// changes or after 64 new observations, so O(1) amortised.
     pub fn survival(&mut self, lead_s: f64) -> Survival {
         if self.total_count <= 0.0 || lead_s <= 0.0 {
             return Survival::ALL;

@@ -3,7 +3,8 @@
 //! The forecast's spare slots are sized from a model; whether they were enough shows in
 //! the queue: a task still pending `target_wait_s` after it arrived waited too long.
 //! Queue samples carry no per-task data, but with a FIFO queue they carry enough:
-//! each sample's arrivals form a **cohort**; the tasks that started during the interval
+//! each sample's arrivals form a **cohort**, dated at the middle of the interval they
+//! arrived in (the unbiased guess without per-task times); the tasks that started during the interval
 //! (`running` now − `running` before + `completions`) leave the queue oldest cohort
 //! first; and the cohorts left must add up to `pending`. A cohort is scored once, at
 //! the first sample at least `target_wait_s` after it arrived: its tasks still waiting
@@ -40,6 +41,7 @@ pub struct WaitTracker {
     /// Cohorts at the front that are already scored.
     scored_prefix: usize,
     prev_running: Option<u32>,
+    prev_at_ms: Option<i64>,
     tasks: u64,
     late: u64,
 }
@@ -68,6 +70,7 @@ impl WaitTracker {
             len: 0,
             scored_prefix: 0,
             prev_running: None,
+            prev_at_ms: None,
             tasks: 0,
             late: 0,
         }
@@ -133,7 +136,12 @@ impl WaitTracker {
             None => 0,
         };
         self.prev_running = Some(sample.running);
-        self.push(now, u64::from(sample.arrivals));
+        let arrived_ms = match self.prev_at_ms {
+            Some(prev) if prev < now => prev + (now - prev) / 2,
+            _ => now,
+        };
+        self.prev_at_ms = Some(now);
+        self.push(arrived_ms, u64::from(sample.arrivals));
         let mut on_time = self.drain(started);
         let waiting: u64 = (0..self.len)
             .map(|i| self.ring[(self.head + i) % MAX_COHORTS].waiting)
