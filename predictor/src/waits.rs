@@ -4,15 +4,17 @@
 //! the queue: a task still pending `target_wait_s` after it arrived waited too long.
 //! Queue samples carry no per-task data, but with a FIFO queue they carry enough:
 //! each sample's arrivals form a **cohort**, dated at the middle of the interval they
-//! arrived in (the unbiased guess without per-task times); the tasks that started during the interval
-//! (`running` now − `running` before + `completions`) leave the queue oldest cohort
-//! first; and the cohorts left must add up to `pending`. A cohort is scored once, at
-//! the first sample at least `target_wait_s` after it arrived: its tasks still waiting
-//! then are **late**.
+//! arrived in (the unbiased guess without per-task times); the tasks that started
+//! during the interval (`running` now − `running` before + `completions`) leave the
+//! queue oldest cohort first; and the cohorts left must add up to `pending`. A cohort
+//! is scored once, at the first sample at least `target_wait_s` after it arrived: its
+//! tasks still waiting then are **late**. Waits are only seen at sample granularity:
+//! with 30 s samples and a 60 s target, a task is late when it has not started by the
+//! second sample after the one that first counted it (a wait of about 75 s).
 //!
-//! The predictor's margin is driven by these counts, so the pool's `service_level`
-//! means what an operator expects: the fraction of tasks that start within
-//! `target_wait_s`.
+//! The predictor's quantile level is driven by these counts, so the pool's
+//! `service_level` means what an operator expects: the share of tasks that start
+//! within `target_wait_s`.
 //!
 //! When the counts disagree with `pending` (an interrupted task went back to the queue,
 //! an adapter rounds), the difference is settled so that the cohorts equal `pending`
