@@ -7,6 +7,7 @@
 //! optional SVG plot) or one JSON object.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -131,16 +132,16 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
         })
         .collect();
 
-    let bars = (!args.json).then(MultiProgress::new);
+    // Bars start hidden and appear on stderr once a run has taken a second.
+    let bars = (!args.json).then(|| MultiProgress::with_draw_target(ProgressDrawTarget::hidden()));
+    let bars_shown = AtomicBool::new(false);
+    let started = Instant::now();
     let outcomes = std::thread::scope(|scope| {
         let handles: Vec<_> = configs
             .iter()
             .map(|config| {
-                let bar = bars.as_ref().map(|m| {
-                    let bar = m.add(ProgressBar::with_draw_target(
-                        Some(1000),
-                        ProgressDrawTarget::hidden(),
-                    ));
+                let bar = bars.as_ref().map(|multi| {
+                    let bar = multi.add(ProgressBar::new(1000));
                     bar.set_style(
                         ProgressStyle::with_template(
                             "{prefix:>9} [{bar:40}] {percent:>3}% {elapsed}",
@@ -149,24 +150,22 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
                         .progress_chars("=> "),
                     );
                     bar.set_prefix(config.spec.scaling.policy.as_str());
-                    bar
+                    (multi.clone(), bar)
                 });
-                let trace = &trace;
+                let (trace, bars_shown) = (&trace, &bars_shown);
                 scope.spawn(move || {
-                    let started = Instant::now();
-                    let mut shown = false;
                     let mut on_progress = |fraction: f64| {
-                        if let Some(bar) = &bar {
-                            // Only runs longer than a second get a bar.
-                            if !shown && started.elapsed() > Duration::from_secs(1) {
-                                bar.set_draw_target(ProgressDrawTarget::stderr());
-                                shown = true;
+                        if let Some((multi, bar)) = &bar {
+                            if started.elapsed() > Duration::from_secs(1)
+                                && !bars_shown.swap(true, Ordering::Relaxed)
+                            {
+                                multi.set_draw_target(ProgressDrawTarget::stderr());
                             }
                             bar.set_position((fraction * 1000.0) as u64);
                         }
                     };
                     let outcome = simulate(trace, config, &mut on_progress);
-                    if let Some(bar) = &bar {
+                    if let Some((_, bar)) = &bar {
                         bar.finish_and_clear();
                     }
                     outcome
@@ -191,11 +190,18 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
         let json = if args.compare.is_empty() {
             serde_json::to_string(reports[0])?
         } else {
-            let map: serde_json::Map<String, serde_json::Value> = reports
+            // One object keyed by policy; each report keeps its field order.
+            let fields = reports
                 .iter()
-                .map(|r| Ok((r.policy.as_str().to_owned(), serde_json::to_value(r)?)))
-                .collect::<Result<_, serde_json::Error>>()?;
-            serde_json::to_string(&map)?
+                .map(|r| {
+                    Ok(format!(
+                        "\"{}\":{}",
+                        r.policy.as_str(),
+                        serde_json::to_string(r)?
+                    ))
+                })
+                .collect::<Result<Vec<_>, serde_json::Error>>()?;
+            format!("{{{}}}", fields.join(","))
         };
         println!("{json}");
     } else {
