@@ -4,7 +4,9 @@
 //! `cargo bench -p simulations` (a plain harness-less binary: one warm-up run, then
 //! the best and median of five timed runs per policy). The trace comes from
 //! `CAPSTAN_TRACE`, else `../shared/traces/SDSC-BLUE-2000-4.2-cln.swf.gz` relative to
-//! the workspace root; the trace read itself is timed separately.
+//! the workspace root; the trace read itself is timed separately. Besides wall time it
+//! prints the process's CPU time per run (from `/proc/self/stat`, Linux only), which
+//! other jobs on a busy machine do not inflate.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -45,11 +47,19 @@ fn main() {
         let config = SimConfig::default_setting(policy, 1);
         let warm = simulate(&trace, &config, &mut |_| {}).expect("simulation runs");
         let mut times = Vec::new();
+        let mut cpu = Vec::new();
         for _ in 0..runs {
+            let before = cpu_seconds();
             let out = simulate(&trace, &config, &mut |_| {}).expect("simulation runs");
             times.push(out.report.wall_seconds);
+            if let (Some(b), Some(a)) = (before, cpu_seconds()) {
+                cpu.push(a - b);
+            }
         }
         report(&format!("replay {}", policy.as_str()), &mut times);
+        if !cpu.is_empty() {
+            report("    cpu time", &mut cpu);
+        }
         let r = &warm.report;
         println!(
             "    {} tasks, {} ticks, ratio_to_oracle {:.4}, wait mean {:.1} s p95 {:.1} s",
@@ -66,4 +76,16 @@ fn report(name: &str, times: &mut [f64]) {
         times[times.len() / 2],
         times.len()
     );
+}
+
+/// User plus system CPU time of this process so far, in seconds (Linux).
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14, 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    // Clock ticks per second: 100 on every Linux configuration capstan targets.
+    Some((utime + stime) / 100.0)
 }
