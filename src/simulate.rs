@@ -313,14 +313,10 @@ fn table(source: &str, config: &SimConfig, reports: &[&Report]) -> String {
         .unwrap_or(&config.cloud.defaults)
         .boot
         .clone();
-    let boot = match boot {
-        BootTime::Constant(s) => format!("boot {s} s"),
-        other => format!("boot {other:?}"),
-    };
     let r0 = reports[0];
     let mut out = format!(
         "{source}: {} tasks, {} skipped, {} bad lines, {:.1} days simulated\n\
-         pool {}: {} launch config(s), {} slot(s) per instance, {boot}, tick {} s, idle timeout {} s, seed {}\n\n",
+         pool {}: {} launch config(s), {} slot(s) per instance, boot {boot}, tick {} s, idle timeout {} s, seed {}\n\n",
         group(r0.tasks as f64, 0),
         group(r0.skipped as f64, 0),
         group(r0.bad_lines as f64, 0),

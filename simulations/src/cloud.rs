@@ -75,6 +75,23 @@ impl BootTime {
     }
 }
 
+impl fmt::Display for BootTime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Self::Constant(s) => write!(f, "{s} s"),
+            Self::Uniform { min_s, max_s } => write!(f, "uniform {min_s}-{max_s} s"),
+            Self::LogNormal {
+                median_s,
+                sigma,
+                max_s,
+            } => write!(
+                f,
+                "log-normal median {median_s} s, sigma {sigma}, max {max_s} s"
+            ),
+        }
+    }
+}
+
 /// A window (seconds after the trace's first submit) in which every launch of a
 /// launch config fails with insufficient capacity.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -519,6 +536,17 @@ mod tests {
                 "{text}"
             );
         }
+    }
+
+    #[test]
+    fn the_documented_example_parses_and_fits_the_default_pool() {
+        let m = CloudModel::from_yaml(include_str!("../examples/cloud.yaml")).unwrap();
+        assert_eq!(m.defaults.billing_minimum_s, 60.0);
+        assert_eq!(m.overrides["on-demand"].boot, BootTime::Constant(120.0));
+        let spec = crate::engine::default_pool(capstan_core::ScalingPolicy::Reactive, 1, 600);
+        let resolved = m.resolve(&spec).unwrap();
+        assert_eq!(resolved[0].price_per_hour, Some(0.384));
+        assert_eq!(resolved[0].launch_failure_probability, 0.01);
     }
 
     #[test]

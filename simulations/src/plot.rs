@@ -75,6 +75,8 @@ fn draw(path: &Path, title: &str, runs: &[(&str, &[SeriesPoint])]) -> Result<(),
         .x_desc(format!("time ({unit})"))
         .y_desc("slots / tasks")
         .disable_mesh()
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| format!("{y:.0}"))
         .draw()
         .map_err(e)?;
     let mut color = 0;
