@@ -140,7 +140,8 @@ pub enum SkipReason {
     },
     /// One more instance would take the pool over its budget.
     OverBudget {
-        /// Cost per hour of the pool's current instances.
+        /// Cost per hour of the pool's instances, counting the launches this plan
+        /// already made.
         current_cost_per_hour: f64,
         /// Price of one more instance of this offering.
         instance_price_per_hour: f64,
