@@ -69,6 +69,34 @@ impl FileConfig {
     }
 }
 
+/// Opens the store at `url` (default [`DEFAULT_DATABASE_URL`]), applying migrations;
+/// errors name the URL with its password redacted.
+pub async fn open_store(url: Option<&str>) -> anyhow::Result<store::Store> {
+    let url = url.unwrap_or(DEFAULT_DATABASE_URL);
+    store::Store::connect(url)
+        .await
+        .with_context(|| format!("cannot open the store at {}", store::redact_url(url)))
+}
+
+/// For one-shot commands: opens the store at `database_url`, runs `f` on it on a
+/// small runtime, closes it.
+pub fn with_store<F, Fut>(database_url: Option<String>, f: F) -> anyhow::Result<()>
+where
+    F: FnOnce(store::Store) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(async {
+            let store = open_store(database_url.as_deref()).await?;
+            let result = f(store.clone()).await;
+            store.close().await;
+            result
+        })
+}
+
 /// The settings `serve` runs with, after every source is merged.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServiceConfig {

@@ -4,8 +4,11 @@
 //! together. `serve` runs the long-lived control plane; `simulate` replays job traces
 //! offline against the same predictor and planner.
 
+mod clock;
 mod config;
+mod machines;
 mod pools;
+mod provider_state;
 mod serve;
 mod simulate;
 
@@ -28,6 +31,8 @@ enum Command {
     /// Work with pool specs.
     #[command(subcommand)]
     Pools(pools::PoolsCommand),
+    /// Register and list the machines of static (operator-owned) pools.
+    Machines(machines::MachinesArgs),
     /// Replay a job trace against a scaling policy and compare with the oracle bound.
     Simulate(simulate::SimulateArgs),
 }
@@ -37,6 +42,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Pools(command) => pools::run(command),
+        Command::Machines(args) => machines::run(args),
         Command::Simulate(args) => simulate::run(args),
     };
     match result {

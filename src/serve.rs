@@ -8,11 +8,11 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use capstan_core::Timestamp;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{FileConfig, LogFormat, Overrides, ServiceConfig};
+use crate::clock::wall_clock;
+use crate::config::{FileConfig, LogFormat, Overrides, ServiceConfig, open_store};
 
 /// Flags of `capstan serve`; each may also come from its environment variable, and
 /// either beats the config file.
@@ -79,9 +79,7 @@ fn init_logging(config: &ServiceConfig) -> anyhow::Result<()> {
 
 async fn serve(config: ServiceConfig) -> anyhow::Result<()> {
     let db = store::redact_url(&config.database_url);
-    let store = store::Store::connect(&config.database_url)
-        .await
-        .with_context(|| format!("cannot open the store at {db}"))?;
+    let store = open_store(Some(&config.database_url)).await?;
     tracing::info!(database = %db, backend = ?store.kind(), "store open, migrations applied");
 
     let listener = TcpListener::bind(config.listen)
@@ -116,14 +114,6 @@ async fn serve(config: ServiceConfig) -> anyhow::Result<()> {
     store.close().await;
     tracing::info!("store closed; bye");
     Ok(())
-}
-
-/// The wall clock as a [`Timestamp`]; the one place the service reads it.
-fn wall_clock() -> Timestamp {
-    let ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-    Timestamp::from_unix_ms(ms)
 }
 
 /// Retention: at start-up and then hourly, deletes queue samples older than

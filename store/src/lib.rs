@@ -18,6 +18,9 @@
 //! - `pool_errors`: deduplicated (same pool, launch config, kind and message bump a
 //!   count and the last-seen time).
 //! - `audit_log`: who changed which pool when, with old and new generations.
+//! - `launch_ledger` and `static_machines`: what the provider plugins persist (which
+//!   idempotency token created which instance; operator-owned machines, with only a
+//!   hash of each machine's secret), see [`providers_state`].
 //!
 //! All times are stored as Unix milliseconds; callers pass `now` in, so tests and the
 //! simulator control the clock.
@@ -25,6 +28,7 @@
 mod audit;
 mod pool_errors;
 mod pools;
+pub mod providers_state;
 mod queue_samples;
 #[cfg(feature = "test-support")]
 pub mod scratch;
@@ -39,6 +43,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 pub use audit::{AuditAction, AuditEntry};
 pub use pool_errors::PoolError;
 pub use pools::PoolRecord;
+pub use providers_state::{LedgerRow, StaticMachineRow};
 
 /// Expands `$body` once per backend with `$pool` bound to that backend's connection
 /// pool, so one piece of SQL serves SQLite and PostgreSQL and is type-checked for both.

@@ -10,7 +10,7 @@ use std::future::Future;
 use capstan_core::{
     PoolId, PoolSpec, ProviderKind, QueueSample, Timestamp, Worker, WorkerId, WorkerState,
 };
-use store::{AuditAction, Store, StoreError};
+use store::{AuditAction, LedgerRow, StaticMachineRow, Store, StoreError};
 
 const SPEC: &str = "id: ci/linux\nprovider: fake\nmax_capacity: 10\nlaunch_configs: [{id: small, instance_type: t}]\n";
 
@@ -79,6 +79,8 @@ both!(
     queue_samples_upsert_range_and_prune,
     pool_errors_are_deduplicated,
     leases_exclude_other_replicas_until_expiry,
+    launch_ledger_keeps_the_first_record_per_token,
+    static_machines_update_by_compare_and_set,
 );
 
 async fn pools_are_created_read_and_listed(store: Store) {
@@ -525,4 +527,78 @@ async fn bad_urls_are_rejected_without_leaking_passwords() {
     let msg = err.to_string();
     assert!(msg.contains("expected sqlite://PATH"), "{msg}");
     assert!(!msg.contains("hunter2"), "{msg}");
+}
+
+async fn launch_ledger_keeps_the_first_record_per_token(store: Store) {
+    let row = |instance: &str| LedgerRow {
+        provider: "aws".into(),
+        instance_id: instance.into(),
+        worker_id: "w1".into(),
+    };
+    assert_eq!(store.ledger_lookup("aws", "tok").await.unwrap(), None);
+    store.ledger_record("tok", &row("i-1"), t(0)).await.unwrap();
+    store.ledger_record("tok", &row("i-2"), t(1)).await.unwrap();
+    assert_eq!(
+        store.ledger_lookup("aws", "tok").await.unwrap(),
+        Some(row("i-1"))
+    );
+    assert_eq!(store.ledger_lookup("gcp", "tok").await.unwrap(), None);
+}
+
+async fn static_machines_update_by_compare_and_set(store: Store) {
+    let m = |name: &str, pool: &str, rev: i64| StaticMachineRow {
+        name: name.into(),
+        pool_id: pool.into(),
+        revision: rev,
+        machine: format!("{{\"rev\":{rev}}}"),
+    };
+    assert!(
+        store
+            .insert_static_machine(&m("mac-1", "lab/macs", 0))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .insert_static_machine(&m("mac-1", "other", 0))
+            .await
+            .unwrap()
+    );
+    store
+        .insert_static_machine(&m("mac-2", "lab/macs", 0))
+        .await
+        .unwrap();
+    store
+        .insert_static_machine(&m("pc-1", "lab/pcs", 0))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .update_static_machine(&m("mac-1", "lab/macs", 1), 0)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .update_static_machine(&m("mac-1", "lab/macs", 1), 0)
+            .await
+            .unwrap(),
+        "a stale revision must not win"
+    );
+    assert_eq!(
+        store.static_machine("mac-1").await.unwrap(),
+        Some(m("mac-1", "lab/macs", 1))
+    );
+    let pool = PoolId::new("lab/macs").unwrap();
+    let names: Vec<String> = store
+        .list_static_machines(Some(&pool))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    assert_eq!(names, ["mac-1", "mac-2"]);
+    assert_eq!(store.list_static_machines(None).await.unwrap().len(), 3);
+    assert!(store.remove_static_machine("mac-2").await.unwrap());
+    assert!(!store.remove_static_machine("mac-2").await.unwrap());
 }
