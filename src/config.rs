@@ -78,9 +78,23 @@ pub async fn open_store(url: Option<&str>) -> anyhow::Result<store::Store> {
         .with_context(|| format!("cannot open the store at {}", store::redact_url(url)))
 }
 
-/// For one-shot commands: opens the store at `database_url`, runs `f` on it on a
-/// small runtime, closes it.
-pub fn with_store<F, Fut>(database_url: Option<String>, f: F) -> anyhow::Result<()>
+/// The `--database-url` flag, shared by every command that opens the store.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DatabaseArg {
+    /// Store: sqlite://PATH (created if missing) or postgres://USER@HOST/DB
+    /// [default: sqlite://capstan.db].
+    #[arg(
+        long,
+        env = "CAPSTAN_DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub database_url: Option<String>,
+}
+
+/// For one-shot commands: opens the store named by `db`, runs `f` on it on a small
+/// runtime, closes it.
+pub fn with_store<F, Fut>(db: DatabaseArg, f: F) -> anyhow::Result<()>
 where
     F: FnOnce(store::Store) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
@@ -90,7 +104,7 @@ where
         .build()
         .context("cannot start the async runtime")?
         .block_on(async {
-            let store = open_store(database_url.as_deref()).await?;
+            let store = open_store(db.database_url.as_deref()).await?;
             let result = f(store.clone()).await;
             store.close().await;
             result

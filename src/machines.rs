@@ -17,21 +17,14 @@ use providers::clock::SystemClock;
 use providers::static_pool::{Assignment, StaticProvider};
 use store::Store;
 
-use crate::config::with_store;
+use crate::config::{DatabaseArg, with_store};
 use crate::provider_state::StoreInventory;
 
 /// Static-machine subcommands.
 #[derive(Debug, clap::Args)]
 pub struct MachinesArgs {
-    /// Store: sqlite://PATH or postgres://USER@HOST/DB [default: sqlite://capstan.db].
-    #[arg(
-        long,
-        env = "CAPSTAN_DATABASE_URL",
-        value_name = "URL",
-        hide_env_values = true,
-        global = true
-    )]
-    database_url: Option<String>,
+    #[command(flatten)]
+    db: DatabaseArg,
     #[command(subcommand)]
     command: MachinesCommand,
 }
@@ -69,9 +62,10 @@ enum MachinesCommand {
 /// Runs a machines subcommand.
 pub fn run(args: MachinesArgs) -> anyhow::Result<()> {
     let command = args.command;
-    with_store(args.database_url, |store| async move {
-        dispatch(&store, command).await
-    })
+    with_store(
+        args.db,
+        |store| async move { dispatch(&store, command).await },
+    )
 }
 
 fn parse_pool(pool: &str) -> anyhow::Result<PoolId> {

@@ -14,7 +14,7 @@ use capstan_core::PoolSpec;
 use store::{Store, StoreError};
 
 use crate::clock::wall_clock;
-use crate::config::with_store;
+use crate::config::{DatabaseArg, with_store};
 
 /// Pool subcommands.
 #[derive(Debug, clap::Subcommand)]
@@ -34,25 +34,13 @@ pub enum PoolsCommand {
         /// read just before the write).
         #[arg(long, value_name = "N")]
         if_generation: Option<i64>,
-        /// Store URL [default: sqlite://capstan.db].
-        #[arg(
-            long,
-            env = "CAPSTAN_DATABASE_URL",
-            value_name = "URL",
-            hide_env_values = true
-        )]
-        database_url: Option<String>,
+        #[command(flatten)]
+        db: DatabaseArg,
     },
     /// List pools with their generations.
     List {
-        /// Store URL [default: sqlite://capstan.db].
-        #[arg(
-            long,
-            env = "CAPSTAN_DATABASE_URL",
-            value_name = "URL",
-            hide_env_values = true
-        )]
-        database_url: Option<String>,
+        #[command(flatten)]
+        db: DatabaseArg,
     },
 }
 
@@ -63,11 +51,11 @@ pub fn run(command: PoolsCommand) -> anyhow::Result<()> {
         PoolsCommand::Apply {
             file,
             if_generation,
-            database_url,
-        } => with_store(database_url, |store| async move {
+            db,
+        } => with_store(db, |store| async move {
             apply(&store, &file, if_generation).await
         }),
-        PoolsCommand::List { database_url } => with_store(database_url, |store| async move {
+        PoolsCommand::List { db } => with_store(db, |store| async move {
             let mut out = String::from("POOL\tPROVIDER\tMIN\tMAX\tGENERATION\tUPDATED\n");
             for p in store.list_pools().await? {
                 out.push_str(&format!(

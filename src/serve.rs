@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
 use crate::clock::wall_clock;
-use crate::config::{FileConfig, LogFormat, Overrides, ServiceConfig, open_store};
+use crate::config::{DatabaseArg, FileConfig, LogFormat, Overrides, ServiceConfig, open_store};
 
 /// Flags of `capstan serve`; each may also come from its environment variable, and
 /// either beats the config file.
@@ -24,15 +24,8 @@ pub struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:8080].
     #[arg(long, env = "CAPSTAN_LISTEN", value_name = "ADDR")]
     listen: Option<String>,
-    /// Store: sqlite://PATH (created if missing) or postgres://USER@HOST/DB
-    /// [default: sqlite://capstan.db].
-    #[arg(
-        long,
-        env = "CAPSTAN_DATABASE_URL",
-        value_name = "URL",
-        hide_env_values = true
-    )]
-    database_url: Option<String>,
+    #[command(flatten)]
+    db: DatabaseArg,
     /// Log line format [default: text].
     #[arg(long, env = "CAPSTAN_LOG_FORMAT", value_enum)]
     log_format: Option<LogFormat>,
@@ -51,7 +44,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         file,
         Overrides {
             listen: args.listen,
-            database_url: args.database_url,
+            database_url: args.db.database_url,
             log_format: args.log_format,
             log_level: args.log_level,
         },
