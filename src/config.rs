@@ -87,7 +87,8 @@ pub struct DatabaseArg {
         long,
         env = "CAPSTAN_DATABASE_URL",
         value_name = "URL",
-        hide_env_values = true
+        hide_env_values = true,
+        global = true
     )]
     pub database_url: Option<String>,
 }

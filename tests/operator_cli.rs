@@ -187,7 +187,18 @@ fn machines_register_shows_the_secret_once_and_stores_only_its_hash() {
         text(&out.stderr)
     );
 
-    let out = capstan(dir.path(), &["machines", "list", "--pool", "lab/macs"]);
+    // The store flag is accepted after the subcommand too.
+    let out = capstan(
+        dir.path(),
+        &[
+            "machines",
+            "list",
+            "--pool",
+            "lab/macs",
+            "--database-url",
+            "sqlite://ops.db",
+        ],
+    );
     assert_eq!(
         text(&out.stdout),
         "NAME\tPOOL\tSLOTS\tASSIGNMENT\tLABELS\nmac-1\tlab/macs\t2\tidle\tarch=arm64\n"
