@@ -347,6 +347,23 @@ fn table(source: &str, config: &SimConfig, reports: &[&Report]) -> String {
         ("interruptions", |r| group(r.interruptions as f64, 0)),
         ("unfinished tasks", |r| group(r.unfinished as f64, 0)),
         ("ticks", |r| group(r.ticks as f64, 0)),
+        ("forecast MAE (slots)", |r| {
+            r.forecast_accuracy
+                .map_or("-".into(), |a| format!("{:.2}", a.mae))
+        }),
+        ("forecast MASE", |r| {
+            r.forecast_accuracy
+                .and_then(|a| a.mase)
+                .map_or("-".into(), |m| format!("{m:.3}"))
+        }),
+        ("forecast pinball loss", |r| {
+            r.forecast_accuracy
+                .map_or("-".into(), |a| format!("{:.3}", a.pinball))
+        }),
+        ("forecast coverage", |r| {
+            r.forecast_accuracy
+                .map_or("-".into(), |a| format!("{:.1}%", a.coverage * 100.0))
+        }),
         ("wall time (s)", |r| format!("{:.2}", r.wall_seconds)),
     ];
     out.push_str(&format!("{:<24}", ""));

@@ -42,7 +42,7 @@ use capstan_core::{
     Action, LaunchConfig, LaunchLog, Market, OfferingHealth, PoolId, PoolSpec, ProviderKind,
     QueueSample, Scaling, ScalingPolicy, SpecErrors, Timestamp, Worker, WorkerId, WorkerState,
 };
-use predictor::Predictor;
+use predictor::{AccuracyReport, AccuracyTracker, Predictor};
 use reconciler::{PlanError, Planner};
 use serde::Serialize;
 
@@ -190,6 +190,11 @@ pub struct Report {
     pub interruptions: u64,
     /// Reconcile ticks run.
     pub ticks: u64,
+    /// How well the forecasts predicted demand (running + waiting tasks) at
+    /// `now + lead`: MAE and MASE of `expected_busy_slots` against seasonal naive (the
+    /// demand a week earlier), pinball loss and coverage of `target_slots` as the
+    /// upper quantile at the service level. `null` for runs shorter than a week.
+    pub forecast_accuracy: Option<AccuracyReport>,
     /// Simulated time from the first submit to the last completion, in seconds.
     pub sim_seconds: f64,
     /// Wall-clock time of the run, in seconds (the one field that varies between runs).
@@ -293,6 +298,53 @@ struct Engine<'a> {
 
     series_bucket_ms: i64,
     series: Vec<SeriesPoint>,
+    scoring: ForecastScoring,
+}
+
+/// Scores each tick's forecast when its instant comes, against the demand then and
+/// against seasonal naive (the demand one week of ticks earlier).
+#[derive(Debug)]
+struct ForecastScoring {
+    tracker: AccuracyTracker,
+    /// Forecasts not yet due: (due tick, expected busy slots, target slots).
+    due: VecDeque<(u64, f64, f64)>,
+    /// Demand at each of the last `week_ticks` ticks, by tick number modulo its length.
+    week: Vec<u32>,
+    tick_ms: i64,
+    tau: f64,
+}
+
+impl ForecastScoring {
+    fn new(tick_ms: i64, service_level: f64) -> Self {
+        let week_ticks = (7 * 86_400_000 / tick_ms).max(1) as usize;
+        Self {
+            tracker: AccuracyTracker::new(),
+            due: VecDeque::new(),
+            week: vec![0; week_ticks],
+            tick_ms,
+            tau: service_level,
+        }
+    }
+
+    /// Tick number `tick` (counted from 1) saw `demand`; the forecast made now looks
+    /// `lead_s` ahead.
+    fn record(&mut self, tick: u64, demand: u32, lead_s: f64, expected: f64, target: f64) {
+        let len = self.week.len() as u64;
+        let naive = (tick > len).then(|| f64::from(self.week[(tick % len) as usize]));
+        while let Some(&(at, mean, upper)) = self.due.front() {
+            if at > tick {
+                break;
+            }
+            self.due.pop_front();
+            if let Some(naive) = naive {
+                self.tracker
+                    .record(f64::from(demand), mean, naive, 0.0, upper, self.tau);
+            }
+        }
+        self.week[(tick % len) as usize] = demand;
+        let lead_ticks = ((lead_s * 1000.0) / self.tick_ms as f64).ceil().max(1.0) as u64;
+        self.due.push_back((tick + lead_ticks, expected, target));
+    }
 }
 
 /// Runs `trace` under `config`. `progress` is called now and then with the fraction
@@ -382,6 +434,10 @@ impl<'a> Engine<'a> {
             ticks: 0,
             series_bucket_ms,
             series: Vec::new(),
+            scoring: ForecastScoring::new(
+                config.tick_s as i64 * 1000,
+                config.spec.scaling.service_level,
+            ),
         }
     }
 
@@ -640,6 +696,13 @@ impl<'a> Engine<'a> {
             }
             self.dispatch(now);
         }
+        self.scoring.record(
+            self.ticks,
+            sample.pending + sample.running,
+            self.lead_s,
+            forecast.expected_busy_slots,
+            f64::from(forecast.target_slots),
+        );
         self.record_series(now, sample.pending, sample.running);
     }
 
@@ -785,6 +848,7 @@ impl<'a> Engine<'a> {
             terminations: self.terminations,
             interruptions: self.interruptions,
             ticks: self.ticks,
+            forecast_accuracy: self.scoring.tracker.report(),
             sim_seconds: tasks.first().map_or(0.0, |t| {
                 (self.last_progress_ms - t.submit_ms) as f64 / 1000.0
             }),
@@ -930,6 +994,32 @@ mod tests {
             assert_eq!(a.unfinished, 0);
             assert!(a.launch_failures > 0);
         }
+    }
+
+    #[test]
+    fn forecasts_are_scored_when_due_against_last_weeks_demand() {
+        // One-day ticks, so a week is 7 ticks; the lead is one tick. Demand at tick k is
+        // k; the forecast made at tick k says k + 1 (exact) with an upper quantile of
+        // k + 2. Scoring starts at tick 8, when a week-old value exists: the forecast
+        // due then (made at tick 7: mean 8, upper 9) has error 0, seasonal naive (tick
+        // 1's demand, 1) has error 7, the upper quantile is 1 over: pinball
+        // (1 - 0.9) * 1 = 0.1. Ticks 8 and 9 give 2 points.
+        let mut s = ForecastScoring::new(86_400_000, 0.9);
+        for k in 1..=9u32 {
+            s.record(
+                u64::from(k),
+                k,
+                86_400.0,
+                f64::from(k + 1),
+                f64::from(k + 2),
+            );
+        }
+        let r = s.tracker.report().unwrap();
+        assert_eq!(r.points, 2);
+        assert_eq!(r.mae, 0.0);
+        assert_eq!(r.mase, Some(0.0));
+        assert!((r.pinball - 0.1).abs() < 1e-12, "{r:?}");
+        assert_eq!(r.coverage, 1.0);
     }
 
     #[test]
