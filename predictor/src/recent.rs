@@ -10,7 +10,14 @@
 //! mean = θ₀ · seasonal forecast for the window
 //!      + θ₁ · (arrival rate over the last ~2 minutes) · window
 //!      + θ₂ · (arrival rate over the last ~15 minutes) · window
+//!      + θ₃ · (arrival rate over the last ~30 seconds) · window
 //! ```
+//!
+//! The ~30 s rate separates a burst that is still arriving from one that has already
+//! arrived (whose tasks are then pending or running, not future arrivals). Without it
+//! the ~2 minute rate stays high for minutes after a short burst and the spare follows
+//! it: on the generated `diurnal` workload (bursts of ~40 tasks within 120 s) that
+//! launched dozens of instances after each burst that nothing used.
 //!
 //! The rates are exponentially decayed counts ([`RecentArrivals`]), O(1) per sample.
 //! θ is fitted online by ridge-regularised least squares on every window whose outcome
@@ -22,16 +29,21 @@
 pub const SHORT_TAU_S: f64 = 120.0;
 /// Time constant of the long intensity, seconds.
 pub const LONG_TAU_S: f64 = 900.0;
+/// Time constant of the latest intensity, seconds (about one 30 s tick): it tells a
+/// burst still arriving from one that has already arrived.
+pub const LATEST_TAU_S: f64 = 30.0;
 
-/// Exponentially decayed arrival counts at two time scales.
+/// Exponentially decayed arrival counts at three time scales.
 #[derive(Debug, Clone, Default)]
 pub struct RecentArrivals {
     short: f64,
     long: f64,
+    latest: f64,
     /// The last interval length and its decay factors, reused while ticks are regular.
     last_dt_s: f64,
     short_decay: f64,
     long_decay: f64,
+    latest_decay: f64,
 }
 
 impl RecentArrivals {
@@ -48,12 +60,20 @@ impl RecentArrivals {
                 self.last_dt_s = dt_s;
                 self.short_decay = (-dt_s / SHORT_TAU_S).exp();
                 self.long_decay = (-dt_s / LONG_TAU_S).exp();
+                self.latest_decay = (-dt_s / LATEST_TAU_S).exp();
             }
             self.short *= self.short_decay;
             self.long *= self.long_decay;
+            self.latest *= self.latest_decay;
         }
         self.short += f64::from(arrivals);
         self.long += f64::from(arrivals);
+        self.latest += f64::from(arrivals);
+    }
+
+    /// Arrival rate over the last ~30 s, tasks per second.
+    pub fn latest_rate_per_s(&self) -> f64 {
+        self.latest / LATEST_TAU_S
     }
 
     /// Recent arrival rates, tasks per second: (over ~2 minutes, over ~15 minutes).
@@ -63,7 +83,7 @@ impl RecentArrivals {
 }
 
 /// Number of features of the window regression.
-pub const FEATURES: usize = 3;
+pub const FEATURES: usize = 4;
 /// Windows after which the fitted coefficients replace the prior.
 const MIN_WINDOWS: u64 = 500;
 /// Windows between two solves of the normal equations.
@@ -83,7 +103,7 @@ pub struct WindowRegression {
 }
 
 /// The coefficients used before anything is learned: the seasonal forecast alone.
-pub const PRIOR: [f64; FEATURES] = [1.0, 0.0, 0.0];
+pub const PRIOR: [f64; FEATURES] = [1.0, 0.0, 0.0, 0.0];
 
 impl WindowRegression {
     /// A regression that forgets with factor `forgetting` per window (1 = never).
@@ -173,38 +193,49 @@ mod tests {
         assert!((short * SHORT_TAU_S - 120.0 / std::f64::consts::E).abs() < 1e-9);
         let expect_long = 120.0 * (-SHORT_TAU_S / LONG_TAU_S).exp();
         assert!((long * LONG_TAU_S - expect_long).abs() < 1e-9);
+        // The latest count has forgotten the burst four time constants later.
+        let latest = r.latest_rate_per_s() * LATEST_TAU_S;
+        assert!((latest - 120.0 * (-SHORT_TAU_S / LATEST_TAU_S).exp()).abs() < 1e-9);
+        assert!(latest < 120.0 * 0.02, "{latest}");
     }
 
     #[test]
     fn solve_recovers_a_known_solution() {
-        let a = [[4.0, 1.0, 0.0], [1.0, 3.0, 1.0], [0.0, 1.0, 2.0]];
-        let x = [1.0, -2.0, 3.0];
-        let b = [4.0 - 2.0, 1.0 - 6.0 + 3.0, -2.0 + 6.0];
+        let a = [
+            [4.0, 1.0, 0.0, 0.0],
+            [1.0, 3.0, 1.0, 0.0],
+            [0.0, 1.0, 2.0, 1.0],
+            [0.0, 0.0, 1.0, 5.0],
+        ];
+        let x = [1.0, -2.0, 3.0, 0.5];
+        let b = [4.0 - 2.0, 1.0 - 6.0 + 3.0, -2.0 + 6.0 + 0.5, 3.0 + 2.5];
         let got = solve(a, b).unwrap();
-        for i in 0..3 {
+        for i in 0..FEATURES {
             assert!((got[i] - x[i]).abs() < 1e-12, "{got:?}");
         }
-        assert_eq!(solve([[0.0; 3]; 3], [1.0; 3]), None);
+        assert_eq!(solve([[0.0; FEATURES]; FEATURES], [1.0; FEATURES]), None);
     }
 
     #[test]
     fn regression_learns_the_coefficients_of_a_linear_process() {
         let mut reg = WindowRegression::new(1.0);
         assert_eq!(reg.theta(), PRIOR);
-        // y = 0.5 s + 2 r1 + 0.25 r2 exactly, on varied features.
+        // y = 0.5 s + 2 r1 + 0.25 r2 + 1.5 r3 exactly, on varied features.
         for i in 0..5000u32 {
             let x = [
                 1.0 + f64::from(i % 7),
                 f64::from(i % 5) * 0.3,
                 f64::from(i % 11) * 0.2,
+                f64::from(i % 13) * 0.1,
             ];
-            let y = 0.5 * x[0] + 2.0 * x[1] + 0.25 * x[2];
+            let y = 0.5 * x[0] + 2.0 * x[1] + 0.25 * x[2] + 1.5 * x[3];
             reg.learn(&x, y);
         }
         let t = reg.theta();
         assert!((t[0] - 0.5).abs() < 0.01, "{t:?}");
         assert!((t[1] - 2.0).abs() < 0.01, "{t:?}");
         assert!((t[2] - 0.25).abs() < 0.01, "{t:?}");
-        assert!(reg.predict(&[0.0, -10.0, 0.0]) == 0.0);
+        assert!((t[3] - 1.5).abs() < 0.01, "{t:?}");
+        assert!(reg.predict(&[0.0, -10.0, 0.0, 0.0]) == 0.0);
     }
 }
