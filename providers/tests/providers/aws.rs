@@ -5,11 +5,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use aws_sdk_ec2::types::Filter;
-use capstan_core::{LaunchConfig, Market, PoolId, WorkerId};
+use capstan_core::{LaunchConfig, Market, PoolId};
 use providers::aws::AwsProvider;
 use providers::{
-    ErrorKind, InMemoryLedger, Instance, InstanceRequest, InstanceState, LaunchRequest, ListScope,
-    Provider,
+    ErrorKind, InMemoryLedger, Instance, InstanceState, LaunchRequest, ListScope, Provider,
 };
 
 use crate::conformance::{self, Harness};
@@ -145,19 +144,7 @@ fn raw_client(endpoint: &str) -> aws_sdk_ec2::Client {
 }
 
 fn request(pool: &str, market: Market, tokens: &[&str]) -> LaunchRequest {
-    LaunchRequest {
-        pool_id: PoolId::new(pool).unwrap(),
-        launch_config: launch_config(market),
-        zone: None,
-        instances: tokens
-            .iter()
-            .map(|t| InstanceRequest {
-                worker_id: WorkerId::from_string(format!("w-{t}")),
-                idempotency_token: (*t).into(),
-                registration_token: format!("reg-{t}"),
-            })
-            .collect(),
-    }
+    conformance::request(&PoolId::new(pool).unwrap(), &launch_config(market), tokens)
 }
 
 #[tokio::test]

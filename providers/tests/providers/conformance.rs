@@ -33,7 +33,9 @@ pub trait Harness: Send + Sync {
     async fn interrupt(&self, instance: &Instance) -> bool;
 }
 
-fn request(pool: &PoolId, lc: &LaunchConfig, tokens: &[&str]) -> LaunchRequest {
+/// A launch of one instance per token, for worker `w-<token>` with registration token
+/// `reg-<token>`; shared by every provider's tests.
+pub(crate) fn request(pool: &PoolId, lc: &LaunchConfig, tokens: &[&str]) -> LaunchRequest {
     LaunchRequest {
         pool_id: pool.clone(),
         launch_config: lc.clone(),
@@ -43,7 +45,7 @@ fn request(pool: &PoolId, lc: &LaunchConfig, tokens: &[&str]) -> LaunchRequest {
             .map(|t| InstanceRequest {
                 worker_id: WorkerId::from_string(format!("w-{t}")),
                 idempotency_token: (*t).to_owned(),
-                registration_token: format!("reg-secret-{t}"),
+                registration_token: format!("reg-{t}"),
             })
             .collect(),
     }

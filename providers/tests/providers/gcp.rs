@@ -6,11 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use capstan_core::{LaunchConfig, Market, PoolId, WorkerId};
+use capstan_core::{LaunchConfig, Market, PoolId};
 use providers::gcp::GcpProvider;
-use providers::{
-    ErrorKind, InMemoryLedger, Instance, InstanceRequest, LaunchRequest, ListScope, Provider,
-};
+use providers::{ErrorKind, InMemoryLedger, Instance, LaunchRequest, ListScope, Provider};
 
 use crate::conformance::{self, Harness};
 use crate::emulator::{self, Emulator};
@@ -157,19 +155,7 @@ impl Harness for GcpHarness {
 }
 
 fn request(pool: &str, market: Market, tokens: &[&str]) -> LaunchRequest {
-    LaunchRequest {
-        pool_id: PoolId::new(pool).unwrap(),
-        launch_config: launch_config(market),
-        zone: None,
-        instances: tokens
-            .iter()
-            .map(|t| InstanceRequest {
-                worker_id: WorkerId::from_string(format!("w-{t}")),
-                idempotency_token: (*t).into(),
-                registration_token: format!("reg-{t}"),
-            })
-            .collect(),
-    }
+    conformance::request(&PoolId::new(pool).unwrap(), &launch_config(market), tokens)
 }
 
 #[tokio::test]

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use capstan_core::{LaunchConfig, PoolId, Timestamp, WorkerId};
 use providers::clock::ManualClock;
 use providers::static_pool::{InMemoryInventory, StaticProvider};
-use providers::{ErrorKind, Instance, InstanceRequest, InstanceState, LaunchRequest, Provider};
+use providers::{ErrorKind, Instance, InstanceState, LaunchRequest, Provider};
 
 use crate::conformance::{self, Harness};
 
@@ -26,19 +26,7 @@ fn launch_config() -> LaunchConfig {
 }
 
 fn request(pool: &PoolId, lc: LaunchConfig, tokens: &[&str]) -> LaunchRequest {
-    LaunchRequest {
-        pool_id: pool.clone(),
-        launch_config: lc,
-        zone: None,
-        instances: tokens
-            .iter()
-            .map(|t| InstanceRequest {
-                worker_id: WorkerId::from_string(format!("w-{t}")),
-                idempotency_token: (*t).into(),
-                registration_token: "secret".into(),
-            })
-            .collect(),
-    }
+    conformance::request(pool, &lc, tokens)
 }
 
 #[async_trait]
