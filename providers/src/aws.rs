@@ -351,13 +351,6 @@ fn not_found(id: &str) -> ProviderError {
     )
 }
 
-fn stops_launch(e: &ProviderError) -> bool {
-    matches!(
-        e.kind(),
-        ErrorKind::InsufficientCapacity | ErrorKind::QuotaExceeded | ErrorKind::Throttled
-    )
-}
-
 impl AwsProvider {
     /// A provider using `aws-config`'s standard credential chain; `regions` are the
     /// regions the orphan sweep lists (regions of launch configs are added as they are
@@ -737,7 +730,7 @@ impl Provider for AwsProvider {
                         %error,
                         "RunInstances failed"
                     );
-                    if stops_launch(&error) {
+                    if error.stops_launch() {
                         stop = Some(error.clone());
                     }
                     out.failed.push(LaunchFailure {

@@ -188,6 +188,16 @@ impl ProviderError {
             ErrorKind::InsufficientCapacity | ErrorKind::QuotaExceeded
         )
     }
+
+    /// Whether the rest of a multi-instance launch should not be attempted (capacity,
+    /// quota or throttling: the next create would fail the same way); the remaining
+    /// instances are reported failed with this error.
+    pub fn stops_launch(&self) -> bool {
+        matches!(
+            self.kind(),
+            ErrorKind::InsufficientCapacity | ErrorKind::QuotaExceeded | ErrorKind::Throttled
+        )
+    }
 }
 
 #[cfg(test)]

@@ -268,12 +268,7 @@ impl Provider for FakeProvider {
                 }
             });
             if let Some(error) = failure {
-                if matches!(
-                    error.kind(),
-                    ErrorKind::InsufficientCapacity
-                        | ErrorKind::QuotaExceeded
-                        | ErrorKind::Throttled
-                ) {
+                if error.stops_launch() {
                     stop = Some(error.clone());
                 }
                 out.failed.push(LaunchFailure {

@@ -663,12 +663,7 @@ impl Provider for GcpProvider {
                         %error,
                         "instances.insert failed"
                     );
-                    if matches!(
-                        error.kind(),
-                        ErrorKind::InsufficientCapacity
-                            | ErrorKind::QuotaExceeded
-                            | ErrorKind::Throttled
-                    ) {
+                    if error.stops_launch() {
                         stop = Some(error.clone());
                     }
                     out.failed.push(LaunchFailure {
