@@ -8,7 +8,6 @@ mod clock;
 mod config;
 mod machines;
 mod pools;
-mod provider_state;
 mod serve;
 mod simulate;
 

@@ -81,10 +81,11 @@ async fn serve(config: ServiceConfig) -> anyhow::Result<()> {
     let local = listener.local_addr().context("listener has no address")?;
 
     let readiness = api::Readiness::default();
-    let app = api::router(api::AppState {
-        store: store.clone(),
-        readiness: readiness.clone(),
-    });
+    let app = api::app(api::AppState::new(
+        store.clone(),
+        readiness.clone(),
+        api::Clock::new(wall_clock),
+    ));
     readiness.set(true);
     tracing::info!(listen = %local, "capstan serving");
 
@@ -94,14 +95,17 @@ async fn serve(config: ServiceConfig) -> anyhow::Result<()> {
     ));
 
     let draining = readiness.clone();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            draining.set(false);
-            tracing::info!("shutdown requested; finishing in-flight requests");
-        })
-        .await
-        .context("server failed")?;
+    axum::serve(
+        listener,
+        axum::ServiceExt::<axum::extract::Request>::into_make_service(app),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        draining.set(false);
+        tracing::info!("shutdown requested; finishing in-flight requests");
+    })
+    .await
+    .context("server failed")?;
 
     retention.abort();
     store.close().await;

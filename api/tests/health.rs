@@ -1,6 +1,6 @@
 //! The probe routes, driven in-process through the router.
 
-use api::{AppState, Readiness, router};
+use api::{AppState, Clock, Readiness, router};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
@@ -20,10 +20,11 @@ async fn get(state: &AppState, path: &str) -> (StatusCode, serde_json::Value) {
 #[tokio::test]
 async fn healthz_follows_the_store_and_readyz_the_lifecycle() {
     let store = Store::connect("sqlite::memory:").await.unwrap();
-    let state = AppState {
-        store: store.clone(),
-        readiness: Readiness::default(),
-    };
+    let state = AppState::new(
+        store.clone(),
+        Readiness::default(),
+        Clock::new(|| capstan_core::Timestamp::from_unix_secs(1_800_000_000)),
+    );
 
     assert_eq!(get(&state, "/healthz").await.0, StatusCode::OK);
     let (code, body) = get(&state, "/readyz").await;

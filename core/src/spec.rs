@@ -17,6 +17,7 @@ use crate::id::PoolId;
 
 /// A pool: a set of interchangeable workers fed by one task queue.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PoolSpec {
     /// Operator-chosen id (`ci/linux-large`): 1..=64 of `a-z 0-9 - _ /`.
@@ -52,6 +53,7 @@ pub struct PoolSpec {
 
 /// The provider plugins capstan ships.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ProviderKind {
     /// AWS EC2, spot and on-demand.
@@ -92,6 +94,7 @@ impl fmt::Display for ProviderKind {
 
 /// Spot (interruptible, cheaper) or on-demand capacity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Market {
     /// Interruptible capacity: EC2 spot, GCE SPOT provisioning model.
@@ -112,6 +115,7 @@ impl Market {
 
 /// One way of getting a machine for a pool.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct LaunchConfig {
     /// Unique within the pool; same character rules as pool ids.
@@ -143,6 +147,7 @@ pub struct LaunchConfig {
     /// Provider-specific fields (image, subnet, security groups, labels, ...), passed
     /// to the provider plugin, which validates them. Default: empty.
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub provider_config: serde_json::Map<String, serde_json::Value>,
 }
 
@@ -156,6 +161,7 @@ fn default_slots() -> u32 {
 
 /// The predictor a pool uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ScalingPolicy {
     /// Pending plus running tasks times a ratio: reacts once tasks wait.
@@ -176,6 +182,7 @@ impl ScalingPolicy {
 
 /// How demand turns into capacity.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct Scaling {
     /// Predictor. Default: `reactive`.
@@ -210,6 +217,7 @@ impl Default for Scaling {
 
 /// Time limits on a worker's life.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct Lifecycle {
     /// A launched machine that has not registered within this many seconds is
@@ -239,6 +247,7 @@ impl Default for Lifecycle {
 /// The window opens at each firing of `cron` (evaluated in `timezone`) and stays open
 /// for `duration_s` seconds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Schedule {
     /// Five-field cron expression (minute hour day-of-month month day-of-week), or six
@@ -259,6 +268,7 @@ fn default_timezone() -> String {
 
 /// Spending ceiling for a pool.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Budget {
     /// The pool's instances together never cost more than this per hour.

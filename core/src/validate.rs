@@ -17,13 +17,14 @@ use std::str::FromStr;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use crate::id::check_id;
+use crate::id::{check_id, check_pool_id};
 use crate::spec::{
     Budget, LaunchConfig, Lifecycle, PoolSpec, ProviderKind, Scaling, ScalingPolicy, Schedule,
 };
 
 /// One problem with one field.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FieldError {
     /// Path of the field, e.g. `launch_configs[2].capacity`; empty for the document.
     pub field: String,
@@ -305,7 +306,7 @@ fn decode_pool(value: Value, errors: &mut Vec<FieldError>) -> Option<PoolSpec> {
     let mut o = Object::open(value, String::new(), POOL_FIELDS, errors)?;
 
     let id = o.required::<String>("id", "the pool's id, e.g. ci/linux-large");
-    let id = o.check("id", id, |v| valid_id(v));
+    let id = o.check("id", id, |v| check_pool_id(v).map_err(|e| e.to_string()));
     let description = o.or("description", String::new());
     let provider = o.required::<ProviderKind>("provider", "one of aws, gcp, static, fake");
     let min_capacity = o.or("min_capacity", 0u32);

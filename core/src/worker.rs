@@ -29,6 +29,7 @@ use crate::time::Timestamp;
 
 /// Where a worker is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum WorkerState {
     /// Intent recorded; the create call may or may not have happened.
@@ -127,6 +128,7 @@ pub struct TransitionError {
 
 /// One machine of a pool, as capstan knows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Worker {
     /// capstan's id, minted before the machine exists.
     pub id: WorkerId,

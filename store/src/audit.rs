@@ -16,6 +16,8 @@ pub enum AuditAction {
     Update,
     /// It was deleted.
     Delete,
+    /// A delete was asked for while workers were live: it drains, then goes.
+    DeleteRequested,
 }
 
 impl AuditAction {
@@ -24,6 +26,7 @@ impl AuditAction {
             Self::Create => "create",
             Self::Update => "update",
             Self::Delete => "delete",
+            Self::DeleteRequested => "delete_requested",
         }
     }
 
@@ -32,6 +35,7 @@ impl AuditAction {
             "create" => Ok(Self::Create),
             "update" => Ok(Self::Update),
             "delete" => Ok(Self::Delete),
+            "delete_requested" => Ok(Self::DeleteRequested),
             other => Err(StoreError::Corrupt(format!(
                 "unknown audit action {other:?}"
             ))),
@@ -67,14 +71,26 @@ impl Store {
         pool: Option<&PoolId>,
         limit: u32,
     ) -> Result<Vec<AuditEntry>, StoreError> {
+        self.audit_log_page(pool, None, limit).await
+    }
+
+    /// Like [`Store::audit_log`], older than entry `before` when given (keyset
+    /// pagination going back in time).
+    pub async fn audit_log_page(
+        &self,
+        pool: Option<&PoolId>,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
         let rows: Vec<AuditRow> = on_backend!(self, p => {
             sqlx::query_as(
                 "SELECT id, at, actor, action, pool_id, old_generation, new_generation
-                 FROM audit_log WHERE ($1 IS NULL OR pool_id = $1)
+                 FROM audit_log WHERE ($1 IS NULL OR pool_id = $1) AND ($3 IS NULL OR id < $3)
                  ORDER BY id DESC LIMIT $2",
             )
             .bind(pool.map(PoolId::as_str))
             .bind(i64::from(limit))
+            .bind(before)
             .fetch_all(p)
             .await?
         });

@@ -3,9 +3,11 @@
 //!
 //! One concrete [`Store`] type serves both backends: each method's SQL is written once
 //! in the dialect both understand (`$1` placeholders, `ON CONFLICT`, `RETURNING`) and
-//! the `on_backend!` macro expands it against whichever pool is open, so every query is
-//! type-checked for both databases and the same test suite runs against both. Schema
-//! changes are migrations under `migrations/{sqlite,postgres}/`, applied at start-up.
+//! the `on_backend!` macro expands it against whichever pool is open. The queries are
+//! runtime strings, not compile-time checked (`sqlx::query!` would need a live database
+//! of each kind at build time); what checks them is the one test suite
+//! (`tests/store.rs`) that runs every operation against both databases. Schema changes
+//! are migrations under `migrations/{sqlite,postgres}/`, applied at start-up.
 //!
 //! Tables:
 //! - `pools`: the spec as JSON plus a `generation` bumped on every change. Updates are
@@ -18,6 +20,8 @@
 //! - `pool_errors`: deduplicated (same pool, launch config, kind and message bump a
 //!   count and the last-seen time).
 //! - `audit_log`: who changed which pool when, with old and new generations.
+//! - `api_clients`: API clients with their scopes, expiry, revocation and last use;
+//!   only a SHA-256 of each bearer token's secret is kept ([`clients`]).
 //! - `launch_ledger` and `static_machines`: what the provider plugins persist (which
 //!   idempotency token created which instance; operator-owned machines, with only a
 //!   hash of each machine's secret), see [`providers_state`].
@@ -26,6 +30,7 @@
 //! simulator control the clock.
 
 mod audit;
+pub mod clients;
 mod pool_errors;
 mod pools;
 pub mod providers_state;
@@ -42,11 +47,13 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 
 pub use audit::{AuditAction, AuditEntry};
 pub use pool_errors::PoolError;
-pub use pools::PoolRecord;
+pub use clients::ClientRecord;
+pub use pools::{DeleteOutcome, PoolFilter, PoolRecord};
 pub use providers_state::{LedgerRow, StaticMachineRow};
 
 /// Expands `$body` once per backend with `$pool` bound to that backend's connection
-/// pool, so one piece of SQL serves SQLite and PostgreSQL and is type-checked for both.
+/// pool, so one piece of SQL serves SQLite and PostgreSQL (the Rust around it is
+/// compiled for both; the SQL itself is checked by running the tests on both).
 macro_rules! on_backend {
     ($store:expr, $pool:ident => $body:expr) => {
         match &$store.backend {
@@ -86,16 +93,12 @@ pub enum StoreError {
         /// The generation in the store.
         current: i64,
     },
-    /// A pool cannot be deleted while machines may still run for it.
-    #[error(
-        "pool {id} still has {live} live workers; set max_capacity to 0 and wait for them to terminate"
-    )]
-    PoolHasLiveWorkers {
-        /// The pool.
-        id: String,
-        /// Workers not yet terminated.
-        live: i64,
-    },
+    /// The pool is being deleted (its workers drain); it takes no more edits.
+    #[error("pool {0} is being deleted; it takes no more changes")]
+    PoolDeleting(String),
+    /// No API client has this id.
+    #[error("client {0} not found")]
+    ClientNotFound(String),
     /// No worker has this id.
     #[error("worker {0} not found")]
     WorkerNotFound(String),

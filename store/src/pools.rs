@@ -1,6 +1,6 @@
 //! Pools: specs with generations, compare-and-swap updates, and reconcile leases.
 
-use capstan_core::{PoolId, PoolSpec, Timestamp};
+use capstan_core::{PoolId, PoolSpec, ProviderKind, Timestamp};
 use serde::Serialize;
 
 use crate::audit::{AuditAction, insert_audit};
@@ -17,12 +17,37 @@ pub struct PoolRecord {
     pub created_at: Timestamp,
     /// When its spec last changed.
     pub updated_at: Timestamp,
+    /// Set once a delete was asked for while workers were live: the pool takes no new
+    /// work, its workers drain, and the reconcile loop removes it when none is left.
+    pub deleting_since: Option<Timestamp>,
 }
 
-type PoolRow = (String, i64, i64, i64);
+/// Which pools [`Store::list_pools_page`] answers.
+#[derive(Debug, Clone, Default)]
+pub struct PoolFilter {
+    /// Only pools of this provider.
+    pub provider: Option<ProviderKind>,
+    /// Only pools whose id starts with this.
+    pub prefix: Option<String>,
+    /// Only pools whose id sorts after this (keyset pagination).
+    pub after: Option<String>,
+}
+
+/// What [`Store::delete_pool`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeleteOutcome {
+    /// No live worker was left: the pool is gone.
+    Deleted,
+    /// Workers are live: the pool is marked deleting (generation bumped) and drains.
+    MarkedDeleting(PoolRecord),
+}
+
+const POOL_COLUMNS: &str = "spec, generation, created_at, updated_at, deleting_since";
+
+type PoolRow = (String, i64, i64, i64, Option<i64>);
 
 fn record(row: PoolRow) -> Result<PoolRecord, StoreError> {
-    let (spec, generation, created_at, updated_at) = row;
+    let (spec, generation, created_at, updated_at, deleting_since) = row;
     let spec: PoolSpec =
         serde_json::from_str(&spec).map_err(|e| StoreError::Corrupt(format!("pool spec: {e}")))?;
     Ok(PoolRecord {
@@ -30,6 +55,7 @@ fn record(row: PoolRow) -> Result<PoolRecord, StoreError> {
         generation,
         created_at: Timestamp::from_unix_ms(created_at),
         updated_at: Timestamp::from_unix_ms(updated_at),
+        deleting_since: deleting_since.map(Timestamp::from_unix_ms),
     })
 }
 
@@ -50,11 +76,12 @@ impl Store {
         on_backend!(self, pool => {
             let mut tx = pool.begin().await?;
             let inserted = sqlx::query(
-                "INSERT INTO pools (id, spec, generation, created_at, updated_at)
-                 VALUES ($1, $2, 1, $3, $3) ON CONFLICT (id) DO NOTHING",
+                "INSERT INTO pools (id, spec, provider, generation, created_at, updated_at)
+                 VALUES ($1, $2, $3, 1, $4, $4) ON CONFLICT (id) DO NOTHING",
             )
             .bind(id)
             .bind(&json)
+            .bind(spec.provider.as_str())
             .bind(now.unix_ms())
             .execute(&mut *tx)
             .await?;
@@ -69,13 +96,14 @@ impl Store {
             generation: 1,
             created_at: now,
             updated_at: now,
+            deleting_since: None,
         })
     }
 
     /// The pool with this id, if any.
     pub async fn get_pool(&self, id: &PoolId) -> Result<Option<PoolRecord>, StoreError> {
         let row: Option<PoolRow> = on_backend!(self, pool => {
-            sqlx::query_as("SELECT spec, generation, created_at, updated_at FROM pools WHERE id = $1")
+            sqlx::query_as(&format!("SELECT {POOL_COLUMNS} FROM pools WHERE id = $1"))
                 .bind(id.as_str())
                 .fetch_optional(pool)
                 .await?
@@ -86,9 +114,36 @@ impl Store {
     /// Every pool, ordered by id.
     pub async fn list_pools(&self) -> Result<Vec<PoolRecord>, StoreError> {
         let rows: Vec<PoolRow> = on_backend!(self, pool => {
-            sqlx::query_as("SELECT spec, generation, created_at, updated_at FROM pools ORDER BY id")
+            sqlx::query_as(&format!("SELECT {POOL_COLUMNS} FROM pools ORDER BY id"))
                 .fetch_all(pool)
                 .await?
+        });
+        rows.into_iter().map(record).collect()
+    }
+
+    /// At most `limit` pools matching `filter`, ordered by id. A full page may be
+    /// followed by more: ask again with `after` set to the last id.
+    pub async fn list_pools_page(
+        &self,
+        filter: &PoolFilter,
+        limit: u32,
+    ) -> Result<Vec<PoolRecord>, StoreError> {
+        // `substr(id, 1, length(prefix)) = prefix` instead of LIKE: pool ids may hold
+        // `_`, a LIKE wildcard, and both databases read this the same way.
+        let rows: Vec<PoolRow> = on_backend!(self, pool => {
+            sqlx::query_as(&format!(
+                "SELECT {POOL_COLUMNS} FROM pools
+                 WHERE ($1 IS NULL OR provider = $1)
+                   AND ($2 IS NULL OR substr(id, 1, length($2)) = $2)
+                   AND ($3 IS NULL OR id > $3)
+                 ORDER BY id LIMIT $4"
+            ))
+            .bind(filter.provider.map(ProviderKind::as_str))
+            .bind(filter.prefix.as_deref())
+            .bind(filter.after.as_deref())
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await?
         });
         rows.into_iter().map(record).collect()
     }
@@ -119,28 +174,30 @@ impl Store {
             // and on PostgreSQL a concurrent writer re-checks the generation after the
             // row lock is released.
             let row: Option<(i64,)> = sqlx::query_as(
-                "UPDATE pools SET spec = $1, generation = generation + 1, updated_at = $2
-                 WHERE id = $3 AND generation = $4 RETURNING created_at",
+                "UPDATE pools SET spec = $1, provider = $5, generation = generation + 1, updated_at = $2
+                 WHERE id = $3 AND generation = $4 AND deleting_since IS NULL RETURNING created_at",
             )
             .bind(&json)
             .bind(now.unix_ms())
             .bind(id.as_str())
             .bind(expected_generation)
+            .bind(spec.provider.as_str())
             .fetch_optional(&mut *tx)
             .await?;
             let Some((created,)) = row else {
-                let current: Option<(i64,)> =
-                    sqlx::query_as("SELECT generation FROM pools WHERE id = $1")
+                let current: Option<(i64, Option<i64>)> =
+                    sqlx::query_as("SELECT generation, deleting_since FROM pools WHERE id = $1")
                         .bind(id.as_str())
                         .fetch_optional(&mut *tx)
                         .await?;
                 return Err(match current {
                     None => StoreError::PoolNotFound(id.to_string()),
-                    Some((current,)) => StoreError::GenerationConflict {
+                    Some((current, _)) if current != expected_generation => StoreError::GenerationConflict {
                         id: id.to_string(),
                         expected: expected_generation,
                         current,
                     },
+                    Some(_) => StoreError::PoolDeleting(id.to_string()),
                 });
             };
             insert_audit!(
@@ -155,36 +212,42 @@ impl Store {
             generation: expected_generation + 1,
             created_at: Timestamp::from_unix_ms(created),
             updated_at: now,
+            deleting_since: None,
         })
     }
 
-    /// Deletes pool `id` if its generation is still `expected_generation` and no live
-    /// worker remains; its queue samples and errors go with it, its audit entries stay.
+    /// Deletes pool `id` if its generation is still `expected_generation`: removed at
+    /// once when no live worker remains (its queue samples, errors and terminated
+    /// workers go with it; its audit entries stay), otherwise marked deleting with the
+    /// generation bumped, so it takes no edits and the reconcile loop drains its workers
+    /// and removes it. Either way one audit entry is written in the same transaction.
     pub async fn delete_pool(
         &self,
         id: &PoolId,
         expected_generation: i64,
         actor: &str,
         now: Timestamp,
-    ) -> Result<(), StoreError> {
-        on_backend!(self, pool => {
+    ) -> Result<DeleteOutcome, StoreError> {
+        let outcome = on_backend!(self, pool => {
             let mut tx = pool.begin().await?;
-            let current: Option<(i64,)> = sqlx::query_as(
-                "UPDATE pools SET updated_at = updated_at WHERE id = $1 RETURNING generation",
-            )
+            // A write first, so the transaction holds the row (PostgreSQL) or the
+            // database (SQLite) before it counts workers.
+            let current: Option<PoolRow> = sqlx::query_as(&format!(
+                "UPDATE pools SET updated_at = updated_at WHERE id = $1 RETURNING {POOL_COLUMNS}"
+            ))
             .bind(id.as_str())
             .fetch_optional(&mut *tx)
             .await?;
-            match current {
+            let current = match current {
                 None => return Err(StoreError::PoolNotFound(id.to_string())),
-                Some((current,)) if current != expected_generation => {
-                    return Err(StoreError::GenerationConflict {
-                        id: id.to_string(),
-                        expected: expected_generation,
-                        current,
-                    })
-                }
-                Some(_) => {}
+                Some(row) => record(row)?,
+            };
+            if current.generation != expected_generation {
+                return Err(StoreError::GenerationConflict {
+                    id: id.to_string(),
+                    expected: expected_generation,
+                    current: current.generation,
+                });
             }
             let (live,): (i64,) = sqlx::query_as(
                 "SELECT COUNT(*) FROM workers WHERE pool_id = $1 AND state <> 'terminated'",
@@ -192,26 +255,48 @@ impl Store {
             .bind(id.as_str())
             .fetch_one(&mut *tx)
             .await?;
-            if live > 0 {
-                return Err(StoreError::PoolHasLiveWorkers { id: id.to_string(), live });
-            }
-            for table in ["queue_samples", "pool_errors", "workers"] {
-                sqlx::query(&format!("DELETE FROM {table} WHERE pool_id = $1"))
-                    .bind(id.as_str())
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            sqlx::query("DELETE FROM pools WHERE id = $1")
+            let outcome = if live > 0 {
+                let since = current.deleting_since.unwrap_or(now);
+                sqlx::query(
+                    "UPDATE pools SET generation = generation + 1, updated_at = $1, deleting_since = $2
+                     WHERE id = $3",
+                )
+                .bind(now.unix_ms())
+                .bind(since.unix_ms())
                 .bind(id.as_str())
                 .execute(&mut *tx)
                 .await?;
-            insert_audit!(
-                tx, now, actor, AuditAction::Delete, id.as_str(),
-                Some(expected_generation), None::<i64>
-            );
+                insert_audit!(
+                    tx, now, actor, AuditAction::DeleteRequested, id.as_str(),
+                    Some(expected_generation), Some(expected_generation + 1)
+                );
+                DeleteOutcome::MarkedDeleting(PoolRecord {
+                    generation: expected_generation + 1,
+                    updated_at: now,
+                    deleting_since: Some(since),
+                    ..current
+                })
+            } else {
+                for table in ["queue_samples", "pool_errors", "workers"] {
+                    sqlx::query(&format!("DELETE FROM {table} WHERE pool_id = $1"))
+                        .bind(id.as_str())
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                sqlx::query("DELETE FROM pools WHERE id = $1")
+                    .bind(id.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                insert_audit!(
+                    tx, now, actor, AuditAction::Delete, id.as_str(),
+                    Some(expected_generation), None::<i64>
+                );
+                DeleteOutcome::Deleted
+            };
             tx.commit().await?;
+            outcome
         });
-        Ok(())
+        Ok(outcome)
     }
 
     /// Takes or renews the reconcile lease on pool `id` for `owner` until

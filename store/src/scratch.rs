@@ -2,7 +2,8 @@
 //!
 //! Tests that need PostgreSQL create a fresh database per test on the server named by
 //! `CAPSTAN_TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`)
-//! and drop it afterwards. When that server cannot be reached they are skipped with a
+//! and drop it afterwards — also when the test panics, since [`ScratchDatabase`] drops
+//! its database in `Drop`. When that server cannot be reached they are skipped with a
 //! printed reason — except under `CI=true`, where a missing PostgreSQL must fail the
 //! run loudly instead of letting it pass on SQLite alone.
 
@@ -19,7 +20,8 @@ pub fn admin_url() -> String {
 /// A database created for one test; [`ScratchDatabase::drop_now`] removes it.
 #[derive(Debug)]
 pub struct ScratchDatabase {
-    admin: PgConnection,
+    admin: Option<PgConnection>,
+    admin_url: String,
     name: String,
     /// URL of the new database.
     pub url: String,
@@ -67,7 +69,12 @@ impl ScratchDatabase {
             .rsplit_once('/')
             .map_or(admin_url.as_str(), |(base, _)| base);
         let url = format!("{base}/{name}");
-        Some(Self { admin, name, url })
+        Some(Self {
+            admin: Some(admin),
+            admin_url,
+            name,
+            url,
+        })
     }
 
     /// Drops the database (closing any connection still open on it).
@@ -76,8 +83,39 @@ impl ScratchDatabase {
     /// When PostgreSQL refuses.
     pub async fn drop_now(mut self) {
         let sql = format!("DROP DATABASE {} WITH (FORCE)", self.name);
-        if let Err(e) = sqlx::query(&sql).execute(&mut self.admin).await {
+        if let Some(mut admin) = self.admin.take()
+            && let Err(e) = sqlx::query(&sql).execute(&mut admin).await
+        {
             panic!("{sql}: {e}");
+        }
+    }
+}
+
+impl Drop for ScratchDatabase {
+    /// A test that panicked (or forgot [`ScratchDatabase::drop_now`]) still leaves no
+    /// database behind: drop it from a helper thread with its own runtime, since `Drop`
+    /// cannot await and may run inside the test's runtime.
+    fn drop(&mut self) {
+        if self.admin.take().is_none() {
+            return;
+        }
+        let (url, name) = (self.admin_url.clone(), self.name.clone());
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            runtime.block_on(async {
+                let mut admin = PgConnection::connect(&url).await.ok()?;
+                sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut admin)
+                    .await
+                    .ok()
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Some(_))) {
+            eprintln!("warning: could not drop scratch database {}", self.name);
         }
     }
 }

@@ -149,6 +149,38 @@ impl Store {
         rows.into_iter().map(worker).collect()
     }
 
+    /// At most `limit` of a pool's workers in the given states (every state when
+    /// `states` is empty), ordered by id, after worker `after` when given (keyset
+    /// pagination: a full page may be followed by more).
+    pub async fn list_workers_page(
+        &self,
+        pool_id: &PoolId,
+        states: &[WorkerState],
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Worker>, StoreError> {
+        // States come from a closed enum, so they are spelled into the SQL as literals.
+        let state_filter = if states.is_empty() {
+            String::new()
+        } else {
+            let names: Vec<String> = states.iter().map(|s| format!("'{}'", s.as_str())).collect();
+            format!("AND state IN ({})", names.join(", "))
+        };
+        let rows: Vec<WorkerRow> = on_backend!(self, pool => {
+            sqlx::query_as(&format!(
+                "SELECT {COLUMNS} FROM workers
+                 WHERE pool_id = $1 {state_filter} AND ($2 IS NULL OR id > $2)
+                 ORDER BY id LIMIT $3"
+            ))
+            .bind(pool_id.as_str())
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await?
+        });
+        rows.into_iter().map(worker).collect()
+    }
+
     /// Reads worker `id`, applies `change` (which may call
     /// [`Worker::transition`] and edit fields), and writes it back only if nobody
     /// changed the worker's state meanwhile; retries a few times on a concurrent

@@ -10,7 +10,10 @@ use std::future::Future;
 use capstan_core::{
     PoolId, PoolSpec, ProviderKind, QueueSample, Timestamp, Worker, WorkerId, WorkerState,
 };
-use store::{AuditAction, LedgerRow, StaticMachineRow, Store, StoreError};
+use store::{
+    AuditAction, ClientRecord, DeleteOutcome, LedgerRow, PoolFilter, StaticMachineRow, Store,
+    StoreError,
+};
 
 const SPEC: &str = "id: ci/linux\nprovider: fake\nmax_capacity: 10\nlaunch_configs: [{id: small, instance_type: t}]\n";
 
@@ -81,7 +84,142 @@ both!(
     leases_exclude_other_replicas_until_expiry,
     launch_ledger_keeps_the_first_record_per_token,
     static_machines_update_by_compare_and_set,
+    pool_pages_filter_by_provider_and_prefix,
+    worker_pages_filter_by_state,
+    audit_pages_go_back_in_time,
+    clients_are_stored_revoked_and_touched,
 );
+
+async fn pool_pages_filter_by_provider_and_prefix(store: Store) {
+    for (id, provider) in [
+        ("ci/a", "fake"),
+        ("ci/b", "static"),
+        ("ci_x", "fake"),
+        ("prod/a", "fake"),
+        ("ci/c", "fake"),
+    ] {
+        let spec = PoolSpec::from_yaml(&format!(
+            "id: {id}\nprovider: {provider}\nmax_capacity: 4\nlaunch_configs: [{{id: s, instance_type: t}}]\n"
+        ))
+        .unwrap();
+        store.create_pool(&spec, "a", t(0)).await.unwrap();
+    }
+    let ids = |page: Vec<store::PoolRecord>| -> Vec<String> {
+        page.into_iter().map(|p| p.spec.id.to_string()).collect()
+    };
+    // `_` is a LIKE wildcard; the prefix filter must not treat it as one.
+    let filter = PoolFilter {
+        prefix: Some("ci/".into()),
+        ..PoolFilter::default()
+    };
+    let first = store.list_pools_page(&filter, 2).await.unwrap();
+    assert_eq!(ids(first.clone()), ["ci/a", "ci/b"]);
+    let after = PoolFilter {
+        after: Some("ci/b".into()),
+        ..filter.clone()
+    };
+    assert_eq!(ids(store.list_pools_page(&after, 2).await.unwrap()), ["ci/c"]);
+    let fake_ci = PoolFilter {
+        provider: Some(ProviderKind::Fake),
+        prefix: Some("ci".into()),
+        after: None,
+    };
+    assert_eq!(
+        ids(store.list_pools_page(&fake_ci, 10).await.unwrap()),
+        ["ci/a", "ci/c", "ci_x"]
+    );
+    // An edit that changes the provider moves the pool between filters.
+    let mut moved = store.get_pool(&PoolId::new("ci/a").unwrap()).await.unwrap().unwrap().spec;
+    moved.provider = ProviderKind::Static;
+    moved.launch_configs.clear();
+    store.update_pool(&moved.id, 1, &moved, "a", t(1)).await.unwrap();
+    assert_eq!(
+        ids(store.list_pools_page(&fake_ci, 10).await.unwrap()),
+        ["ci/c", "ci_x"]
+    );
+}
+
+async fn worker_pages_filter_by_state(store: Store) {
+    store.create_pool(&spec(), "a", t(0)).await.unwrap();
+    for i in 0..5 {
+        store
+            .insert_worker(&worker(&format!("w{i}"), &format!("tok{i}")))
+            .await
+            .unwrap();
+    }
+    for i in [1, 3] {
+        store
+            .transition_worker(&WorkerId::from_string(format!("w{i}")), WorkerState::Booting, t(1))
+            .await
+            .unwrap();
+    }
+    let ids = |ws: Vec<Worker>| -> Vec<String> { ws.into_iter().map(|w| w.id.to_string()).collect() };
+    let id = spec().id;
+    assert_eq!(
+        ids(store.list_workers_page(&id, &[WorkerState::Booting], None, 10).await.unwrap()),
+        ["w1", "w3"]
+    );
+    assert_eq!(
+        ids(store.list_workers_page(&id, &[], Some("w1"), 2).await.unwrap()),
+        ["w2", "w3"]
+    );
+    assert_eq!(
+        ids(store
+            .list_workers_page(&id, &[WorkerState::Requested, WorkerState::Booting], Some("w2"), 10)
+            .await
+            .unwrap()),
+        ["w3", "w4"]
+    );
+}
+
+async fn audit_pages_go_back_in_time(store: Store) {
+    let id = spec().id;
+    store.create_pool(&spec(), "a", t(0)).await.unwrap();
+    for g in 1..5 {
+        let mut next = spec();
+        next.max_capacity = 10 + u32::try_from(g).unwrap();
+        store.update_pool(&id, g, &next, "a", t(g)).await.unwrap();
+    }
+    let newest = store.audit_log_page(Some(&id), None, 2).await.unwrap();
+    let gens: Vec<_> = newest.iter().map(|e| e.new_generation).collect();
+    assert_eq!(gens, [Some(5), Some(4)]);
+    let older = store
+        .audit_log_page(Some(&id), Some(newest[1].id), 10)
+        .await
+        .unwrap();
+    let gens: Vec<_> = older.iter().map(|e| e.new_generation).collect();
+    assert_eq!(gens, [Some(3), Some(2), Some(1)]);
+}
+
+async fn clients_are_stored_revoked_and_touched(store: Store) {
+    let c = ClientRecord {
+        id: "0123456789abcdef".into(),
+        name: "ci-bot".into(),
+        secret_sha256: "ab".repeat(32),
+        scopes: vec!["pools:read:ci/*".into(), "workers:read:ci/*".into()],
+        created_at: t(0),
+        created_by: "bootstrap:root".into(),
+        expires_at: Some(t(3600)),
+        revoked_at: None,
+        last_used_at: None,
+    };
+    assert!(store.insert_client(&c).await.unwrap());
+    assert!(!store.insert_client(&c).await.unwrap(), "ids are unique");
+    assert_eq!(store.get_client(&c.id).await.unwrap().unwrap(), c);
+    store.touch_client(&c.id, t(10)).await.unwrap();
+    store.touch_client(&c.id, t(5)).await.unwrap();
+    let got = store.get_client(&c.id).await.unwrap().unwrap();
+    assert_eq!(got.last_used_at, Some(t(10)), "last use never goes back");
+    store.revoke_client(&c.id, t(20)).await.unwrap();
+    store.revoke_client(&c.id, t(30)).await.unwrap();
+    let got = store.get_client(&c.id).await.unwrap().unwrap();
+    assert_eq!(got.revoked_at, Some(t(20)), "the first revocation stands");
+    assert_eq!(store.list_clients().await.unwrap(), vec![got]);
+    assert!(matches!(
+        store.revoke_client("nope", t(40)).await,
+        Err(StoreError::ClientNotFound(_))
+    ));
+}
 
 async fn pools_are_created_read_and_listed(store: Store) {
     store.ping().await.unwrap();
@@ -258,9 +396,17 @@ async fn deletes_check_generation_and_live_workers(store: Store) {
         })
     ));
     store.insert_worker(&worker("w1", "tok1")).await.unwrap();
+    // A live worker: the pool is marked deleting (generation 2) instead of removed,
+    // and takes no more edits.
+    let marked = match store.delete_pool(&id, 1, "a", t(2)).await.unwrap() {
+        DeleteOutcome::MarkedDeleting(rec) => rec,
+        other => panic!("expected a deletion mark, got {other:?}"),
+    };
+    assert_eq!((marked.generation, marked.deleting_since), (2, Some(t(2))));
+    assert_eq!(store.get_pool(&id).await.unwrap().unwrap(), marked);
     assert!(matches!(
-        store.delete_pool(&id, 1, "a", t(2)).await,
-        Err(StoreError::PoolHasLiveWorkers { live: 1, .. })
+        store.update_pool(&id, 2, &spec(), "a", t(2)).await,
+        Err(StoreError::PoolDeleting(_))
     ));
     store
         .transition_worker(&WorkerId::from_string("w1"), WorkerState::Failed, t(3))
@@ -270,7 +416,10 @@ async fn deletes_check_generation_and_live_workers(store: Store) {
         .transition_worker(&WorkerId::from_string("w1"), WorkerState::Terminated, t(4))
         .await
         .unwrap();
-    store.delete_pool(&id, 1, "a", t(5)).await.unwrap();
+    assert_eq!(
+        store.delete_pool(&id, 2, "a", t(5)).await.unwrap(),
+        DeleteOutcome::Deleted
+    );
     assert!(store.get_pool(&id).await.unwrap().is_none());
     assert!(
         store
@@ -293,9 +442,16 @@ async fn deletes_check_generation_and_live_workers(store: Store) {
         .iter()
         .map(|e| e.action)
         .collect();
-    assert_eq!(actions, [AuditAction::Delete, AuditAction::Create]);
+    assert_eq!(
+        actions,
+        [
+            AuditAction::Delete,
+            AuditAction::DeleteRequested,
+            AuditAction::Create
+        ]
+    );
     assert!(matches!(
-        store.delete_pool(&id, 1, "a", t(6)).await,
+        store.delete_pool(&id, 2, "a", t(6)).await,
         Err(StoreError::PoolNotFound(_))
     ));
 }

@@ -3,8 +3,9 @@
 //! store's `launch_ledger` table is there for the cloud providers' `LaunchLedger`,
 //! adapted the same way once the actuator drives them).
 //!
-//! Adapters live in the binary because it is the one place that knows both crates: the
-//! store stays free of the cloud SDKs, the providers free of SQL.
+//! The adapter lives here, in the crate that knows both: the store stays free of the
+//! cloud SDKs, the providers free of SQL. The API registers static machines through
+//! it; the reconcile loop leases them through the same adapter.
 
 use async_trait::async_trait;
 use capstan_core::PoolId;

@@ -1,0 +1,19 @@
+-- The operator API: pools get a provider column (list filter) and a deletion mark;
+-- API clients hold scoped bearer tokens, of which only a SHA-256 of the secret is kept.
+
+ALTER TABLE pools ADD COLUMN provider TEXT NOT NULL DEFAULT '';
+UPDATE pools SET provider = (spec::json ->> 'provider');
+ALTER TABLE pools ADD COLUMN deleting_since BIGINT;   -- set: draining, then removed
+CREATE INDEX pools_by_provider ON pools (provider, id);
+
+CREATE TABLE api_clients (
+    id            TEXT PRIMARY KEY NOT NULL,   -- the <id> of cap_<id>_<secret>
+    name          TEXT NOT NULL,
+    secret_sha256 TEXT NOT NULL,               -- hex SHA-256 of the secret; the secret itself is never stored
+    scopes        TEXT NOT NULL,               -- JSON array of scope strings
+    created_at    BIGINT NOT NULL,
+    created_by    TEXT NOT NULL,
+    expires_at    BIGINT,
+    revoked_at    BIGINT,
+    last_used_at  BIGINT
+);
