@@ -1,37 +1,34 @@
-//! `capstan machines ...`: the hardware of static pools.
+//! `capstan machines ...`: the hardware of static pools, through the server (see
+//! [`crate::client`]).
 //!
-//! An operator registers each machine of a static pool once; capstan mints a secret for
-//! it, prints it **once** (on stdout, so a script can capture it and hand it to the
-//! machine) and stores only its SHA-256. The machine later authenticates with that
-//! secret, compared in constant time.
-//!
-//! These commands work on the store directly (`--database-url`, the same setting as
-//! `serve`), and check that the pool exists and is a `static` pool.
+//! An operator registers each machine of a static pool once; the server mints a
+//! secret for it, which this command prints **once** on stdout (so a script can
+//! capture it and hand it to the machine) with the explanation on stderr. The server
+//! keeps only its hash, and owns the rules: the pool must exist and be `static`, names
+//! are unique across static pools.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::process::ExitCode;
 
 use anyhow::bail;
-use capstan_core::{PoolId, ProviderKind};
-use providers::clock::SystemClock;
-use providers::static_pool::{Assignment, StaticProvider};
-use store::Store;
+use reqwest::Method;
+use serde_json::{Value, json};
 
-use crate::config::{DatabaseArg, with_store};
-use crate::provider_state::StoreInventory;
+use crate::client::{ClientArgs, pool_path, segment};
+use crate::output::{self, OutputArg, cell, items, table};
 
-/// Static-machine subcommands.
+/// `capstan machines`: the connection flags and a subcommand.
 #[derive(Debug, clap::Args)]
 pub struct MachinesArgs {
     #[command(flatten)]
-    db: DatabaseArg,
+    conn: ClientArgs,
     #[command(subcommand)]
     command: MachinesCommand,
 }
 
 #[derive(Debug, clap::Subcommand)]
 enum MachinesCommand {
-    /// Register a machine in a static pool; prints its secret once.
+    /// Register a machine in a static pool on the server; prints its secret once.
     Register {
         /// The static pool.
         #[arg(long)]
@@ -46,13 +43,15 @@ enum MachinesCommand {
         #[arg(long = "label", value_name = "KEY=VALUE")]
         labels: Vec<String>,
     },
-    /// List the machines of one static pool, or of all.
+    /// List the machines of a static pool, from the server.
     List {
-        /// Only this pool.
+        /// The static pool.
         #[arg(long)]
-        pool: Option<String>,
+        pool: String,
+        #[command(flatten)]
+        output: OutputArg,
     },
-    /// Remove a machine from its pool.
+    /// Remove a machine from its pool, on the server.
     Remove {
         /// Machine name.
         name: String,
@@ -60,16 +59,85 @@ enum MachinesCommand {
 }
 
 /// Runs a machines subcommand.
-pub fn run(args: MachinesArgs) -> anyhow::Result<()> {
-    let command = args.command;
-    with_store(
-        args.db,
-        |store| async move { dispatch(&store, command).await },
-    )
-}
-
-fn parse_pool(pool: &str) -> anyhow::Result<PoolId> {
-    PoolId::new(pool).map_err(|e| anyhow::anyhow!("--pool: {e}"))
+pub fn run(args: MachinesArgs) -> anyhow::Result<ExitCode> {
+    let conn = args.conn;
+    // Checked before connecting, so a typo costs no round trip.
+    if let MachinesCommand::Register { labels, .. } = &args.command {
+        parse_labels(labels)?;
+    }
+    conn.run(|client| async move {
+        match args.command {
+            MachinesCommand::Register {
+                pool,
+                name,
+                capacity,
+                labels,
+            } => {
+                let body = json!({
+                    "name": name,
+                    "capacity": capacity,
+                    "labels": parse_labels(&labels)?,
+                });
+                let reply = client
+                    .send(
+                        Method::POST,
+                        &format!("{}/machines", pool_path(&pool)?),
+                        &[],
+                        &[],
+                        Some(&body),
+                    )
+                    .await?;
+                let machine = reply.body.get("machine").unwrap_or(&Value::Null);
+                let Some(secret) = reply.body.get("secret").and_then(Value::as_str) else {
+                    bail!("the server registered {name} but sent no secret");
+                };
+                eprintln!(
+                    "registered {} in {} with {} slots; its secret follows, shown this once (only a hash is kept):",
+                    cell(machine, "name"),
+                    cell(machine, "pool_id"),
+                    cell(machine, "capacity")
+                );
+                #[allow(clippy::print_stdout)] // the secret is the command's output
+                {
+                    println!("{secret}");
+                }
+            }
+            MachinesCommand::List { pool, output } => {
+                let body = client
+                    .get(&format!("{}/machines", pool_path(&pool)?), &[])
+                    .await?;
+                output::print(output.format, &body, |b| {
+                    let mut t = table(&["NAME", "POOL", "SLOTS", "ASSIGNMENT", "WORKER", "LABELS"]);
+                    for m in items(b) {
+                        let labels: Vec<String> = m
+                            .get("labels")
+                            .and_then(Value::as_object)
+                            .map(|l| {
+                                l.iter()
+                                    .map(|(k, v)| format!("{k}={}", output::show(v)))
+                                    .collect()
+                            })
+                            .unwrap_or_default();
+                        t.add_row(vec![
+                            cell(m, "name"),
+                            cell(m, "pool_id"),
+                            cell(m, "capacity"),
+                            cell(m, "assignment"),
+                            cell(m, "worker_id"),
+                            labels.join(","),
+                        ]);
+                    }
+                    t
+                })?;
+            }
+            MachinesCommand::Remove { name } => {
+                let path = format!("/v1/machines/{}", segment("machine name", &name)?);
+                client.send(Method::DELETE, &path, &[], &[], None).await?;
+                eprintln!("removed {name}");
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
 }
 
 fn parse_labels(labels: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
@@ -80,72 +148,4 @@ fn parse_labels(labels: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
             _ => bail!("--label: expected KEY=VALUE, got {l:?}"),
         })
         .collect()
-}
-
-async fn dispatch(store: &Store, command: MachinesCommand) -> anyhow::Result<()> {
-    let provider = StaticProvider::new(
-        Arc::new(StoreInventory(store.clone())),
-        Arc::new(SystemClock),
-    );
-    match command {
-        MachinesCommand::Register {
-            pool,
-            name,
-            capacity,
-            labels,
-        } => {
-            let pool = parse_pool(&pool)?;
-            let labels = parse_labels(&labels)?;
-            let Some(record) = store.get_pool(&pool).await? else {
-                bail!("--pool: no pool {pool}; create it first");
-            };
-            if record.spec.provider != ProviderKind::Static {
-                bail!(
-                    "--pool: pool {pool} has provider {}; machines can only be registered in a static pool",
-                    record.spec.provider
-                );
-            }
-            let (machine, secret) = provider
-                .register_machine(pool, &name, capacity, labels)
-                .await?;
-            eprintln!(
-                "registered {} in {} with {} slots; its secret follows, shown this once (only a hash is kept):",
-                machine.name, machine.pool_id, machine.capacity
-            );
-            #[allow(clippy::print_stdout)] // the secret is the command's output
-            {
-                println!("{}", secret.expose());
-            }
-        }
-        MachinesCommand::List { pool } => {
-            let pool = pool.as_deref().map(parse_pool).transpose()?;
-            let mut out = String::from("NAME\tPOOL\tSLOTS\tASSIGNMENT\tLABELS\n");
-            for m in provider.machines(pool.as_ref()).await? {
-                let assignment = match &m.assignment {
-                    Assignment::Idle => "idle".to_owned(),
-                    Assignment::Wanted { worker_id, .. } => format!("wanted by {worker_id}"),
-                    Assignment::Draining { worker_id, .. } => format!("draining for {worker_id}"),
-                };
-                let labels: Vec<String> =
-                    m.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                out.push_str(&format!(
-                    "{}\t{}\t{}\t{}\t{}\n",
-                    m.name,
-                    m.pool_id,
-                    m.capacity,
-                    assignment,
-                    labels.join(",")
-                ));
-            }
-            #[allow(clippy::print_stdout)] // the listing is the command's output
-            {
-                print!("{out}");
-            }
-        }
-        MachinesCommand::Remove { name } => {
-            provider.remove_machine(&name).await?;
-            eprintln!("removed {name}");
-        }
-    }
-    Ok(())
 }

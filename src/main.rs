@@ -2,14 +2,24 @@
 //!
 //! A thin layer: it parses arguments, loads configuration and wires the library crates
 //! together. `serve` runs the long-lived control plane; `simulate` replays job traces
-//! offline against the same predictor and planner.
+//! offline against the same predictor and planner. The operator commands (`pools`,
+//! `workers`, `machines`, `clients`) are clients of the server's HTTP API
+//! ([`client`]), except `pools validate` (offline) and `clients create
+//! --database-url` (store-direct, to bootstrap the first admin).
 
+mod client;
+mod clients;
 mod clock;
 mod config;
 mod machines;
+mod output;
 mod pools;
+// The static-machine inventory over the store; the binary stopped using it when the
+// `machines` commands moved to the API, and it moves to the server side next.
+#[allow(dead_code)]
 mod serve;
 mod simulate;
+mod workers;
 
 use std::process::ExitCode;
 
@@ -27,11 +37,17 @@ struct Cli {
 enum Command {
     /// Run the control plane service (API, reconciler) until SIGINT/SIGTERM.
     Serve(serve::ServeArgs),
-    /// Work with pool specs.
-    #[command(subcommand)]
-    Pools(pools::PoolsCommand),
-    /// Register and list the machines of static (operator-owned) pools.
+    /// Work with pools: validate spec files offline; apply, show and delete them
+    /// through the server.
+    Pools(pools::PoolsArgs),
+    /// Look at a pool's workers and drain them, through the server.
+    Workers(workers::WorkersArgs),
+    /// Register and list the machines of static (operator-owned) pools, through the
+    /// server.
     Machines(machines::MachinesArgs),
+    /// Manage API clients and their tokens, through the server (or on the store
+    /// directly to bootstrap the first admin).
+    Clients(clients::ClientsArgs),
     /// Replay a job trace against a scaling policy and compare with the oracle bound.
     Simulate(simulate::SimulateArgs),
 }
@@ -39,13 +55,15 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(args) => serve::run(args),
-        Command::Pools(command) => pools::run(command),
+        Command::Serve(args) => serve::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Pools(args) => pools::run(args),
+        Command::Workers(args) => workers::run(args),
         Command::Machines(args) => machines::run(args),
-        Command::Simulate(args) => simulate::run(args),
+        Command::Clients(args) => clients::run(args),
+        Command::Simulate(args) => simulate::run(args).map(|()| ExitCode::SUCCESS),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

@@ -2,79 +2,252 @@
 //!
 //! `validate` checks spec files offline, with exactly the rules the service applies,
 //! and prints every problem (one line each, prefixed by the file name) so an operator
-//! can fix a spec before it ever reaches the API. `apply` and `list` work on the store
-//! directly (`--database-url`, the same setting as `serve`); `apply` is a
-//! compare-and-swap on the pool's generation, so it never overwrites a change it did
-//! not see.
+//! can fix a spec before it ever reaches the API. Every other subcommand talks to the
+//! server (see [`crate::client`]).
+//!
+//! `apply` validates every file locally first and applies nothing if any has a
+//! problem. For each spec it reads the pool, prints a unified diff between the stored
+//! spec and the file (both rendered as YAML with every default spelled out, so only
+//! real differences show) and then writes it as a compare-and-swap: `If-Match` with the
+//! generation it read (or the one pinned with `--if-generation`), or `If-None-Match: *`
+//! for a new pool. It therefore never overwrites a change it did not show.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use capstan_core::PoolSpec;
-use store::{Store, StoreError};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use similar::TextDiff;
 
-use crate::clock::wall_clock;
-use crate::config::{DatabaseArg, with_store};
+use crate::client::{
+    ApiClient, ClientArgs, if_match, if_none_match_any, is_status, pool_path, server_error,
+};
+use crate::output::{self, OutputArg, cell, item_list, items, show, table};
+
+/// `capstan pools`: the connection flags and a subcommand.
+#[derive(Debug, clap::Args)]
+pub struct PoolsArgs {
+    #[command(flatten)]
+    conn: ClientArgs,
+    #[command(subcommand)]
+    command: PoolsCommand,
+}
 
 /// Pool subcommands.
 #[derive(Debug, clap::Subcommand)]
-pub enum PoolsCommand {
-    /// Check pool spec files (YAML or JSON) and print every problem found.
+enum PoolsCommand {
+    /// Check pool spec files (YAML or JSON) and print every problem found (offline:
+    /// no server needed).
     Validate {
         /// Spec files to check.
         #[arg(short = 'f', long = "file", value_name = "FILE", required = true)]
         files: Vec<PathBuf>,
     },
-    /// Create a pool from a spec file, or update it if it exists.
+    /// Create or update pools from spec files on the server, showing the diff first.
+    ///
+    /// Every file is validated locally first; if any has a problem, all problems are
+    /// printed and nothing is applied. For each pool the difference between the
+    /// server's spec and the file is printed as a unified diff on stdout, then the
+    /// spec is written only if the pool is still at the generation that was read (or
+    /// the one given with --if-generation), so a concurrent change is never
+    /// overwritten. A token that may write but not read a pool can still create it,
+    /// or replace the generation pinned with --if-generation, without a diff.
+    ///
+    /// Exit status: 0 on success; 1 on errors; with --dry-run, 0 when nothing would
+    /// change and 2 when something would.
     Apply {
-        /// The spec (YAML or JSON).
-        #[arg(short = 'f', long = "file", value_name = "FILE")]
-        file: PathBuf,
-        /// Update only if the stored generation is still N (default: the generation
-        /// read just before the write).
+        /// Spec file (YAML, or JSON when the name ends in .json); repeatable.
+        #[arg(short = 'f', long = "file", value_name = "FILE", required = true)]
+        files: Vec<PathBuf>,
+        /// Print the diff and write nothing; exit 2 if anything would change.
+        #[arg(long)]
+        dry_run: bool,
+        /// Write only if the pool is still at generation N, the one you saw earlier
+        /// (e.g. with `capstan pools get`) [default: the generation read just before
+        /// the write]. Only with a single -f file: generations are per pool.
         #[arg(long, value_name = "N")]
         if_generation: Option<i64>,
-        #[command(flatten)]
-        db: DatabaseArg,
     },
-    /// List pools with their generations.
-    List {
+    /// Show one pool, from the server.
+    Get {
+        /// Pool id, e.g. ci/linux-large.
+        id: String,
         #[command(flatten)]
-        db: DatabaseArg,
+        output: OutputArg,
+    },
+    /// List pools, from the server.
+    List {
+        /// Only pools of this provider (aws, gcp, static, fake).
+        #[arg(long)]
+        provider: Option<String>,
+        /// Only pools whose id starts with this, e.g. ci/.
+        #[arg(long)]
+        prefix: Option<String>,
+        #[command(flatten)]
+        output: OutputArg,
+    },
+    /// Delete a pool on the server; a pool with live workers drains them first.
+    Delete {
+        /// Pool id.
+        id: String,
+        /// Delete only if the pool is still at generation N [default: the generation
+        /// read just before the delete].
+        #[arg(long, value_name = "N")]
+        if_generation: Option<i64>,
+    },
+    /// Show a pool's recent provider errors, from the server.
+    Errors {
+        /// Pool id.
+        id: String,
+        #[command(flatten)]
+        output: OutputArg,
+    },
+    /// Show who changed a pool and when, from the server.
+    Audit {
+        /// Pool id.
+        id: String,
+        #[command(flatten)]
+        output: OutputArg,
     },
 }
 
 /// Runs a pool subcommand.
-pub fn run(command: PoolsCommand) -> anyhow::Result<()> {
-    match command {
-        PoolsCommand::Validate { files } => validate(&files),
+pub fn run(args: PoolsArgs) -> anyhow::Result<ExitCode> {
+    let conn = args.conn;
+    match args.command {
+        PoolsCommand::Validate { files } => validate(&files).map(|()| ExitCode::SUCCESS),
         PoolsCommand::Apply {
-            file,
+            files,
+            dry_run,
             if_generation,
-            db,
-        } => with_store(db, |store| async move {
-            apply(&store, &file, if_generation).await
+        } => {
+            if if_generation.is_some() && files.len() > 1 {
+                bail!(
+                    "--if-generation pins the generation of one pool: use it with a single -f file"
+                );
+            }
+            let specs = read_all(&files)?;
+            conn.run(|client| async move { apply(&client, &specs, dry_run, if_generation).await })
+        }
+        PoolsCommand::Get { id, output } => conn.run(|client| async move {
+            let view = client.get(&pool_path(&id)?, &[]).await?;
+            output::print_as(output.format, &view, view_yaml, |v| {
+                pool_table(std::slice::from_ref(v))
+            })?;
+            Ok(ExitCode::SUCCESS)
         }),
-        PoolsCommand::List { db } => with_store(db, |store| async move {
-            let mut out = String::from("POOL\tPROVIDER\tMIN\tMAX\tGENERATION\tUPDATED\n");
-            for p in store.list_pools().await? {
-                out.push_str(&format!(
-                    "{}\t{}\t{}\t{}\t{}\t{}\n",
-                    p.spec.id,
-                    p.spec.provider,
-                    p.spec.min_capacity,
-                    p.spec.max_capacity,
-                    p.generation,
-                    p.updated_at
-                ));
+        PoolsCommand::List {
+            provider,
+            prefix,
+            output,
+        } => conn.run(|client| async move {
+            let mut query = Vec::new();
+            if let Some(p) = provider {
+                query.push(("provider", p));
             }
-            #[allow(clippy::print_stdout)] // the listing is the command's output
-            {
-                print!("{out}");
+            if let Some(p) = prefix {
+                query.push(("prefix", p));
             }
-            Ok(())
+            let all = client.get_all("/v1/pools", &query).await?;
+            output::print_as(
+                output.format,
+                &item_list(all),
+                |b| {
+                    let views = items(b)
+                        .iter()
+                        .map(view_yaml)
+                        .collect::<anyhow::Result<_>>()?;
+                    let mut doc = serde_norway::Mapping::new();
+                    doc.insert("items".into(), serde_norway::Value::Sequence(views));
+                    Ok(serde_norway::Value::Mapping(doc))
+                },
+                |b| pool_table(items(b)),
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }),
+        PoolsCommand::Delete { id, if_generation } => conn.run(|client| async move {
+            delete(&client, &id, if_generation).await?;
+            Ok(ExitCode::SUCCESS)
+        }),
+        PoolsCommand::Errors { id, output } => conn.run(|client| async move {
+            let body = client
+                .get(&format!("{}/errors", pool_path(&id)?), &[])
+                .await?;
+            output::print(output.format, &body, |b| {
+                let mut t = table(&[
+                    "KIND",
+                    "LAUNCH CONFIG",
+                    "COUNT",
+                    "FIRST SEEN",
+                    "LAST SEEN",
+                    "MESSAGE",
+                ]);
+                for e in items(b) {
+                    t.add_row(vec![
+                        cell(e, "kind"),
+                        cell(e, "launch_config_id"),
+                        cell(e, "count"),
+                        cell(e, "first_seen"),
+                        cell(e, "last_seen"),
+                        cell(e, "message"),
+                    ]);
+                }
+                t
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }),
+        PoolsCommand::Audit { id, output } => conn.run(|client| async move {
+            let all = client
+                .get_all(&format!("{}/audit", pool_path(&id)?), &[])
+                .await?;
+            output::print(output.format, &item_list(all), |b| {
+                let mut t = table(&["AT", "ACTOR", "ACTION", "GENERATION"]);
+                for e in items(b) {
+                    t.add_row(vec![
+                        cell(e, "at"),
+                        cell(e, "actor"),
+                        cell(e, "action"),
+                        format!(
+                            "{} -> {}",
+                            cell(e, "old_generation"),
+                            cell(e, "new_generation")
+                        ),
+                    ]);
+                }
+                t
+            })?;
+            Ok(ExitCode::SUCCESS)
         }),
     }
+}
+
+/// The pool columns of `get` and `list`.
+fn pool_table(pools: &[Value]) -> comfy_table::Table {
+    let mut t = table(&[
+        "ID",
+        "PROVIDER",
+        "MIN",
+        "MAX",
+        "GENERATION",
+        "STATUS",
+        "UPDATED",
+    ]);
+    for p in pools {
+        let spec = p.get("spec").unwrap_or(&Value::Null);
+        t.add_row(vec![
+            cell(p, "id"),
+            cell(spec, "provider"),
+            cell(spec, "min_capacity"),
+            cell(spec, "max_capacity"),
+            cell(p, "generation"),
+            cell(p, "status"),
+            cell(p, "updated"),
+        ]);
+    }
+    t
 }
 
 /// Reads and validates one spec file; problems are printed, one line each.
@@ -94,45 +267,289 @@ fn read_spec(file: &Path) -> anyhow::Result<Result<PoolSpec, usize>> {
     }))
 }
 
-async fn apply(store: &Store, file: &Path, if_generation: Option<i64>) -> anyhow::Result<()> {
-    let spec = match read_spec(file)? {
-        Ok(spec) => spec,
-        Err(n) => bail!("{}: {n} problems; nothing applied", file.display()),
-    };
-    let actor = format!(
-        "cli:{}",
-        std::env::var("USER").unwrap_or_else(|_| "unknown".into())
-    );
-    let now = wall_clock();
-    match store.get_pool(&spec.id).await? {
-        None => {
-            if let Some(g) = if_generation {
-                bail!("--if-generation {g}: pool {} does not exist", spec.id);
-            }
-            let rec = store.create_pool(&spec, &actor, now).await?;
-            eprintln!("pool {} created (generation {})", spec.id, rec.generation);
+/// Reads and validates every file; any problem in any file means none is returned.
+fn read_all(files: &[PathBuf]) -> anyhow::Result<Vec<(PathBuf, PoolSpec)>> {
+    let mut specs = Vec::new();
+    let mut bad = 0;
+    for file in files {
+        match read_spec(file)? {
+            Ok(spec) => specs.push((file.clone(), spec)),
+            Err(_) => bad += 1,
         }
-        Some(current) if current.spec == spec => {
-            eprintln!(
-                "pool {} unchanged (generation {})",
-                spec.id, current.generation
+    }
+    if bad > 0 {
+        bail!(
+            "{bad} of {} spec files have problems; nothing applied",
+            files.len()
+        );
+    }
+    let mut seen: BTreeMap<&str, &Path> = BTreeMap::new();
+    for (file, spec) in &specs {
+        if let Some(first) = seen.insert(spec.id.as_str(), file) {
+            bail!(
+                "pool {} is in both {} and {}; nothing applied",
+                spec.id,
+                first.display(),
+                file.display()
             );
         }
-        Some(current) => {
-            let expected = if_generation.unwrap_or(current.generation);
-            match store
-                .update_pool(&spec.id, expected, &spec, &actor, now)
-                .await
-            {
-                Ok(rec) => eprintln!("pool {} updated (generation {})", spec.id, rec.generation),
-                Err(e @ StoreError::GenerationConflict { .. }) => {
-                    bail!("{e}; nothing applied: read the pool again and re-apply")
+    }
+    Ok(specs)
+}
+
+/// A spec as YAML with every default written out: the form both sides of the diff
+/// take.
+fn render(spec: &PoolSpec) -> anyhow::Result<String> {
+    Ok(serde_norway::to_string(spec)?)
+}
+
+/// The server's `spec`, rendered like [`render`]; as plain YAML if this binary cannot
+/// read it as a spec (a newer server).
+fn render_stored(spec: &Value) -> anyhow::Result<String> {
+    match serde_json::from_value::<PoolSpec>(spec.clone()) {
+        Ok(s) => render(&s),
+        Err(_) => Ok(serde_norway::to_string(spec)?),
+    }
+}
+
+/// A PoolView as YAML: its fields in a fixed order and the spec in the spec's own
+/// field order (as `apply` renders it), so the `spec` part reads like a spec file.
+fn view_yaml(view: &Value) -> anyhow::Result<serde_norway::Value> {
+    const FIRST: [&str; 6] = [
+        "id",
+        "generation",
+        "status",
+        "created",
+        "updated",
+        "deleting_since",
+    ];
+    let mut doc = serde_norway::Mapping::new();
+    for key in FIRST {
+        if let Some(v) = view.get(key) {
+            doc.insert(key.into(), serde_norway::to_value(v)?);
+        }
+    }
+    for (key, v) in view.as_object().into_iter().flatten() {
+        if !FIRST.contains(&key.as_str()) && key != "spec" {
+            doc.insert(key.as_str().into(), serde_norway::to_value(v)?);
+        }
+    }
+    if let Some(spec) = view.get("spec") {
+        let spec = match serde_json::from_value::<PoolSpec>(spec.clone()) {
+            Ok(s) => serde_norway::to_value(&s)?,
+            Err(_) => serde_norway::to_value(spec)?,
+        };
+        doc.insert("spec".into(), spec);
+    }
+    Ok(serde_norway::Value::Mapping(doc))
+}
+
+fn generation(view: &Value) -> anyhow::Result<i64> {
+    view.get("generation")
+        .and_then(Value::as_i64)
+        .context("the server's pool has no generation")
+}
+
+fn stale_message(id: &str, read: i64, current: Option<i64>, what: &str) -> String {
+    match current {
+        Some(current) => format!(
+            "pool {id} changed since generation {read} (current is {current}); nothing {what}: read it again (capstan pools get {id}) and re-apply"
+        ),
+        None => format!(
+            "pool {id} was deleted since generation {read} (current is none); nothing {what}"
+        ),
+    }
+}
+
+async fn apply(
+    client: &ApiClient,
+    specs: &[(PathBuf, PoolSpec)],
+    dry_run: bool,
+    if_generation: Option<i64>,
+) -> anyhow::Result<ExitCode> {
+    let mut would_change = false;
+    for (i, (file, spec)) in specs.iter().enumerate() {
+        let id = spec.id.as_str();
+        let result = apply_one(client, file, spec, dry_run, if_generation).await;
+        match result {
+            Ok(changed) => would_change |= changed,
+            Err(e) => {
+                let rest: Vec<String> = specs[i + 1..]
+                    .iter()
+                    .map(|(f, _)| f.display().to_string())
+                    .collect();
+                if !rest.is_empty() {
+                    eprintln!("not applied (stopped at pool {id}): {}", rest.join(", "));
                 }
-                Err(e) => return Err(e.into()),
+                return Err(e);
             }
         }
     }
-    Ok(())
+    Ok(if dry_run && would_change {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// What `apply` found on the server before writing.
+enum Current {
+    /// The pool as the server has it.
+    Found(Value),
+    /// No such pool.
+    Missing,
+    /// The token may not read the pool (403 naming `pools:read:<id>`); its write
+    /// scope may still allow creating it, or replacing a pinned generation.
+    Unreadable(anyhow::Error),
+}
+
+/// Diffs and (unless `dry_run`) writes one spec; returns whether it differs.
+async fn apply_one(
+    client: &ApiClient,
+    file: &Path,
+    spec: &PoolSpec,
+    dry_run: bool,
+    if_generation: Option<i64>,
+) -> anyhow::Result<bool> {
+    let id = spec.id.as_str();
+    let current = match client.get(&pool_path(id)?, &[]).await {
+        Ok(view) => Current::Found(view),
+        Err(e) if is_status(&e, StatusCode::NOT_FOUND) => Current::Missing,
+        Err(e) if is_status(&e, StatusCode::FORBIDDEN) => Current::Unreadable(e),
+        Err(e) => return Err(e),
+    };
+    let new = render(spec)?;
+    let file_name = file.display().to_string();
+    let print_diff = |old: &str, old_name: &str| {
+        let diff = TextDiff::from_lines(old, &new);
+        #[allow(clippy::print_stdout)] // the diff is the command's output
+        {
+            print!("{}", diff.unified_diff().header(old_name, &file_name));
+        }
+    };
+    let (precondition, read) = match &current {
+        Current::Found(view) => {
+            let g = generation(view)?;
+            let stored = render_stored(view.get("spec").unwrap_or(&Value::Null))?;
+            if stored == new {
+                eprintln!("pool {id} unchanged (generation {g})");
+                return Ok(false);
+            }
+            print_diff(&stored, &format!("{id} (generation {g})"));
+            let expected = if_generation.unwrap_or(g);
+            (if_match(expected), Some(expected))
+        }
+        Current::Missing => {
+            if let Some(g) = if_generation {
+                bail!(
+                    "pool {id} does not exist, but --if-generation {g} expects it at generation {g}; nothing applied"
+                );
+            }
+            print_diff("", &format!("{id} (new pool)"));
+            (if_none_match_any(), None)
+        }
+        Current::Unreadable(e) => {
+            if dry_run {
+                bail!("cannot read pool {id} to diff it: {e:#}");
+            }
+            eprintln!("warning: cannot read pool {id} to diff it ({e:#}); writing without a diff");
+            match if_generation {
+                Some(g) => (if_match(g), Some(g)),
+                None => (if_none_match_any(), None),
+            }
+        }
+    };
+    if dry_run {
+        let verb = if matches!(current, Current::Found(_)) {
+            "updated"
+        } else {
+            "created"
+        };
+        eprintln!("pool {id} would be {verb} (dry run: nothing written)");
+        return Ok(true);
+    }
+    let body = serde_json::to_value(spec)?;
+    match client
+        .send(
+            Method::PUT,
+            &pool_path(id)?,
+            &[],
+            &[precondition],
+            Some(&body),
+        )
+        .await
+    {
+        Ok(reply) => {
+            let g = generation(&reply.body)?;
+            if reply.status == StatusCode::CREATED {
+                eprintln!("pool {id} created (generation {g})");
+            } else if read == Some(g) {
+                eprintln!("pool {id} unchanged (generation {g})");
+                return Ok(false);
+            } else {
+                eprintln!("pool {id} updated (generation {g})");
+            }
+            Ok(true)
+        }
+        Err(e) if is_status(&e, StatusCode::PRECONDITION_FAILED) => {
+            let now = server_error(&e).and_then(|s| s.current_generation());
+            let now_text = now.map_or_else(|| "unknown".to_owned(), |g| g.to_string());
+            match (read, &current) {
+                (Some(read), _) => bail!("{}", stale_message(id, read, now, "applied")),
+                (None, Current::Unreadable(_)) => bail!(
+                    "pool {id} already exists (current is generation {now_text}) and this token cannot read it to diff; nothing applied: to replace generation {now_text} without a diff, re-apply with --if-generation {now_text}"
+                ),
+                (None, _) => bail!(
+                    "pool {id} was created by someone else meanwhile (current is generation {now_text}); nothing applied: read it again (capstan pools get {id}) and re-apply"
+                ),
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
+async fn delete(client: &ApiClient, id: &str, if_generation: Option<i64>) -> anyhow::Result<()> {
+    let path = pool_path(id)?;
+    let view = client.get(&path, &[]).await?;
+    let expected = match if_generation {
+        Some(g) => g,
+        None => generation(&view)?,
+    };
+    match client
+        .send(Method::DELETE, &path, &[], &[if_match(expected)], None)
+        .await
+    {
+        Ok(reply) if reply.status == StatusCode::ACCEPTED => {
+            match live_workers(client, &path).await {
+                Ok(n) => eprintln!("pool {id} is being deleted: its {n} live workers drain first"),
+                Err(_) => eprintln!("pool {id} is being deleted: its live workers drain first"),
+            }
+            Ok(())
+        }
+        Ok(_) => {
+            eprintln!("pool {id} deleted");
+            Ok(())
+        }
+        Err(e) if is_status(&e, StatusCode::PRECONDITION_FAILED) => {
+            let current = server_error(&e).and_then(|s| s.current_generation());
+            match current {
+                Some(current) => bail!(
+                    "pool {id} changed since generation {expected} (current is {current}); nothing deleted: read it again (capstan pools get {id}) and retry"
+                ),
+                None => bail!("pool {id} no longer exists"),
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Workers of the pool at `path` that are not terminated.
+async fn live_workers(client: &ApiClient, path: &str) -> anyhow::Result<usize> {
+    let workers = client.get_all(&format!("{path}/workers"), &[]).await?;
+    Ok(workers
+        .iter()
+        .filter(|w| show(w.get("state").unwrap_or(&Value::Null)) != "terminated")
+        .count())
 }
 
 fn validate(files: &[PathBuf]) -> anyhow::Result<()> {

@@ -1,218 +1,834 @@
-//! End to end: the operator subcommands that work on the store directly —
-//! `pools apply/list` and `machines register/list/remove` — on a real SQLite file.
+//! End to end: the operator subcommands as clients of a real `capstan serve` — on a
+//! free port, over a temporary SQLite file — from bootstrapping the first admin on the
+//! store directly to applying pools with diffs and generations, static machines,
+//! scoped and revoked tokens, and the client's own configuration.
 
+use std::io::Read;
+use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
-fn capstan(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_capstan"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("CAPSTAN_DATABASE_URL")
-        .env("CAPSTAN_DATABASE_URL", "sqlite://ops.db")
-        .output()
+use serde_json::Value;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
         .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-#[test]
-fn pools_apply_creates_updates_and_refuses_stale_generations() {
-    let dir = tempfile::tempdir().unwrap();
-    let spec = "id: lab/macs\nprovider: static\nmax_capacity: 8\n";
-    std::fs::write(dir.path().join("p.yaml"), spec).unwrap();
-    let out = capstan(dir.path(), &["pools", "apply", "-f", "p.yaml"]);
+/// The binary with a clean environment: no CAPSTAN_* variable and no client config
+/// file from the person running the tests.
+fn bare(dir: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_capstan"));
+    cmd.current_dir(dir)
+        .env("XDG_CONFIG_HOME", dir.join("no-config"))
+        .env("USER", "tester");
+    for (k, _) in std::env::vars() {
+        if k.starts_with("CAPSTAN_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
+/// A `capstan serve` on a free port over `capstan.db` in `dir`; killed on drop.
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Server {
+    fn start(dir: &Path) -> Server {
+        let port = free_port();
+        let child = bare(dir)
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--database-url", "sqlite://capstan.db"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut server = Server { child, port };
+        server.wait_healthy();
+        server
+    }
+
+    fn wait_healthy(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
+                use std::io::Write;
+                s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                let _ = write!(
+                    s,
+                    "GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+                );
+                let mut response = String::new();
+                let _ = s.read_to_string(&mut response);
+                if response.starts_with("HTTP/1.1 200") {
+                    return;
+                }
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let mut err = String::new();
+                self.child
+                    .stderr
+                    .take()
+                    .unwrap()
+                    .read_to_string(&mut err)
+                    .unwrap();
+                panic!("capstan serve exited with {status}: {err}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("capstan serve did not answer /healthz within 30 s");
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One operator's shell: a directory, a server, a token.
+struct Operator<'a> {
+    dir: &'a Path,
+    server: String,
+    token: Option<String>,
+}
+
+impl Operator<'_> {
+    fn run(&self, args: &[&str]) -> Output {
+        let mut cmd = bare(self.dir);
+        cmd.args(args).env("CAPSTAN_SERVER", &self.server);
+        if let Some(t) = &self.token {
+            cmd.env("CAPSTAN_TOKEN", t);
+        }
+        let out = cmd.output().unwrap();
+        if let Some(t) = &self.token {
+            assert!(
+                !text(&out.stdout).contains(t.as_str()) && !text(&out.stderr).contains(t.as_str()),
+                "the token was printed by {args:?}"
+            );
+        }
+        out
+    }
+
+    /// Runs and insists on exit status 0.
+    fn ok(&self, args: &[&str]) -> Output {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "{args:?} failed: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        out
+    }
+
+    /// Runs and insists on failure; returns stderr.
+    fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            !out.status.success(),
+            "{args:?} succeeded: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        let err = text(&out.stderr);
+        assert!(
+            err.starts_with("error: ") || err.contains("\nerror: "),
+            "{err}"
+        );
+        err
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.extend(["-o", "json"]);
+        let out = self.ok(&all);
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: {e}: {}", text(&out.stdout)))
+    }
+
+    fn as_token(&self, token: &str) -> Operator<'_> {
+        Operator {
+            dir: self.dir,
+            server: self.server.clone(),
+            token: Some(token.to_owned()),
+        }
+    }
+}
+
+/// `clients create --database-url`: the first admin, on the store directly.
+fn bootstrap_admin(dir: &Path) -> String {
+    let out = bare(dir)
+        .args(["clients", "create", "--name", "admin", "--scope", "*"])
+        .args(["--database-url", "sqlite://capstan.db"])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("pool lab/macs created (generation 1)"));
-
-    let out = capstan(dir.path(), &["pools", "apply", "-f", "p.yaml"]);
+    let token = text(&out.stdout).trim().to_owned();
+    assert!(token.starts_with("cap_"), "{token:?}");
+    assert_eq!(
+        text(&out.stdout).lines().count(),
+        1,
+        "the token alone on stdout"
+    );
+    let err = text(&out.stderr);
     assert!(
-        text(&out.stderr).contains("unchanged (generation 1)"),
+        err.contains("bootstrap") && err.contains("shown this once"),
+        "{err}"
+    );
+    token
+}
+
+/// `cap_<id>_<secret>` → id.
+fn client_id(token: &str) -> &str {
+    token.split('_').nth(1).unwrap()
+}
+
+fn write(dir: &Path, name: &str, content: &str) {
+    std::fs::write(dir.join(name), content).unwrap();
+}
+
+const CI_POOL: &str =
+    "id: ci/linux\nprovider: fake\nmax_capacity: 8\nlaunch_configs: [{id: a, instance_type: t}]\n";
+
+#[test]
+fn pools_apply_shows_diffs_and_never_overwrites_a_change_it_did_not_see() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let admin = bootstrap_admin(d);
+    let server = Server::start(d);
+    let op = Operator {
+        dir: d,
+        server: server.url(),
+        token: Some(admin),
+    };
+
+    // Create: the diff is all additions, defaults spelled out.
+    write(d, "p.yaml", CI_POOL);
+    let out = op.ok(&["pools", "apply", "-f", "p.yaml"]);
+    let diff = text(&out.stdout);
+    assert!(diff.contains("--- ci/linux (new pool)"), "{diff}");
+    assert!(diff.contains("+++ p.yaml"), "{diff}");
+    assert!(diff.contains("+id: ci/linux"), "{diff}");
+    assert!(diff.contains("+min_capacity: 0"), "{diff}");
+    assert!(
+        text(&out.stderr).contains("pool ci/linux created (generation 1)"),
         "{}",
         text(&out.stderr)
     );
 
-    std::fs::write(dir.path().join("p.yaml"), spec.replace("8", "12")).unwrap();
-    let out = capstan(dir.path(), &["pools", "apply", "-f", "p.yaml"]);
+    // The same file again: nothing to write.
+    let out = op.ok(&["pools", "apply", "-f", "p.yaml"]);
     assert!(
-        text(&out.stderr).contains("updated (generation 2)"),
+        text(&out.stderr).contains("pool ci/linux unchanged (generation 1)"),
         "{}",
         text(&out.stderr)
     );
+    assert_eq!(text(&out.stdout), "", "no diff when unchanged");
+
+    // An edit: the diff shows exactly the changed line.
+    write(
+        d,
+        "p.yaml",
+        &CI_POOL.replace("max_capacity: 8", "max_capacity: 12"),
+    );
+    let out = op.ok(&["pools", "apply", "-f", "p.yaml"]);
+    let diff = text(&out.stdout);
+    assert!(diff.contains("--- ci/linux (generation 1)"), "{diff}");
+    assert!(diff.contains("-max_capacity: 8\n"), "{diff}");
+    assert!(diff.contains("+max_capacity: 12\n"), "{diff}");
+    assert_eq!(
+        diff.lines()
+            .filter(|l| (l.starts_with('+') || l.starts_with('-'))
+                && !l.starts_with("+++")
+                && !l.starts_with("---"))
+            .count(),
+        2,
+        "{diff}"
+    );
+    assert!(
+        text(&out.stderr).contains("pool ci/linux updated (generation 2)"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // --dry-run: the diff, exit 2, nothing written; exit 0 when nothing would change.
+    let out = op.ok(&["pools", "apply", "-f", "p.yaml", "--dry-run"]);
+    assert_eq!(out.status.code(), Some(0));
+    write(
+        d,
+        "p.yaml",
+        &CI_POOL.replace("max_capacity: 8", "max_capacity: 16"),
+    );
+    let out = op.run(&["pools", "apply", "-f", "p.yaml", "--dry-run"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("+max_capacity: 16"));
+    assert!(text(&out.stderr).contains("would be updated"));
+    let view = op.json(&["pools", "get", "ci/linux"]);
+    assert_eq!(view["generation"], 2);
+    assert_eq!(view["spec"]["max_capacity"], 12);
 
     // An operator who read generation 1 cannot overwrite generation 2.
-    std::fs::write(dir.path().join("p.yaml"), spec.replace("8", "99")).unwrap();
-    let out = capstan(
-        dir.path(),
-        &["pools", "apply", "-f", "p.yaml", "--if-generation", "1"],
-    );
-    assert!(!out.status.success());
+    let err = op.fails(&["pools", "apply", "-f", "p.yaml", "--if-generation", "1"]);
     assert!(
-        text(&out.stderr).contains("expected generation 1, current is 2"),
+        err.contains("pool ci/linux changed since generation 1 (current is 2); nothing applied"),
+        "{err}"
+    );
+    assert!(err.contains("capstan pools get ci/linux"), "{err}");
+    // ... and --if-generation pins one pool only.
+    write(d, "q.yaml", &CI_POOL.replace("ci/linux", "ci/other"));
+    let err = op.fails(&[
+        "pools",
+        "apply",
+        "-f",
+        "p.yaml",
+        "-f",
+        "q.yaml",
+        "--if-generation",
+        "2",
+    ]);
+    assert!(err.contains("single -f"), "{err}");
+
+    // A bad file among good ones: every problem printed, nothing applied.
+    write(
+        d,
+        "bad.yaml",
+        "id: ci/bad\nprovider: static\nmax_capacity: -1\n",
+    );
+    let err = op.fails(&["pools", "apply", "-f", "q.yaml", "-f", "bad.yaml"]);
+    assert!(
+        err.contains("bad.yaml: max_capacity: expected a whole number"),
+        "{err}"
+    );
+    assert!(
+        err.contains("1 of 2 spec files have problems; nothing applied"),
+        "{err}"
+    );
+    let err = op.fails(&["pools", "get", "ci/other"]);
+    assert!(err.contains("ci/other"), "{err}");
+
+    // Reading: json is the server's PoolView, yaml the same, the table has the columns.
+    write(
+        d,
+        "lab.yaml",
+        "id: lab/macs\nprovider: static\nmax_capacity: 4\n",
+    );
+    op.ok(&["pools", "apply", "-f", "lab.yaml", "-f", "q.yaml"]);
+    let view = op.json(&["pools", "get", "ci/linux"]);
+    assert_eq!(view["id"], "ci/linux");
+    assert_eq!(view["status"], "active");
+    assert_eq!(view["spec"]["provider"], "fake");
+    let yaml = text(&op.ok(&["pools", "get", "ci/linux", "-o", "yaml"]).stdout);
+    assert!(yaml.contains("id: ci/linux\n"), "{yaml}");
+    assert!(yaml.contains("generation: 2\n"), "{yaml}");
+    assert!(yaml.contains("  max_capacity: 12\n"), "{yaml}");
+    let table = text(&op.ok(&["pools", "get", "ci/linux"]).stdout);
+    let header = table.lines().next().unwrap();
+    for col in [
+        "ID",
+        "PROVIDER",
+        "MIN",
+        "MAX",
+        "GENERATION",
+        "STATUS",
+        "UPDATED",
+    ] {
+        assert!(header.contains(col), "{table}");
+    }
+    assert!(table.contains("| ci/linux | fake "), "{table}");
+
+    let list = op.json(&["pools", "list"]);
+    let ids: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["ci/linux", "ci/other", "lab/macs"]);
+    let list = op.json(&["pools", "list", "--prefix", "ci/", "--provider", "fake"]);
+    assert_eq!(list["items"].as_array().unwrap().len(), 2, "{list}");
+    let list = op.json(&["pools", "list", "--provider", "static"]);
+    assert_eq!(list["items"][0]["id"], "lab/macs", "{list}");
+    let table = text(&op.ok(&["pools", "list"]).stdout);
+    assert_eq!(table.lines().count(), 2 + 3, "{table}");
+    let yaml = text(&op.ok(&["pools", "list", "-o", "yaml"]).stdout);
+    assert!(yaml.starts_with("items:\n"), "{yaml}");
+
+    // History and errors.
+    let audit = op.json(&["pools", "audit", "ci/linux"]);
+    let actions: Vec<&str> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert!(
+        actions.contains(&"create") && actions.contains(&"update"),
+        "{audit}"
+    );
+    let errors = op.json(&["pools", "errors", "ci/linux"]);
+    assert!(errors["items"].is_array(), "{errors}");
+    let workers = op.json(&[
+        "workers",
+        "list",
+        "--pool",
+        "ci/linux",
+        "--state",
+        "ready,booting",
+    ]);
+    assert!(workers["items"].is_array(), "{workers}");
+    op.fails(&["workers", "get", "no-such-worker"]);
+
+    // Delete: a stale generation is refused naming both, the current one works.
+    let err = op.fails(&["pools", "delete", "ci/other", "--if-generation", "7"]);
+    assert!(
+        err.contains("changed since generation 7 (current is 1)"),
+        "{err}"
+    );
+    let out = op.ok(&["pools", "delete", "ci/other"]);
+    assert!(
+        text(&out.stderr).contains("pool ci/other deleted")
+            || text(&out.stderr).contains("pool ci/other is being deleted"),
         "{}",
         text(&out.stderr)
-    );
-
-    // A bad spec applies nothing.
-    std::fs::write(
-        dir.path().join("p.yaml"),
-        "id: lab/macs\nprovider: static\nmax_capacity: -1\n",
-    )
-    .unwrap();
-    let out = capstan(dir.path(), &["pools", "apply", "-f", "p.yaml"]);
-    assert!(!out.status.success());
-    assert!(
-        text(&out.stderr).contains("p.yaml: max_capacity: expected a whole number"),
-        "{}",
-        text(&out.stderr)
-    );
-
-    let out = capstan(dir.path(), &["pools", "list"]);
-    let listing = text(&out.stdout);
-    assert!(
-        listing.contains("lab/macs\tstatic\t0\t12\t2\t"),
-        "{listing}"
     );
 }
 
 #[test]
-fn machines_register_shows_the_secret_once_and_stores_only_its_hash() {
+fn machines_scopes_and_revoked_tokens() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("macs.yaml"),
+    let d = dir.path();
+    let admin_token = bootstrap_admin(d);
+    let server = Server::start(d);
+    let admin = Operator {
+        dir: d,
+        server: server.url(),
+        token: Some(admin_token.clone()),
+    };
+    write(
+        d,
+        "lab.yaml",
         "id: lab/macs\nprovider: static\nmax_capacity: 8\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("cloud.yaml"),
-        "id: ci/cloud\nprovider: fake\nmax_capacity: 8\nlaunch_configs: [{id: a, instance_type: t}]\n",
-    )
-    .unwrap();
-    for f in ["macs.yaml", "cloud.yaml"] {
-        assert!(
-            capstan(dir.path(), &["pools", "apply", "-f", f])
-                .status
-                .success()
-        );
-    }
-
-    let out = capstan(
-        dir.path(),
-        &[
-            "machines",
-            "register",
-            "--pool",
-            "lab/macs",
-            "--name",
-            "mac-1",
-            "--capacity",
-            "2",
-            "--label",
-            "arch=arm64",
-        ],
     );
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    write(d, "ci.yaml", CI_POOL);
+    admin.ok(&["pools", "apply", "-f", "lab.yaml", "-f", "ci.yaml"]);
+
+    // Static machines: the secret alone on stdout, once.
+    let out = admin.ok(&[
+        "machines",
+        "register",
+        "--pool",
+        "lab/macs",
+        "--name",
+        "mac-1",
+        "--capacity",
+        "2",
+        "--label",
+        "arch=arm64",
+    ]);
     let secret = text(&out.stdout).trim().to_owned();
     assert!(secret.len() >= 32, "secret {secret:?}");
-    assert!(text(&out.stderr).contains("shown this once"));
-
-    let db = std::fs::read(dir.path().join("ops.db")).unwrap();
-    let wal = std::fs::read(dir.path().join("ops.db-wal")).unwrap_or_default();
-    let contains = |hay: &[u8]| hay.windows(secret.len()).any(|w| w == secret.as_bytes());
+    assert_eq!(text(&out.stdout).lines().count(), 1);
     assert!(
-        !contains(&db) && !contains(&wal),
-        "the plain secret reached the database file"
-    );
-
-    let out = capstan(
-        dir.path(),
-        &[
-            "machines",
-            "register",
-            "--pool",
-            "lab/macs",
-            "--name",
-            "mac-1",
-            "--capacity",
-            "2",
-        ],
-    );
-    assert!(!out.status.success());
-    assert!(
-        text(&out.stderr).contains("already registered"),
+        text(&out.stderr).contains("shown this once"),
         "{}",
         text(&out.stderr)
     );
-
-    let out = capstan(
-        dir.path(),
-        &[
-            "machines",
-            "register",
-            "--pool",
-            "ci/cloud",
-            "--name",
-            "x",
-            "--capacity",
-            "1",
-        ],
-    );
-    assert!(!out.status.success());
-    assert!(
-        text(&out.stderr).contains("has provider fake"),
-        "{}",
-        text(&out.stderr)
-    );
-
-    let out = capstan(
-        dir.path(),
-        &[
-            "machines",
-            "register",
-            "--pool",
-            "lab/macs",
-            "--name",
-            "m2",
-            "--capacity",
-            "1",
-            "--label",
-            "oops",
-        ],
-    );
-    assert!(
-        text(&out.stderr).contains("--label: expected KEY=VALUE"),
-        "{}",
-        text(&out.stderr)
-    );
-
-    // The store flag is accepted after the subcommand too.
-    let out = capstan(
-        dir.path(),
-        &[
-            "machines",
-            "list",
-            "--pool",
-            "lab/macs",
-            "--database-url",
-            "sqlite://ops.db",
-        ],
-    );
+    let err = admin.fails(&[
+        "machines",
+        "register",
+        "--pool",
+        "lab/macs",
+        "--name",
+        "mac-1",
+        "--capacity",
+        "2",
+    ]);
+    assert!(err.contains("mac-1"), "{err}");
+    let err = admin.fails(&[
+        "machines",
+        "register",
+        "--pool",
+        "ci/linux",
+        "--name",
+        "x",
+        "--capacity",
+        "1",
+    ]);
+    assert!(err.contains("static"), "{err}");
+    let err = admin.fails(&[
+        "machines",
+        "register",
+        "--pool",
+        "lab/macs",
+        "--name",
+        "m2",
+        "--capacity",
+        "1",
+        "--label",
+        "oops",
+    ]);
+    assert!(err.contains("--label: expected KEY=VALUE"), "{err}");
+    let machines = admin.json(&["machines", "list", "--pool", "lab/macs"]);
+    assert_eq!(machines["items"][0]["name"], "mac-1", "{machines}");
     assert_eq!(
-        text(&out.stdout),
-        "NAME\tPOOL\tSLOTS\tASSIGNMENT\tLABELS\nmac-1\tlab/macs\t2\tidle\tarch=arm64\n"
+        machines["items"][0]["labels"]["arch"], "arm64",
+        "{machines}"
     );
     assert!(
-        capstan(dir.path(), &["machines", "remove", "mac-1"])
-            .status
-            .success()
+        !machines.to_string().contains(&secret),
+        "the secret is never listed"
     );
-    let out = capstan(dir.path(), &["machines", "remove", "mac-1"]);
-    assert!(!out.status.success());
+    let table = text(&admin.ok(&["machines", "list", "--pool", "lab/macs"]).stdout);
     assert!(
-        text(&out.stderr).contains("no static machine named \"mac-1\""),
+        table.contains("mac-1") && table.contains("arch=arm64"),
+        "{table}"
+    );
+    admin.ok(&["machines", "remove", "mac-1"]);
+    admin.fails(&["machines", "remove", "mac-1"]);
+    let machines = admin.json(&["machines", "list", "--pool", "lab/macs"]);
+    assert_eq!(machines["items"], serde_json::json!([]));
+
+    // A CI bot that may only write ci/* pools, created through the API.
+    let out = admin.ok(&[
+        "clients",
+        "create",
+        "--name",
+        "ci-bot",
+        "--scope",
+        "pools:write:ci/*",
+        "--expires-in",
+        "30d",
+    ]);
+    let bot_token = text(&out.stdout).trim().to_owned();
+    assert!(bot_token.starts_with("cap_"), "{bot_token:?}");
+    let bot = admin.as_token(&bot_token);
+    write(d, "prod.yaml", &CI_POOL.replace("ci/linux", "prod/x"));
+    let err = bot.fails(&["pools", "apply", "-f", "prod.yaml"]);
+    assert!(err.contains("pools:write:prod/x"), "{err}");
+    // It cannot read, but may still create in its own prefix (no diff to show).
+    write(d, "new.yaml", &CI_POOL.replace("ci/linux", "ci/new"));
+    let out = bot.ok(&["pools", "apply", "-f", "new.yaml"]);
+    assert!(
+        text(&out.stderr).contains("pool ci/new created (generation 1)"),
         "{}",
         text(&out.stderr)
     );
+    let err = bot.fails(&[
+        "clients",
+        "create",
+        "--name",
+        "x",
+        "--scope",
+        "pools:write:*",
+    ]);
+    assert!(err.contains("clients:admin"), "{err}");
+
+    // A client admin still grants only what it holds.
+    let out = admin.ok(&[
+        "clients",
+        "create",
+        "--name",
+        "ci-admin",
+        "--scope",
+        "clients:admin",
+        "--scope",
+        "pools:write:ci/*",
+    ]);
+    let ci_admin = admin.as_token(text(&out.stdout).trim());
+    let err = ci_admin.fails(&[
+        "clients",
+        "create",
+        "--name",
+        "x",
+        "--scope",
+        "pools:write:*",
+    ]);
+    assert!(err.contains("pools:write:*"), "{err}");
+
+    // Listing and revoking.
+    let clients = admin.json(&["clients", "list"]);
+    let names: Vec<&str> = clients["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    for name in ["admin", "ci-bot", "ci-admin"] {
+        assert!(names.contains(&name), "{clients}");
+    }
+    assert!(
+        !clients.to_string().contains(&bot_token[20..]),
+        "no secret listed"
+    );
+    let table = text(&admin.ok(&["clients", "list"]).stdout);
+    assert!(table.contains("bootstrap:tester"), "{table}");
+    let out = admin.ok(&["clients", "revoke", client_id(&bot_token)]);
+    assert!(
+        text(&out.stderr).contains("revoked"),
+        "{}",
+        text(&out.stderr)
+    );
+    let err = bot.fails(&["pools", "list"]);
+    assert!(err.contains("HTTP 401") && err.contains("revoked"), "{err}");
+
+    // Deleting the static pool.
+    let out = admin.ok(&["pools", "delete", "lab/macs"]);
+    assert!(
+        text(&out.stderr).contains("pool lab/macs deleted"),
+        "{}",
+        text(&out.stderr)
+    );
+    admin.fails(&["pools", "get", "lab/macs"]);
+}
+
+#[test]
+fn client_settings_come_from_flags_environment_and_a_private_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let token = bootstrap_admin(d);
+    let server = Server::start(d);
+
+    // Nobody listening: the message names the server.
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let out = bare(d)
+        .args(["pools", "list", "--server", &dead])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!("cannot reach the capstan server at {dead}"))
+            && err.contains("connection refused"),
+        "{err}"
+    );
+
+    // No token: a 401 that says what to do.
+    let out = bare(d)
+        .args(["pools", "list", "--server", &server.url()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("HTTP 401"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // The file: used when no flag or variable says otherwise, with a warning when
+    // others may read the token in it.
+    let file = d.join("client.toml");
+    write(
+        d,
+        "client.toml",
+        &format!("server = \"{}\"\ntoken = \"{token}\"\n", server.url()),
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let out = bare(d)
+        .args([
+            "pools",
+            "list",
+            "-o",
+            "json",
+            "--client-config",
+            "client.toml",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    #[cfg(unix)]
+    assert!(
+        text(&out.stderr).contains("readable by group or others"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!text(&out.stderr).contains(&token));
+
+    // The default location, private: no warning.
+    let config_dir = d.join("xdg").join("capstan");
+    std::fs::create_dir_all(&config_dir).unwrap();
+    std::fs::copy(&file, config_dir.join("client.toml")).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            config_dir.join("client.toml"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+    }
+    let out = bare(d)
+        .env("XDG_CONFIG_HOME", d.join("xdg"))
+        .args(["pools", "list"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stderr), "");
+
+    // Flags beat the file.
+    let out = bare(d)
+        .env("XDG_CONFIG_HOME", d.join("xdg"))
+        .args(["pools", "list", "--server", &dead])
+        .output()
+        .unwrap();
+    assert!(text(&out.stderr).contains(&dead), "{}", text(&out.stderr));
+
+    // Unknown keys are named.
+    write(d, "typo.toml", "sever = \"http://x\"\n");
+    let out = bare(d)
+        .args(["pools", "list", "--client-config", "typo.toml"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("typo.toml") && err.contains("sever"), "{err}");
+}
+
+#[test]
+fn pools_validate_needs_no_server() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "p.yaml", CI_POOL);
+    write(
+        dir.path(),
+        "bad.yaml",
+        "id: lab/macs\nprovider: static\nmax_capacity: -1\n",
+    );
+    let out = bare(dir.path())
+        .args([
+            "pools",
+            "validate",
+            "-f",
+            "p.yaml",
+            "--server",
+            "http://127.0.0.1:1",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("p.yaml: ok (pool ci/linux)"));
+    let out = bare(dir.path())
+        .args(["pools", "validate", "-f", "bad.yaml"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("bad.yaml: max_capacity: expected a whole number"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// Puts a `ready` worker into the pool straight into the store, as the reconciler
+/// would once a machine registered.
+fn insert_ready_worker(dir: &Path, pool: &str, id: &str) {
+    use capstan_core::worker::{Worker, WorkerState};
+    use capstan_core::{PoolId, Timestamp, WorkerId};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let url = format!("sqlite://{}", dir.join("capstan.db").display());
+        let store = store::Store::connect(&url).await.unwrap();
+        let now = Timestamp::from_unix_ms(1_800_000_000_000);
+        let mut w = Worker::requested(
+            WorkerId::from_string(id),
+            PoolId::new(pool).unwrap(),
+            capstan_core::spec::ProviderKind::Fake,
+            Some("a".to_owned()),
+            4,
+            format!("token-{id}"),
+            now,
+        );
+        w.state = WorkerState::Ready;
+        w.registered_at = Some(now);
+        store.insert_worker(&w).await.unwrap();
+        store.close().await;
+    });
+}
+
+#[test]
+fn workers_are_listed_and_drained_and_a_pool_with_live_workers_drains_before_deletion() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let token = bootstrap_admin(d);
+    let server = Server::start(d);
+    let op = Operator {
+        dir: d,
+        server: server.url(),
+        token: Some(token),
+    };
+    write(d, "ci.yaml", CI_POOL);
+    op.ok(&["pools", "apply", "-f", "ci.yaml"]);
+    insert_ready_worker(d, "ci/linux", "w-0001");
+    insert_ready_worker(d, "ci/linux", "w-0002");
+
+    let workers = op.json(&["workers", "list", "--pool", "ci/linux"]);
+    assert_eq!(workers["items"].as_array().unwrap().len(), 2, "{workers}");
+    let workers = op.json(&[
+        "workers", "list", "--pool", "ci/linux", "--state", "booting",
+    ]);
+    assert_eq!(workers["items"], serde_json::json!([]), "{workers}");
+    let table = text(&op.ok(&["workers", "list", "--pool", "ci/linux"]).stdout);
+    assert!(
+        table.contains("| w-0001 ") && table.contains("| ready "),
+        "{table}"
+    );
+    let w = op.json(&["workers", "get", "w-0001"]);
+    assert_eq!(w["state"], "ready", "{w}");
+
+    let out = op.ok(&["workers", "drain", "w-0001"]);
+    assert!(
+        text(&out.stderr).contains("worker w-0001 is draining"),
+        "{}",
+        text(&out.stderr)
+    );
+    let w = op.json(&["workers", "get", "w-0001"]);
+    assert_eq!(w["state"], "draining", "{w}");
+    let workers = op.json(&[
+        "workers",
+        "list",
+        "--pool",
+        "ci/linux",
+        "--state",
+        "ready,draining",
+    ]);
+    assert_eq!(workers["items"].as_array().unwrap().len(), 2, "{workers}");
+
+    let out = op.ok(&["pools", "delete", "ci/linux"]);
+    assert!(
+        text(&out.stderr)
+            .contains("pool ci/linux is being deleted: its 2 live workers drain first"),
+        "{}",
+        text(&out.stderr)
+    );
+    let view = op.json(&["pools", "get", "ci/linux"]);
+    assert_eq!(view["status"], "deleting", "{view}");
+    // A deleting pool takes no more edits.
+    write(
+        d,
+        "ci.yaml",
+        &CI_POOL.replace("max_capacity: 8", "max_capacity: 9"),
+    );
+    op.fails(&["pools", "apply", "-f", "ci.yaml"]);
 }

@@ -605,7 +605,7 @@ pub async fn delete_pool(
     Ok(
         match delete(&state.store, &caller.actor(), &id, &pre, state.now()).await? {
             DeleteOutcome::Deleted => StatusCode::NO_CONTENT.into_response(),
-            DeleteOutcome::MarkedDeleting(record) => with_etag(StatusCode::ACCEPTED, record),
+            DeleteOutcome::MarkedDeleting(record) => with_etag(StatusCode::ACCEPTED, *record),
         },
     )
 }

@@ -46,8 +46,8 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
 pub use audit::{AuditAction, AuditEntry};
-pub use pool_errors::PoolError;
 pub use clients::ClientRecord;
+pub use pool_errors::PoolError;
 pub use pools::{DeleteOutcome, PoolFilter, PoolRecord};
 pub use providers_state::{LedgerRow, StaticMachineRow};
 

@@ -39,7 +39,7 @@ pub enum DeleteOutcome {
     /// No live worker was left: the pool is gone.
     Deleted,
     /// Workers are live: the pool is marked deleting (generation bumped) and drains.
-    MarkedDeleting(PoolRecord),
+    MarkedDeleting(Box<PoolRecord>),
 }
 
 const POOL_COLUMNS: &str = "spec, generation, created_at, updated_at, deleting_since";
@@ -270,12 +270,12 @@ impl Store {
                     tx, now, actor, AuditAction::DeleteRequested, id.as_str(),
                     Some(expected_generation), Some(expected_generation + 1)
                 );
-                DeleteOutcome::MarkedDeleting(PoolRecord {
+                DeleteOutcome::MarkedDeleting(Box::new(PoolRecord {
                     generation: expected_generation + 1,
                     updated_at: now,
                     deleting_since: Some(since),
                     ..current
-                })
+                }))
             } else {
                 for table in ["queue_samples", "pool_errors", "workers"] {
                     sqlx::query(&format!("DELETE FROM {table} WHERE pool_id = $1"))

@@ -118,7 +118,10 @@ async fn pool_pages_filter_by_provider_and_prefix(store: Store) {
         after: Some("ci/b".into()),
         ..filter.clone()
     };
-    assert_eq!(ids(store.list_pools_page(&after, 2).await.unwrap()), ["ci/c"]);
+    assert_eq!(
+        ids(store.list_pools_page(&after, 2).await.unwrap()),
+        ["ci/c"]
+    );
     let fake_ci = PoolFilter {
         provider: Some(ProviderKind::Fake),
         prefix: Some("ci".into()),
@@ -129,10 +132,18 @@ async fn pool_pages_filter_by_provider_and_prefix(store: Store) {
         ["ci/a", "ci/c", "ci_x"]
     );
     // An edit that changes the provider moves the pool between filters.
-    let mut moved = store.get_pool(&PoolId::new("ci/a").unwrap()).await.unwrap().unwrap().spec;
+    let mut moved = store
+        .get_pool(&PoolId::new("ci/a").unwrap())
+        .await
+        .unwrap()
+        .unwrap()
+        .spec;
     moved.provider = ProviderKind::Static;
     moved.launch_configs.clear();
-    store.update_pool(&moved.id, 1, &moved, "a", t(1)).await.unwrap();
+    store
+        .update_pool(&moved.id, 1, &moved, "a", t(1))
+        .await
+        .unwrap();
     assert_eq!(
         ids(store.list_pools_page(&fake_ci, 10).await.unwrap()),
         ["ci/c", "ci_x"]
@@ -149,23 +160,39 @@ async fn worker_pages_filter_by_state(store: Store) {
     }
     for i in [1, 3] {
         store
-            .transition_worker(&WorkerId::from_string(format!("w{i}")), WorkerState::Booting, t(1))
+            .transition_worker(
+                &WorkerId::from_string(format!("w{i}")),
+                WorkerState::Booting,
+                t(1),
+            )
             .await
             .unwrap();
     }
-    let ids = |ws: Vec<Worker>| -> Vec<String> { ws.into_iter().map(|w| w.id.to_string()).collect() };
+    let ids =
+        |ws: Vec<Worker>| -> Vec<String> { ws.into_iter().map(|w| w.id.to_string()).collect() };
     let id = spec().id;
     assert_eq!(
-        ids(store.list_workers_page(&id, &[WorkerState::Booting], None, 10).await.unwrap()),
+        ids(store
+            .list_workers_page(&id, &[WorkerState::Booting], None, 10)
+            .await
+            .unwrap()),
         ["w1", "w3"]
     );
     assert_eq!(
-        ids(store.list_workers_page(&id, &[], Some("w1"), 2).await.unwrap()),
+        ids(store
+            .list_workers_page(&id, &[], Some("w1"), 2)
+            .await
+            .unwrap()),
         ["w2", "w3"]
     );
     assert_eq!(
         ids(store
-            .list_workers_page(&id, &[WorkerState::Requested, WorkerState::Booting], Some("w2"), 10)
+            .list_workers_page(
+                &id,
+                &[WorkerState::Requested, WorkerState::Booting],
+                Some("w2"),
+                10
+            )
             .await
             .unwrap()),
         ["w3", "w4"]
@@ -399,7 +426,7 @@ async fn deletes_check_generation_and_live_workers(store: Store) {
     // A live worker: the pool is marked deleting (generation 2) instead of removed,
     // and takes no more edits.
     let marked = match store.delete_pool(&id, 1, "a", t(2)).await.unwrap() {
-        DeleteOutcome::MarkedDeleting(rec) => rec,
+        DeleteOutcome::MarkedDeleting(rec) => *rec,
         other => panic!("expected a deletion mark, got {other:?}"),
     };
     assert_eq!((marked.generation, marked.deleting_since), (2, Some(t(2))));
