@@ -36,8 +36,8 @@ pub enum IdError {
 /// without this `ci/workers` would be both a pool and the workers of pool `ci`). The
 /// list holds today's sub-resources and the ones the API is planned to grow.
 pub const RESERVED_LAST_SEGMENTS: &[&str] = &[
-    "audit", "errors", "forecast", "history", "machines", "metrics", "plan", "queue",
-    "simulate", "workers",
+    "audit", "errors", "forecast", "history", "machines", "metrics", "plan", "queue", "simulate",
+    "workers",
 ];
 
 /// Checks the id rules shared by pool and launch-config ids: 1..=64 characters out of
@@ -141,8 +141,8 @@ impl fmt::Display for WorkerId {
 /// (the reserved last segments are in its description).
 #[cfg(feature = "openapi")]
 mod openapi {
-    use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
     use utoipa::openapi::RefOr;
+    use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 
     impl utoipa::PartialSchema for super::PoolId {
         fn schema() -> RefOr<Schema> {
