@@ -3,21 +3,14 @@
 //! store directly to applying pools with diffs and generations, static machines,
 //! scoped and revoked tokens, and the client's own configuration.
 
-use std::io::Read;
-use std::net::{TcpListener, TcpStream};
+mod common;
+
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
+
+use common::{Service, free_port};
 
 use serde_json::Value;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
@@ -38,68 +31,15 @@ fn bare(dir: &Path) -> Command {
     cmd
 }
 
-/// A `capstan serve` on a free port over `capstan.db` in `dir`; killed on drop.
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-impl Server {
-    fn start(dir: &Path) -> Server {
-        let port = free_port();
-        let child = bare(dir)
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .args(["--database-url", "sqlite://capstan.db"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut server = Server { child, port };
-        server.wait_healthy();
-        server
-    }
-
-    fn wait_healthy(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
-                use std::io::Write;
-                s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-                let _ = write!(
-                    s,
-                    "GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-                );
-                let mut response = String::new();
-                let _ = s.read_to_string(&mut response);
-                if response.starts_with("HTTP/1.1 200") {
-                    return;
-                }
-            }
-            if let Some(status) = self.child.try_wait().unwrap() {
-                let mut err = String::new();
-                self.child
-                    .stderr
-                    .take()
-                    .unwrap()
-                    .read_to_string(&mut err)
-                    .unwrap();
-                panic!("capstan serve exited with {status}: {err}");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("capstan serve did not answer /healthz within 30 s");
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A `capstan serve` on a free port over `capstan.db` in `dir`, healthy; killed on drop.
+fn start_server(dir: &Path) -> Service {
+    let port = free_port();
+    let mut cmd = bare(dir);
+    cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--database-url", "sqlite://capstan.db"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    Service::spawn_healthy(cmd, port)
 }
 
 /// One operator's shell: a directory, a server, a token.
@@ -212,7 +152,7 @@ fn pools_apply_shows_diffs_and_never_overwrites_a_change_it_did_not_see() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let admin = bootstrap_admin(d);
-    let server = Server::start(d);
+    let server = start_server(d);
     let op = Operator {
         dir: d,
         server: server.url(),
@@ -415,7 +355,7 @@ fn machines_scopes_and_revoked_tokens() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let admin_token = bootstrap_admin(d);
-    let server = Server::start(d);
+    let server = start_server(d);
     let admin = Operator {
         dir: d,
         server: server.url(),
@@ -603,7 +543,7 @@ fn client_settings_come_from_flags_environment_and_a_private_file() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let token = bootstrap_admin(d);
-    let server = Server::start(d);
+    let server = start_server(d);
 
     // Nobody listening: the message names the server.
     let dead = format!("http://127.0.0.1:{}", free_port());
@@ -772,7 +712,7 @@ fn workers_are_listed_and_drained_and_a_pool_with_live_workers_drains_before_del
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let token = bootstrap_admin(d);
-    let server = Server::start(d);
+    let server = start_server(d);
     let op = Operator {
         dir: d,
         server: server.url(),

@@ -1,118 +1,62 @@
 //! End to end: the real `capstan serve` binary on a real port, against SQLite and
 //! PostgreSQL, configured by flags, environment and a config file, stopped by signals.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+mod common;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+use common::{Service, free_port, http_get};
+
+/// Spawns `capstan serve` in `dir` with `args` and `envs` (no CAPSTAN_* variable of the
+/// person running the tests leaks in), listening on a free port unless a config file
+/// says where; does not wait for it.
+fn start(dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> Service {
+    let port = free_port();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_capstan"));
+    cmd.arg("serve")
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("CAPSTAN_") {
+            cmd.env_remove(k);
+        }
+    }
+    if !args.contains(&"--config") {
+        cmd.env("CAPSTAN_LISTEN", format!("127.0.0.1:{port}"));
+    }
+    cmd.envs(envs.iter().copied());
+    Service {
+        child: cmd.spawn().unwrap(),
+        port,
+    }
 }
 
-/// A minimal HTTP/1.1 GET; returns the status code, or None if nothing answers.
-fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+/// Sends `signal`, waits for exit, returns (success, stderr).
+fn stop(mut svc: Service, signal: &str) -> (bool, String) {
+    let pid = svc.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-s", signal, &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = std::mem::replace(&mut svc.child, Command::new("true").spawn().unwrap())
+        .wait_with_output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-    .ok()?;
-    let mut response = String::new();
-    s.read_to_string(&mut response).ok()?;
-    let code = response.split_whitespace().nth(1)?.parse().ok()?;
-    let body = response.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
-    Some((code, body))
-}
-
-struct Service {
-    child: Child,
-    port: u16,
-}
-
-impl Service {
-    fn start(dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> Service {
-        let port = free_port();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_capstan"));
-        cmd.arg("serve")
-            .args(args)
-            .current_dir(dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (k, _) in std::env::vars() {
-            if k.starts_with("CAPSTAN_") {
-                cmd.env_remove(k);
-            }
-        }
-        if !args.contains(&"--config") {
-            cmd.env("CAPSTAN_LISTEN", format!("127.0.0.1:{port}"));
-        }
-        cmd.envs(envs.iter().copied());
-        Service {
-            child: cmd.spawn().unwrap(),
-            port,
-        }
-    }
-
-    fn wait_healthy(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Some((200, body)) = http_get(self.port, "/healthz") {
-                assert!(body.contains("\"status\":\"ok\""), "{body}");
-                return;
-            }
-            if let Some(status) = self.child.try_wait().unwrap() {
-                let mut err = String::new();
-                self.child
-                    .stderr
-                    .take()
-                    .unwrap()
-                    .read_to_string(&mut err)
-                    .unwrap();
-                panic!("capstan serve exited with {status}: {err}");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("capstan serve did not answer /healthz within 30 s");
-    }
-
-    /// Sends `signal`, waits for exit, returns (success, stderr).
-    fn stop(mut self, signal: &str) -> (bool, String) {
-        let pid = self.child.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-s", signal, &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
-        let out = std::mem::replace(&mut self.child, Command::new("true").spawn().unwrap())
-            .wait_with_output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[test]
 fn serves_health_on_the_sqlite_default_and_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let mut svc = Service::start(dir.path(), &[], &[]);
+    let mut svc = start(dir.path(), &[], &[]);
     svc.wait_healthy();
     assert!(
         dir.path().join("capstan.db").exists(),
@@ -120,7 +64,7 @@ fn serves_health_on_the_sqlite_default_and_stops_cleanly_on_sigterm() {
     );
     assert_eq!(http_get(svc.port, "/readyz").unwrap().0, 200);
     assert_eq!(http_get(svc.port, "/nope").unwrap().0, 404);
-    let (ok, stderr) = svc.stop("TERM");
+    let (ok, stderr) = stop(svc, "TERM");
     assert!(ok, "exit status after SIGTERM: {stderr}");
     assert!(stderr.contains("store closed"), "{stderr}");
 }
@@ -134,11 +78,11 @@ fn config_file_sets_listen_database_and_json_logs() {
         format!("listen = \"127.0.0.1:{port}\"\ndatabase_url = \"sqlite://custom.db\"\n[log]\nformat = \"json\"\n"),
     )
     .unwrap();
-    let mut svc = Service::start(dir.path(), &["--config", "capstan.toml"], &[]);
+    let mut svc = start(dir.path(), &["--config", "capstan.toml"], &[]);
     svc.port = port;
     svc.wait_healthy();
     assert!(dir.path().join("custom.db").exists());
-    let (ok, stderr) = svc.stop("INT");
+    let (ok, stderr) = stop(svc, "INT");
     assert!(ok, "{stderr}");
     for line in stderr.lines() {
         let v: serde_json::Value =
@@ -190,9 +134,9 @@ async fn serves_health_on_postgresql() {
     let result = tokio::task::spawn_blocking({
         let dir = dir.path().to_owned();
         move || {
-            let mut svc = Service::start(&dir, &["--database-url", &url], &[]);
+            let mut svc = start(&dir, &["--database-url", &url], &[]);
             svc.wait_healthy();
-            let stopped = svc.stop("TERM");
+            let stopped = stop(svc, "TERM");
             (stopped, dir.join("capstan.db").exists())
         }
     })

@@ -1,8 +1,8 @@
 //! The operator API in-process (`tower::ServiceExt::oneshot`), every case once on SQLite
 //! and once on PostgreSQL.
 //!
-//! Every case is an `async fn(Ctx)`; the `both!` macro turns it into a `sqlite::*` and
-//! a `postgres::*` test. PostgreSQL cases each get a fresh database from
+//! Every case is an `async fn(Ctx)`; `store::on_both_backends!` turns it into a
+//! `sqlite::*` and a `postgres::*` test. PostgreSQL cases each get a fresh database from
 //! `store::scratch`, dropped even when the case panics (skipped with a printed reason
 //! when PostgreSQL is unreachable, failed under `CI=true`).
 
@@ -167,11 +167,7 @@ where
     F: FnOnce(Ctx) -> Fut,
     Fut: Future<Output = ()>,
 {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("capstan.db").display());
-    let store = Store::connect(&url).await.unwrap();
-    case(Ctx::new(store.clone()).await).await;
-    store.close().await;
+    store::scratch::with_sqlite(|store| async move { case(Ctx::new(store).await).await }).await
 }
 
 async fn with_postgres<F, Fut>(case: F)
@@ -179,37 +175,10 @@ where
     F: FnOnce(Ctx) -> Fut,
     Fut: Future<Output = ()>,
 {
-    let Some(db) = store::scratch::ScratchDatabase::create().await else {
-        return;
-    };
-    let store = Store::connect(&db.url).await.unwrap();
-    case(Ctx::new(store.clone()).await).await;
-    store.close().await;
-    db.drop_now().await;
+    store::scratch::with_postgres(|store| async move { case(Ctx::new(store).await).await }).await
 }
 
-macro_rules! both {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $case() {
-                    super::with_sqlite(super::$case).await
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $case() {
-                    super::with_postgres(super::$case).await
-                }
-            )*
-        }
-    };
-}
-
-both!(
+store::on_both_backends!(
     pools_are_created_read_replaced_patched_and_deleted,
     writes_to_existing_pools_need_the_current_generation,
     concurrent_puts_with_one_generation_have_one_winner,

@@ -7,6 +7,7 @@
 //! printed reason — except under `CI=true`, where a missing PostgreSQL must fail the
 //! run loudly instead of letting it pass on SQLite alone.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use sqlx::{Connection, PgConnection};
@@ -118,4 +119,60 @@ impl Drop for ScratchDatabase {
             eprintln!("warning: could not drop scratch database {}", self.name);
         }
     }
+}
+
+/// Runs `case` on a store over a fresh SQLite file, then closes it.
+pub async fn with_sqlite<F, Fut>(case: F)
+where
+    F: FnOnce(crate::Store) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let url = format!("sqlite://{}", dir.path().join("capstan.db").display());
+    let store = crate::Store::connect(&url).await.expect("SQLite opens");
+    case(store.clone()).await;
+    store.close().await;
+}
+
+/// Runs `case` on a store over a fresh PostgreSQL database (see
+/// [`ScratchDatabase::create`] for when it is skipped), then drops the database.
+pub async fn with_postgres<F, Fut>(case: F)
+where
+    F: FnOnce(crate::Store) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let Some(db) = ScratchDatabase::create().await else {
+        return;
+    };
+    let store = crate::Store::connect(&db.url)
+        .await
+        .expect("PostgreSQL scratch database opens");
+    case(store.clone()).await;
+    store.close().await;
+    db.drop_now().await;
+}
+
+/// Turns each `async fn case(..)` named into a `sqlite::case` and a `postgres::case`
+/// test, run through the `with_sqlite` and `with_postgres` in scope of the calling
+/// module (this module's, or wrappers that build more than a store).
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    super::with_sqlite(super::$case).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    super::with_postgres(super::$case).await
+                }
+            )*
+        }
+    };
 }

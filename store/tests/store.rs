@@ -1,11 +1,9 @@
 //! The store's behaviour, run once against SQLite and once against PostgreSQL.
 //!
-//! Every case is an `async fn(Store)`; the `both!` macro turns it into a `sqlite_*`
-//! and a `postgres_*` test. The PostgreSQL tests each get a fresh database from
+//! Every case is an `async fn(Store)`; `store::on_both_backends!` turns it into a
+//! `sqlite::*` and a `postgres::*` test. The PostgreSQL tests each get a fresh database from
 //! `store::scratch` (skipped with a printed reason when PostgreSQL is unreachable,
 //! failed under `CI=true`).
-
-use std::future::Future;
 
 use capstan_core::{
     PoolId, PoolSpec, ProviderKind, QueueSample, Timestamp, Worker, WorkerId, WorkerState,
@@ -25,54 +23,9 @@ fn t(secs: i64) -> Timestamp {
     Timestamp::from_unix_secs(1_700_000_000 + secs)
 }
 
-async fn with_sqlite<F, Fut>(case: F)
-where
-    F: FnOnce(Store) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("capstan.db").display());
-    let store = Store::connect(&url).await.unwrap();
-    case(store.clone()).await;
-    store.close().await;
-}
+use store::scratch::{with_postgres, with_sqlite};
 
-async fn with_postgres<F, Fut>(case: F)
-where
-    F: FnOnce(Store) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    let Some(db) = store::scratch::ScratchDatabase::create().await else {
-        return;
-    };
-    let store = Store::connect(&db.url).await.unwrap();
-    case(store.clone()).await;
-    store.close().await;
-    db.drop_now().await;
-}
-
-macro_rules! both {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $case() {
-                    super::with_sqlite(super::$case).await
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $case() {
-                    super::with_postgres(super::$case).await
-                }
-            )*
-        }
-    };
-}
-
-both!(
+store::on_both_backends!(
     pools_are_created_read_and_listed,
     updates_are_compare_and_swap_on_the_generation,
     concurrent_updates_with_one_generation_have_one_winner,

@@ -1,0 +1,91 @@
+//! What the end-to-end tests share: free ports, a real HTTP client, and a `capstan
+//! serve` child process that is waited on until healthy and killed on drop.
+
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `GET http://127.0.0.1:{port}{path}` with reqwest; (status, body), or None when
+/// nothing answers.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
+    runtime.block_on(async {
+        let response = reqwest::Client::new()
+            .get(format!("http://127.0.0.1:{port}{path}"))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .ok()?;
+        let status = response.status().as_u16();
+        Some((status, response.text().await.ok()?))
+    })
+}
+
+/// A running `capstan serve`; killed (and reaped) on drop.
+#[derive(Debug)]
+pub struct Service {
+    /// The process.
+    pub child: Child,
+    /// Its port.
+    pub port: u16,
+}
+
+impl Service {
+    /// Spawns `cmd` (a `capstan serve` listening on `port`) and waits until `/healthz`
+    /// answers 200; panics with the server's stderr if it exits first.
+    pub fn spawn_healthy(mut cmd: Command, port: u16) -> Service {
+        let mut service = Service {
+            child: cmd.spawn().unwrap(),
+            port,
+        };
+        service.wait_healthy();
+        service
+    }
+
+    /// Waits until `/healthz` answers 200 (30 s at most).
+    pub fn wait_healthy(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Some((200, body)) = http_get(self.port, "/healthz") {
+                assert!(body.contains("\"status\":\"ok\""), "{body}");
+                return;
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let mut err = String::new();
+                if let Some(mut stderr) = self.child.stderr.take() {
+                    stderr.read_to_string(&mut err).unwrap();
+                }
+                panic!("capstan serve exited with {status}: {err}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("capstan serve did not answer /healthz within 30 s");
+    }
+
+    /// Its base URL.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
