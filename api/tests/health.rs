@@ -51,3 +51,27 @@ async fn healthz_follows_the_store_and_readyz_the_lifecycle() {
         StatusCode::SERVICE_UNAVAILABLE
     );
 }
+
+#[tokio::test]
+async fn the_document_and_swagger_ui_are_served_without_a_token() {
+    let store = Store::connect("sqlite::memory:").await.unwrap();
+    let state = AppState::new(
+        store,
+        Readiness::default(),
+        Clock::new(|| capstan_core::Timestamp::from_unix_secs(1_800_000_000)),
+    );
+    let (code, doc) = get(&state, "/openapi.json").await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert!(doc["paths"]["/v1/pools/{pool_id}"]["put"].is_object());
+    let response = router(state.clone())
+        .oneshot(Request::get("/docs/").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let html = response.into_body().collect().await.unwrap().to_bytes();
+    let html = String::from_utf8_lossy(&html);
+    assert!(html.contains("swagger-ui"), "{html}");
+    // The page's assets come from the binary, not from the internet.
+    assert!(!html.contains("https://"), "{html}");
+}
