@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# capstan's whole test suite: formatting, lints, and every test — the store suite
-# against SQLite and against PostgreSQL, the providers against their emulators.
+# capstan's whole test suite: formatting, lints, and every test — the store and API
+# suites against SQLite and against PostgreSQL, the providers against their emulators,
+# the CLI against a real server — then a schema-driven fuzz run of the API.
 #
 #   scripts/test.sh            # what CI runs (after .ci/run installs the emulators)
 #
@@ -8,7 +9,8 @@
 # names a server where tests may create and drop databases; if it is a local server
 # that is down, it is started. Emulators: moto_server and gcplocal are taken from PATH,
 # from CAPSTAN_MOTO_SERVER / CAPSTAN_GCPLOCAL, or from ./.venv (see
-# .ci/install-emulators). Without them, or without PostgreSQL, those tests are skipped
+# .ci/install-emulators, which also installs schemathesis). Without them, or without
+# PostgreSQL, those tests are skipped
 # with a printed reason — except under CI=true, where they fail.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,3 +35,5 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --workspace
+echo "== API fuzz: schemathesis against a running capstan serve (scripts/fuzz-api.sh)"
+CAPSTAN_BIN="$PWD/target/debug/capstan" scripts/fuzz-api.sh
