@@ -93,11 +93,18 @@ impl ClientView {
 #[serde(deny_unknown_fields)]
 pub struct CreateClient {
     /// For people and audit entries: 1-64 printable characters.
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$"
+    )]
     pub name: String,
     /// At least one scope, e.g. `pools:write:ci/*`, `clients:admin`, `*`.
+    #[schema(min_items = 1, max_items = 64)]
     pub scopes: Vec<String>,
     /// Seconds until the token expires (60 s to 10 years); leave out for no expiry.
     #[serde(default)]
+    #[schema(minimum = 60, maximum = 315_360_000)]
     pub expires_in_s: Option<u64>,
 }
 

@@ -24,7 +24,7 @@ use utoipa::ToSchema;
 use crate::AppState;
 use crate::auth::{Action, Caller};
 use crate::error::{ApiError, ErrorBody};
-use crate::pools::PoolPath;
+use crate::pools::{PoolIdParam, PoolPath};
 use crate::request::{JsonBody, decode};
 use crate::store_inventory::StoreInventory;
 
@@ -87,8 +87,10 @@ impl From<StaticMachine> for MachineView {
 #[serde(deny_unknown_fields)]
 pub struct RegisterMachine {
     /// Unique over all static pools: 1-63 of a-z 0-9 - _ .
+    #[schema(pattern = "^[a-z0-9._-]{1,63}$")]
     pub name: String,
     /// Task slots it offers (>= 1).
+    #[schema(minimum = 1)]
     pub capacity: u32,
     /// Labels launch configs may select on.
     #[serde(default)]
@@ -144,7 +146,7 @@ fn static_error(e: StaticError) -> ApiError {
 /// `pools:write:<pool_id>`.
 #[utoipa::path(
     post, path = "/v1/pools/{pool_id}/machines", tag = "machines",
-    params(("pool_id" = String, Path, description = "A static pool's id; its `/` may be sent as is or as %2F")),
+    params(PoolIdParam),
     request_body(content = RegisterMachine, content_type = "application/json"),
     responses(
         (status = 201, description = "Registered; the secret is in the body, shown once", body = RegisteredMachine),
@@ -197,7 +199,7 @@ pub async fn register_machine(
 /// Needs `pools:read:<pool_id>`.
 #[utoipa::path(
     get, path = "/v1/pools/{pool_id}/machines", tag = "machines",
-    params(("pool_id" = String, Path, description = "Pool id; its `/` may be sent as is or as %2F")),
+    params(PoolIdParam),
     responses(
         (status = 200, description = "The pool's machines", body = MachineList),
         (status = 400, description = "Bad pool id", body = ErrorBody),

@@ -167,6 +167,20 @@ impl<S: Send + Sync> FromRequestParts<S> for PoolPath {
     }
 }
 
+/// The `pool_id` path parameter as the OpenAPI document describes it (the handlers read
+/// it with [`PoolPath`], which applies the full rules, reserved last segments included).
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct PoolIdParam {
+    /// Pool id; its `/` may be sent as is or as %2F.
+    #[param(
+        pattern = "^[a-z0-9_-]+(/[a-z0-9_-]+)*$",
+        min_length = 1,
+        max_length = 64
+    )]
+    pub pool_id: String,
+}
+
 /// Builds a spec for pool `id` from a request body: the body's `id` may be left out and
 /// must match the path when given; everything else is checked by the spec validator.
 pub fn spec_from_body(id: &PoolId, mut body: Value) -> Result<PoolSpec, ApiError> {
@@ -372,6 +386,7 @@ pub struct ListPoolsQuery {
     /// Only pools whose id starts with this (e.g. `ci/`).
     prefix: Option<String>,
     /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
     /// The `continuation` of the previous page.
     continuation: Option<String>,
@@ -413,7 +428,12 @@ pub async fn list_pools(
     let mut filter = PoolFilter {
         provider: q.provider,
         prefix: q.prefix,
-        after: q.continuation.as_deref().map(resume_after).transpose()?,
+        after: q
+            .continuation
+            .as_deref()
+            .map(resume_after)
+            .transpose()?
+            .flatten(),
     };
     let mut items = Vec::new();
     let mut next = None;
@@ -449,8 +469,8 @@ pub async fn list_pools(
 #[utoipa::path(
     get, path = "/v1/pools/{pool_id}", tag = "pools",
     params(
-        ("pool_id" = String, Path, description = "Pool id; its `/` may be sent as is or as %2F"),
-        ("If-None-Match" = Option<String>, Header, description = "A generation as an entity tag, e.g. \"3\""),
+        PoolIdParam,
+        ("If-None-Match" = Option<String>, Header, nullable = false, description = "A generation as an entity tag, e.g. \"3\"", pattern = r#"^(W/)?"[0-9]+"(\s*,\s*(W/)?"[0-9]+")*$"#),
     ),
     responses(
         (status = 200, description = "The pool", body = PoolView, headers(("ETag" = String, description = "The generation, e.g. \"3\""))),
@@ -471,7 +491,7 @@ pub async fn get_pool(
     caller.require(Action::PoolsRead, id.as_str())?;
     let pre = Preconditions::from_headers(&headers)?;
     let record = existing(&state.store, &id).await?;
-    if pre.if_none_match.contains(&record.generation) {
+    if pre.if_none_match_any || pre.if_none_match.contains(&record.generation) {
         let mut response = StatusCode::NOT_MODIFIED.into_response();
         response
             .headers_mut()
@@ -489,9 +509,9 @@ pub async fn get_pool(
 #[utoipa::path(
     put, path = "/v1/pools/{pool_id}", tag = "pools",
     params(
-        ("pool_id" = String, Path, description = "Pool id; its `/` may be sent as is or as %2F"),
-        ("If-Match" = Option<String>, Header, description = "Required to replace: the generation the change is based on, e.g. \"3\""),
-        ("If-None-Match" = Option<String>, Header, description = "`*`: create only"),
+        PoolIdParam,
+        ("If-Match" = Option<String>, Header, nullable = false, description = "Required to replace: the generation the change is based on, e.g. \"3\"", pattern = r#"^(W/)?"[0-9]+"(\s*,\s*(W/)?"[0-9]+")*$"#),
+        ("If-None-Match" = Option<String>, Header, nullable = false, description = "`*`: create only", pattern = r#"^\*$"#),
     ),
     request_body(content = PoolSpec, content_type = "application/json"),
     responses(
@@ -538,8 +558,8 @@ pub async fn put_pool(
 #[utoipa::path(
     patch, path = "/v1/pools/{pool_id}", tag = "pools",
     params(
-        ("pool_id" = String, Path, description = "Pool id; its `/` may be sent as is or as %2F"),
-        ("If-Match" = String, Header, description = "The generation the patch is based on, e.g. \"3\""),
+        PoolIdParam,
+        ("If-Match" = String, Header, description = "The generation the patch is based on, e.g. \"3\"", pattern = r#"^(W/)?"[0-9]+"(\s*,\s*(W/)?"[0-9]+")*$"#),
     ),
     request_body(content = Object, content_type = "application/merge-patch+json",
         description = "A JSON merge patch of the spec (application/json is accepted too)"),
@@ -579,8 +599,8 @@ pub async fn patch_pool(
 #[utoipa::path(
     delete, path = "/v1/pools/{pool_id}", tag = "pools",
     params(
-        ("pool_id" = String, Path, description = "Pool id; its `/` may be sent as is or as %2F"),
-        ("If-Match" = String, Header, description = "The generation you read, e.g. \"3\""),
+        PoolIdParam,
+        ("If-Match" = String, Header, description = "The generation you read, e.g. \"3\"", pattern = r#"^(W/)?"[0-9]+"(\s*,\s*(W/)?"[0-9]+")*$"#),
     ),
     responses(
         (status = 202, description = "Marked deleting; workers drain first", body = PoolView),
@@ -616,7 +636,7 @@ pub async fn delete_pool(
 /// count and first and last times. Needs `pools:read:<pool_id>`.
 #[utoipa::path(
     get, path = "/v1/pools/{pool_id}/errors", tag = "pools",
-    params(("pool_id" = String, Path, description = "Pool id; its `/` may be sent as is or as %2F")),
+    params(PoolIdParam),
     responses(
         (status = 200, description = "The pool's errors, most recent first", body = PoolErrorList),
         (status = 400, description = "Bad pool id", body = ErrorBody),
@@ -656,6 +676,7 @@ pub async fn pool_errors(
 #[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
     /// The `continuation` of the previous page.
     continuation: Option<String>,
@@ -667,7 +688,7 @@ pub struct AuditQuery {
 /// after; newest first. Needs `pools:read:<pool_id>`.
 #[utoipa::path(
     get, path = "/v1/pools/{pool_id}/audit", tag = "pools",
-    params(("pool_id" = String, Path, description = "Pool id; its `/` may be sent as is or as %2F"), AuditQuery),
+    params(PoolIdParam, AuditQuery),
     responses(
         (status = 200, description = "Audit entries, newest first", body = AuditPage),
         (status = 400, description = "Bad pool id or query", body = ErrorBody),
@@ -685,7 +706,13 @@ pub async fn pool_audit(
 ) -> Result<Json<AuditPage>, ApiError> {
     caller.require(Action::PoolsRead, id.as_str())?;
     let limit = page_limit(q.limit)?;
-    let before = match q.continuation.as_deref().map(resume_after).transpose()? {
+    let before = match q
+        .continuation
+        .as_deref()
+        .map(resume_after)
+        .transpose()?
+        .flatten()
+    {
         Some(after) => Some(after.parse::<i64>().map_err(|_| {
             ApiError::bad_request("continuation: not a token this server issued for this route")
         })?),

@@ -215,8 +215,12 @@ pub fn continuation(after: &str) -> String {
     URL_SAFE_NO_PAD.encode(serde_json::to_vec(&token).unwrap_or_default())
 }
 
-/// Reads a `continuation` back into the key to resume after.
-pub fn resume_after(token: &str) -> Result<String, ApiError> {
+/// Reads a `continuation` back into the key to resume after (an empty one is no
+/// continuation: the first page).
+pub fn resume_after(token: &str) -> Result<Option<String>, ApiError> {
+    if token.is_empty() {
+        return Ok(None);
+    }
     let bad = || {
         ApiError::bad_request(
             "continuation: not a token this server issued; pass the `continuation` of the previous page unchanged",
@@ -227,7 +231,7 @@ pub fn resume_after(token: &str) -> Result<String, ApiError> {
     if token.v != 1 {
         return Err(bad());
     }
-    Ok(token.after)
+    Ok(Some(token.after))
 }
 
 /// Checks a `limit` query parameter.
@@ -257,7 +261,11 @@ mod tests {
 
     #[test]
     fn continuations_round_trip_and_refuse_forgeries() {
-        assert_eq!(resume_after(&continuation("ci/linux")).unwrap(), "ci/linux");
+        assert_eq!(
+            resume_after(&continuation("ci/linux")).unwrap().as_deref(),
+            Some("ci/linux")
+        );
+        assert_eq!(resume_after("").unwrap(), None);
         assert!(resume_after("not-a-token").is_err());
         assert!(resume_after(&URL_SAFE_NO_PAD.encode(b"{\"v\":2,\"after\":\"x\"}")).is_err());
     }

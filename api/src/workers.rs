@@ -19,7 +19,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::AppState;
 use crate::auth::{Action, Caller};
 use crate::error::{ApiError, ErrorBody};
-use crate::pools::PoolPath;
+use crate::pools::{PoolIdParam, PoolPath};
 use crate::request::{Query, continuation, page_limit, resume_after};
 
 /// A page of workers.
@@ -40,6 +40,7 @@ pub struct WorkersQuery {
     /// state but `terminated`.
     state: Option<String>,
     /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
     /// The `continuation` of the previous page.
     continuation: Option<String>,
@@ -71,7 +72,7 @@ fn parse_states(text: Option<&str>) -> Result<Vec<WorkerState>, ApiError> {
 /// Needs `workers:read:<pool_id>`.
 #[utoipa::path(
     get, path = "/v1/pools/{pool_id}/workers", tag = "workers",
-    params(("pool_id" = String, Path, description = "Pool id; its `/` may be sent as is or as %2F"), WorkersQuery),
+    params(PoolIdParam, WorkersQuery),
     responses(
         (status = 200, description = "A page of workers", body = WorkerPage),
         (status = 400, description = "Bad pool id or query", body = ErrorBody),
@@ -90,7 +91,12 @@ pub async fn list_workers(
     caller.require(Action::WorkersRead, id.as_str())?;
     let states = parse_states(q.state.as_deref())?;
     let limit = page_limit(q.limit)?;
-    let after = q.continuation.as_deref().map(resume_after).transpose()?;
+    let after = q
+        .continuation
+        .as_deref()
+        .map(resume_after)
+        .transpose()?
+        .flatten();
     if state.store.get_pool(&id).await?.is_none() {
         return Err(ApiError::not_found(format!("no pool {id}")));
     }
