@@ -34,6 +34,12 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test"
-cargo test --workspace
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+cargo test --workspace 2>&1 | tee "$log"
 echo "== API fuzz: schemathesis against a running capstan serve (scripts/fuzz-api.sh)"
 CAPSTAN_BIN="$PWD/target/debug/capstan" scripts/fuzz-api.sh
+
+# One closing line over every cargo test binary (set -o pipefail stopped us above if
+# any failed).
+awk '/^test result:/ { p += $4; f += $6 } END { printf "cargo test: %d passed, %d failed\n", p, f }' "$log"

@@ -531,8 +531,56 @@ async fn bad_requests_get_one_error_shape_and_change_nothing(c: Ctx) {
     c.get("/v1/pools?continuation=forged", &c.admin)
         .await
         .error(StatusCode::BAD_REQUEST, "bad_request");
+    // Pools that do not exist, for every route that needs one.
+    c.json(
+        Method::PATCH,
+        "/v1/pools/ci/ghost",
+        &c.admin,
+        &[("if-match", "\"1\"")],
+        &json!({}),
+    )
+    .await
+    .error(StatusCode::NOT_FOUND, "not_found");
+    c.send(
+        Method::DELETE,
+        "/v1/pools/ci/ghost",
+        Some(&c.admin),
+        &[("if-match", "\"1\"")],
+        None,
+    )
+    .await
+    .error(StatusCode::NOT_FOUND, "not_found");
+    c.json(
+        Method::POST,
+        "/v1/pools/ci/ghost/machines",
+        &c.admin,
+        &[],
+        &json!({"name": "m", "capacity": 1}),
+    )
+    .await
+    .error(StatusCode::NOT_FOUND, "not_found");
+    c.get("/v1/pools/ci/ghost/machines", &c.admin)
+        .await
+        .error(StatusCode::NOT_FOUND, "not_found");
+    // Other bodies and queries are as strict.
+    c.send(
+        Method::POST,
+        "/v1/clients",
+        Some(&c.admin),
+        &[("content-type", "application/json")],
+        Some(Body::from("{\"name\":")),
+    )
+    .await
+    .error(StatusCode::BAD_REQUEST, "invalid_json");
+    c.get("/v1/pools/ci/ghost/audit?continuation=forged", &c.admin)
+        .await
+        .error(StatusCode::BAD_REQUEST, "bad_request");
+    c.get("/v1/pools/ci/ghost/workers?limit=5000", &c.admin)
+        .await
+        .error(StatusCode::BAD_REQUEST, "bad_request");
     // Nothing was created by any of it.
     assert!(c.store.list_pools().await.unwrap().is_empty());
+    assert_eq!(c.store.list_clients().await.unwrap().len(), 1);
 }
 
 async fn invalid_specs_report_every_problem_with_its_field(c: Ctx) {
@@ -691,10 +739,9 @@ async fn tokens_are_checked_on_every_route(c: Ctx) {
                 "{method} {path}"
             );
             // A token that is not one, and one with a wrong secret.
-            for bad in [
-                "cap_garbage",
-                &format!("{}0", &c.admin[..c.admin.len() - 1]),
-            ] {
+            let flipped = if c.admin.ends_with('0') { "1" } else { "0" };
+            let wrong_secret = format!("{}{flipped}", &c.admin[..c.admin.len() - 1]);
+            for bad in ["cap_garbage", wrong_secret.as_str()] {
                 let a = c
                     .send(
                         method.clone(),
