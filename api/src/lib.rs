@@ -148,8 +148,11 @@ pub fn app(state: AppState) -> App {
     MapRequestLayer::new(paths::encode_pool_id as fn(Request) -> Request).layer(router(state))
 }
 
-/// Every response: bounded in time, never cached.
+/// Every response: bounded in time, never cached, and logged at debug level (method,
+/// path, status, duration: never a header, so never a token).
 async fn limit_and_label(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+    let started = tokio::time::Instant::now();
     let mut response = match tokio::time::timeout(state.request_timeout, next.run(req)).await {
         Ok(response) => response,
         Err(_) => ApiError::timeout(format!(
@@ -161,5 +164,13 @@ async fn limit_and_label(State(state): State<AppState>, req: Request, next: Next
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    tracing::debug!(
+        target: "capstan::access",
+        %method,
+        %path,
+        status = response.status().as_u16(),
+        ms = started.elapsed().as_secs_f64() * 1e3,
+        "request"
+    );
     response
 }
