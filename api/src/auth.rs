@@ -27,10 +27,9 @@ use std::sync::{Arc, Mutex};
 use axum::extract::FromRequestParts;
 use axum::http::header;
 use axum::http::request::Parts;
+use capstan_core::secret::{digest_hex, matches_digest};
 use capstan_core::{PoolId, Timestamp};
-use sha2::{Digest, Sha256};
 use store::ClientRecord;
-use subtle::ConstantTimeEq;
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -235,7 +234,7 @@ pub fn mint_token() -> Result<MintedToken, ApiError> {
     let secret = hex::encode(secret);
     Ok(MintedToken {
         token: format!("cap_{id}_{secret}"),
-        secret_sha256: hex::encode(Sha256::digest(secret.as_bytes())),
+        secret_sha256: digest_hex(&secret),
         id,
     })
 }
@@ -245,15 +244,6 @@ fn split_token(token: &str) -> Option<(&str, &str)> {
     let (id, secret) = token.strip_prefix("cap_")?.split_once('_')?;
     let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
     (hex(id, 16) && hex(secret, 64)).then_some((id, secret))
-}
-
-/// Whether `secret` hashes to `stored_hex`, compared in constant time.
-fn secret_matches(secret: &str, stored_hex: &str) -> bool {
-    let Ok(stored) = hex::decode(stored_hex) else {
-        return false;
-    };
-    let given = Sha256::digest(secret.as_bytes());
-    stored.len() == given.len() && bool::from(stored.as_slice().ct_eq(given.as_slice()))
 }
 
 /// When each client's `last_used` was last written by this replica.
@@ -373,7 +363,7 @@ impl FromRequestParts<AppState> for Caller {
             ));
         };
         let record = state.store.get_client(id).await?;
-        let Some(record) = record.filter(|r| secret_matches(secret, &r.secret_sha256)) else {
+        let Some(record) = record.filter(|r| matches_digest(secret, &r.secret_sha256)) else {
             return Err(ApiError::unauthorized(format!(
                 "token for client {id} is not valid"
             )));
@@ -476,10 +466,10 @@ mod tests {
         let (id, secret) = split_token(&minted.token).unwrap();
         assert_eq!(id, minted.id);
         assert!(!minted.secret_sha256.contains(secret));
-        assert!(secret_matches(secret, &minted.secret_sha256));
+        assert!(matches_digest(secret, &minted.secret_sha256));
         let mut wrong = secret.to_owned();
         wrong.replace_range(0..1, if wrong.starts_with('0') { "1" } else { "0" });
-        assert!(!secret_matches(&wrong, &minted.secret_sha256));
+        assert!(!matches_digest(&wrong, &minted.secret_sha256));
         for bad in [
             "",
             "cap_",

@@ -19,6 +19,7 @@
 //! - [`time`]: [`Timestamp`], the one clock type. Decision code takes "now" as an
 //!   argument, so the simulator and tests drive it.
 //! - [`id`]: validated identifiers.
+//! - [`secret`]: secrets at rest, as SHA-256 digests compared in constant time.
 
 pub mod forecast;
 pub mod id;
@@ -26,6 +27,7 @@ pub mod offering;
 pub mod plan;
 pub mod queue;
 pub mod schedule;
+pub mod secret;
 pub mod spec;
 pub mod time;
 pub mod validate;

@@ -30,8 +30,6 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use capstan_core::{LaunchConfig, Market, Offering, PoolId, ProviderKind, Timestamp, WorkerId};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 use crate::Provider;
 use crate::clock::Clock;
@@ -270,10 +268,6 @@ fn check_name(name: &str) -> Result<(), StaticError> {
     Ok(())
 }
 
-fn digest_hex(secret: &str) -> String {
-    hex::encode(Sha256::digest(secret.as_bytes()))
-}
-
 fn instance_id(m: &StaticMachine, lease: u64) -> String {
     format!("{}@{lease}", m.name)
 }
@@ -330,7 +324,7 @@ impl StaticProvider {
             pool_id,
             capacity,
             labels,
-            secret_sha256: digest_hex(secret.expose()),
+            secret_sha256: capstan_core::secret::digest_hex(secret.expose()),
             assignment: Assignment::Idle,
             lease: 0,
             last_token: None,
@@ -348,11 +342,10 @@ impl StaticProvider {
         let Some(m) = self.inventory.get(name).await? else {
             return Ok(false);
         };
-        let Ok(stored) = hex::decode(&m.secret_sha256) else {
-            return Ok(false);
-        };
-        let given = Sha256::digest(presented.as_bytes());
-        Ok(stored.len() == given.len() && bool::from(stored.as_slice().ct_eq(given.as_slice())))
+        Ok(capstan_core::secret::matches_digest(
+            presented,
+            &m.secret_sha256,
+        ))
     }
 
     /// Removes machine `name` from its pool.
