@@ -24,7 +24,7 @@ use utoipa::ToSchema;
 use crate::AppState;
 use crate::auth::{Action, Caller};
 use crate::error::{ApiError, ErrorBody};
-use crate::pools::{PoolIdParam, PoolPath};
+use crate::pools::{PoolIdParam, PoolPath, existing};
 use crate::request::{JsonBody, decode};
 use crate::store_inventory::StoreInventory;
 
@@ -170,9 +170,7 @@ pub async fn register_machine(
     caller.require(Action::PoolsWrite, id.as_str())?;
     let JsonBody(body) = JsonBody::read(req).await?;
     let body: RegisterMachine = decode(body)?;
-    let Some(pool) = state.store.get_pool(&id).await? else {
-        return Err(ApiError::not_found(format!("no pool {id}")));
-    };
+    let pool = existing(&state.store, &id).await?;
     if pool.spec.provider != ProviderKind::Static {
         return Err(ApiError::conflict(format!(
             "pool {id} has provider {}; machines can only be registered in a static pool",
@@ -215,9 +213,7 @@ pub async fn list_machines(
     PoolPath(id): PoolPath,
 ) -> Result<Json<MachineList>, ApiError> {
     caller.require(Action::PoolsRead, id.as_str())?;
-    if state.store.get_pool(&id).await?.is_none() {
-        return Err(ApiError::not_found(format!("no pool {id}")));
-    }
+    existing(&state.store, &id).await?;
     let machines = provider(&state)
         .machines(Some(&id))
         .await

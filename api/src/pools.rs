@@ -25,7 +25,7 @@ use axum::response::{IntoResponse, Response};
 use capstan_core::{FieldError, PoolId, PoolSpec, ProviderKind, Timestamp};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use store::{AuditAction, DeleteOutcome, PoolFilter, PoolRecord, Store};
+use store::{DeleteOutcome, PoolFilter, PoolRecord, Store};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
@@ -141,15 +141,6 @@ pub struct AuditPage {
     pub continuation: Option<String>,
 }
 
-fn action_name(a: AuditAction) -> &'static str {
-    match a {
-        AuditAction::Create => "create",
-        AuditAction::Update => "update",
-        AuditAction::Delete => "delete",
-        AuditAction::DeleteRequested => "delete_requested",
-    }
-}
-
 /// The pool id of a `/v1/pools/{pool_id}...` path, validated (400 when it is not one).
 #[derive(Debug, Clone)]
 pub struct PoolPath(pub PoolId);
@@ -230,9 +221,9 @@ pub enum PutOutcome {
     Unchanged,
 }
 
-/// The generation a write may be based on: `If-Match` must be present (428) and name
-/// the current generation (412).
-fn based_on(current: &PoolRecord, pre: &Preconditions) -> Result<i64, ApiError> {
+/// The generation a write (or delete) is based on: `If-Match` must be present (428)
+/// and name the current generation (412).
+fn matched_generation(current: &PoolRecord, pre: &Preconditions) -> Result<i64, ApiError> {
     let id = &current.spec.id;
     let Some(named) = &pre.if_match else {
         return Err(ApiError::precondition_required(format!(
@@ -251,12 +242,19 @@ fn based_on(current: &PoolRecord, pre: &Preconditions) -> Result<i64, ApiError> 
             ),
         ));
     }
+    Ok(current.generation)
+}
+
+/// The generation an edit is based on: [`matched_generation`], and the pool must not be
+/// being deleted (409).
+fn based_on(current: &PoolRecord, pre: &Preconditions) -> Result<i64, ApiError> {
+    let generation = matched_generation(current, pre)?;
     if current.deleting_since.is_some() {
         return Err(ApiError::from(store::StoreError::PoolDeleting(
-            id.to_string(),
+            current.spec.id.to_string(),
         )));
     }
-    Ok(current.generation)
+    Ok(generation)
 }
 
 /// Writes `spec` over `current` if it differs, as a compare-and-swap on `expected`.
@@ -321,9 +319,7 @@ pub async fn patch(
     pre: &Preconditions,
     now: Timestamp,
 ) -> Result<(PutOutcome, PoolRecord), ApiError> {
-    let Some(current) = store.get_pool(id).await? else {
-        return Err(ApiError::not_found(format!("no pool {id}")));
-    };
+    let current = existing(store, id).await?;
     let expected = based_on(&current, pre)?;
     let mut document = serde_json::to_value(&current.spec).map_err(|e| ApiError::internal(&e))?;
     json_patch::merge(&mut document, merge_patch);
@@ -339,30 +335,13 @@ pub async fn delete(
     pre: &Preconditions,
     now: Timestamp,
 ) -> Result<DeleteOutcome, ApiError> {
-    let Some(current) = store.get_pool(id).await? else {
-        return Err(ApiError::not_found(format!("no pool {id}")));
-    };
-    let Some(named) = &pre.if_match else {
-        return Err(ApiError::precondition_required(format!(
-            "send If-Match: \"{}\" to delete pool {id} at the generation you read",
-            current.generation
-        )));
-    };
-    if !named.contains(&current.generation) {
-        return Err(ApiError::precondition_failed(
-            Some(current.generation),
-            format!(
-                "pool {id} changed: If-Match does not name the current generation {}; nothing deleted",
-                current.generation
-            ),
-        ));
-    }
-    Ok(store
-        .delete_pool(id, current.generation, actor, now)
-        .await?)
+    let current = existing(store, id).await?;
+    let expected = matched_generation(&current, pre)?;
+    Ok(store.delete_pool(id, expected, actor, now).await?)
 }
 
-async fn existing(store: &Store, id: &PoolId) -> Result<PoolRecord, ApiError> {
+/// Pool `id`'s record, or 404.
+pub(crate) async fn existing(store: &Store, id: &PoolId) -> Result<PoolRecord, ApiError> {
     store
         .get_pool(id)
         .await?
@@ -730,7 +709,7 @@ pub async fn pool_audit(
                 id: e.id,
                 at: e.at,
                 actor: e.actor,
-                action: action_name(e.action).to_owned(),
+                action: e.action.as_str().to_owned(),
                 old_generation: e.old_generation,
                 new_generation: e.new_generation,
             })

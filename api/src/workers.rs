@@ -19,7 +19,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::AppState;
 use crate::auth::{Action, Caller};
 use crate::error::{ApiError, ErrorBody};
-use crate::pools::{PoolIdParam, PoolPath};
+use crate::pools::{PoolIdParam, PoolPath, existing};
 use crate::request::{Query, continuation, page_limit, resume_after};
 
 /// A page of workers.
@@ -97,9 +97,7 @@ pub async fn list_workers(
         .map(resume_after)
         .transpose()?
         .flatten();
-    if state.store.get_pool(&id).await?.is_none() {
-        return Err(ApiError::not_found(format!("no pool {id}")));
-    }
+    existing(&state.store, &id).await?;
     let items = state
         .store
         .list_workers_page(&id, &states, after.as_deref(), limit)

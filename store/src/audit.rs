@@ -21,7 +21,8 @@ pub enum AuditAction {
 }
 
 impl AuditAction {
-    pub(crate) fn as_str(self) -> &'static str {
+    /// The name stored and shown (`create`, `update`, `delete`, `delete_requested`).
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Create => "create",
             Self::Update => "update",
