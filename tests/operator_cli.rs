@@ -135,6 +135,36 @@ fn bootstrap_admin(dir: &Path) -> String {
     token
 }
 
+/// A fresh world: a temporary directory, the first admin bootstrapped there on the
+/// store directly, and a `capstan serve` over that store.
+struct Session {
+    dir: tempfile::TempDir,
+    server: Service,
+    admin_token: String,
+}
+
+impl Session {
+    fn start() -> Session {
+        let dir = tempfile::tempdir().unwrap();
+        let admin_token = bootstrap_admin(dir.path());
+        let server = start_server(dir.path());
+        Session {
+            dir,
+            server,
+            admin_token,
+        }
+    }
+
+    /// The admin's shell.
+    fn admin(&self) -> Operator<'_> {
+        Operator {
+            dir: self.dir.path(),
+            server: self.server.url(),
+            token: Some(self.admin_token.clone()),
+        }
+    }
+}
+
 /// `cap_<id>_<secret>` → id.
 fn client_id(token: &str) -> &str {
     token.split('_').nth(1).unwrap()
@@ -149,15 +179,9 @@ const CI_POOL: &str =
 
 #[test]
 fn pools_apply_shows_diffs_and_never_overwrites_a_change_it_did_not_see() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let admin = bootstrap_admin(d);
-    let server = start_server(d);
-    let op = Operator {
-        dir: d,
-        server: server.url(),
-        token: Some(admin),
-    };
+    let session = Session::start();
+    let d = session.dir.path();
+    let op = session.admin();
 
     // Create: the diff is all additions, defaults spelled out.
     write(d, "p.yaml", CI_POOL);
@@ -352,15 +376,9 @@ fn pools_apply_shows_diffs_and_never_overwrites_a_change_it_did_not_see() {
 
 #[test]
 fn machines_scopes_and_revoked_tokens() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let admin_token = bootstrap_admin(d);
-    let server = start_server(d);
-    let admin = Operator {
-        dir: d,
-        server: server.url(),
-        token: Some(admin_token.clone()),
-    };
+    let session = Session::start();
+    let d = session.dir.path();
+    let admin = session.admin();
     write(
         d,
         "lab.yaml",
@@ -540,10 +558,9 @@ fn machines_scopes_and_revoked_tokens() {
 
 #[test]
 fn client_settings_come_from_flags_environment_and_a_private_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let token = bootstrap_admin(d);
-    let server = start_server(d);
+    let session = Session::start();
+    let d = session.dir.path();
+    let (token, server) = (session.admin_token.clone(), &session.server);
 
     // Nobody listening: the message names the server.
     let dead = format!("http://127.0.0.1:{}", free_port());
@@ -709,15 +726,9 @@ fn insert_ready_worker(dir: &Path, pool: &str, id: &str) {
 
 #[test]
 fn workers_are_listed_and_drained_and_a_pool_with_live_workers_drains_before_deletion() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let token = bootstrap_admin(d);
-    let server = start_server(d);
-    let op = Operator {
-        dir: d,
-        server: server.url(),
-        token: Some(token),
-    };
+    let session = Session::start();
+    let d = session.dir.path();
+    let op = session.admin();
     write(d, "ci.yaml", CI_POOL);
     op.ok(&["pools", "apply", "-f", "ci.yaml"]);
     insert_ready_worker(d, "ci/linux", "w-0001");

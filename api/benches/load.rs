@@ -378,6 +378,16 @@ impl Tally {
     }
 }
 
+/// `GET uri` with the bench's token.
+fn get_request(uri: &str, target: &Target) -> Request<Full<Bytes>> {
+    Request::builder()
+        .method(Method::GET)
+        .uri(uri)
+        .header(AUTHORIZATION, &target.bearer)
+        .body(Full::new(Bytes::new()))
+        .expect("request")
+}
+
 /// One request of a case, measured against its scheduled time `at`.
 async fn one_request(
     route: Route,
@@ -393,12 +403,7 @@ async fn one_request(
     let uri = format!("http://{}/v1/pools/{}", target.addr, pool_id(index));
     let (sent, result) = match route {
         Route::Get => {
-            let req = Request::builder()
-                .method(Method::GET)
-                .uri(&uri)
-                .header(AUTHORIZATION, &target.bearer)
-                .body(Full::new(Bytes::new()))
-                .expect("request");
+            let req = get_request(&uri, target);
             let sent = Instant::now();
             (sent, send(client, req).await)
         }
@@ -425,13 +430,7 @@ async fn one_request(
                     }
                 } else {
                     // Resynchronise (unmeasured) so one failure does not cascade.
-                    let req = Request::builder()
-                        .method(Method::GET)
-                        .uri(&uri)
-                        .header(AUTHORIZATION, &target.bearer)
-                        .body(Full::new(Bytes::new()))
-                        .expect("request");
-                    if let Ok((s, h, body)) = send(client, req).await
+                    if let Ok((s, h, body)) = send(client, get_request(&uri, target)).await
                         && s.is_success()
                     {
                         if let Some(g) = parse_etag(&h) {

@@ -97,24 +97,9 @@ mod tests {
 
     use capstan_core::Timestamp;
 
-    use super::*;
+    use store::scratch::{with_postgres, with_sqlite};
 
-    async fn stores() -> Vec<(
-        Store,
-        Option<store::scratch::ScratchDatabase>,
-        tempfile::TempDir,
-    )> {
-        let dir = tempfile::tempdir().unwrap();
-        let sqlite = Store::connect(&format!("sqlite://{}", dir.path().join("c.db").display()))
-            .await
-            .unwrap();
-        let mut out = vec![(sqlite, None, dir)];
-        if let Some(db) = store::scratch::ScratchDatabase::create().await {
-            let pg = Store::connect(&db.url).await.unwrap();
-            out.push((pg, Some(db), tempfile::tempdir().unwrap()));
-        }
-        out
-    }
+    use super::*;
 
     #[derive(Debug)]
     struct FixedClock;
@@ -124,54 +109,49 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn static_machines_persist_hashed_secrets_and_leases() {
-        for (store, db, _dir) in stores().await {
-            let pool = PoolId::new("lab/macs").unwrap();
-            let provider = StaticProvider::new(
-                Arc::new(StoreInventory(store.clone())),
-                Arc::new(FixedClock),
-            );
-            let (_, secret) = provider
-                .register_machine(pool.clone(), "mac-1", 2, BTreeMap::new())
+    store::on_both_backends!(static_machines_persist_hashed_secrets_and_leases);
+
+    async fn static_machines_persist_hashed_secrets_and_leases(store: Store) {
+        let pool = PoolId::new("lab/macs").unwrap();
+        let provider = StaticProvider::new(
+            Arc::new(StoreInventory(store.clone())),
+            Arc::new(FixedClock),
+        );
+        let (_, secret) = provider
+            .register_machine(pool.clone(), "mac-1", 2, BTreeMap::new())
+            .await
+            .unwrap();
+        // Only the hash is stored.
+        let row = store.static_machine("mac-1").await.unwrap().unwrap();
+        assert!(
+            !row.machine.contains(secret.expose()),
+            "plain secret stored"
+        );
+        // A fresh provider over the same store (a restart) verifies the secret.
+        let restarted = StaticProvider::new(
+            Arc::new(StoreInventory(store.clone())),
+            Arc::new(FixedClock),
+        );
+        assert!(
+            restarted
+                .verify_secret("mac-1", secret.expose())
                 .await
-                .unwrap();
-            // Only the hash is stored.
-            let row = store.static_machine("mac-1").await.unwrap().unwrap();
-            assert!(
-                !row.machine.contains(secret.expose()),
-                "plain secret stored"
-            );
-            // A fresh provider over the same store (a restart) verifies the secret.
-            let restarted = StaticProvider::new(
-                Arc::new(StoreInventory(store.clone())),
-                Arc::new(FixedClock),
-            );
-            assert!(
-                restarted
-                    .verify_secret("mac-1", secret.expose())
-                    .await
-                    .unwrap()
-            );
-            assert!(!restarted.verify_secret("mac-1", "wrong").await.unwrap());
-            let lc = LaunchConfig {
-                id: "any".into(),
-                region: String::new(),
-                zone: None,
-                instance_type: "mac".into(),
-                market: Market::OnDemand,
-                capacity: 2,
-                priority: 0,
-                max_capacity: None,
-                price_per_hour: None,
-                provider_config: Default::default(),
-            };
-            let offerings = restarted.offerings(&pool, &lc).await.unwrap();
-            assert!(!offerings.is_empty());
-            store.close().await;
-            if let Some(db) = db {
-                db.drop_now().await;
-            }
-        }
+                .unwrap()
+        );
+        assert!(!restarted.verify_secret("mac-1", "wrong").await.unwrap());
+        let lc = LaunchConfig {
+            id: "any".into(),
+            region: String::new(),
+            zone: None,
+            instance_type: "mac".into(),
+            market: Market::OnDemand,
+            capacity: 2,
+            priority: 0,
+            max_capacity: None,
+            price_per_hour: None,
+            provider_config: Default::default(),
+        };
+        let offerings = restarted.offerings(&pool, &lc).await.unwrap();
+        assert!(!offerings.is_empty());
     }
 }

@@ -7,6 +7,15 @@ use http_body_util::BodyExt;
 use store::Store;
 use tower::ServiceExt;
 
+/// The app's state over `store`, on a fixed clock.
+fn state(store: Store) -> AppState {
+    AppState::new(
+        store,
+        Readiness::default(),
+        Clock::new(|| capstan_core::Timestamp::from_unix_secs(1_800_000_000)),
+    )
+}
+
 async fn get(state: &AppState, path: &str) -> (StatusCode, serde_json::Value) {
     let response = router(state.clone())
         .oneshot(Request::get(path).body(Body::empty()).unwrap())
@@ -20,11 +29,7 @@ async fn get(state: &AppState, path: &str) -> (StatusCode, serde_json::Value) {
 #[tokio::test]
 async fn healthz_follows_the_store_and_readyz_the_lifecycle() {
     let store = Store::connect("sqlite::memory:").await.unwrap();
-    let state = AppState::new(
-        store.clone(),
-        Readiness::default(),
-        Clock::new(|| capstan_core::Timestamp::from_unix_secs(1_800_000_000)),
-    );
+    let state = state(store.clone());
 
     assert_eq!(get(&state, "/healthz").await.0, StatusCode::OK);
     let (code, body) = get(&state, "/readyz").await;
@@ -54,12 +59,7 @@ async fn healthz_follows_the_store_and_readyz_the_lifecycle() {
 
 #[tokio::test]
 async fn the_document_and_swagger_ui_are_served_without_a_token() {
-    let store = Store::connect("sqlite::memory:").await.unwrap();
-    let state = AppState::new(
-        store,
-        Readiness::default(),
-        Clock::new(|| capstan_core::Timestamp::from_unix_secs(1_800_000_000)),
-    );
+    let state = state(Store::connect("sqlite::memory:").await.unwrap());
     let (code, doc) = get(&state, "/openapi.json").await;
     assert_eq!(code, StatusCode::OK);
     assert_eq!(doc["openapi"], "3.1.0");
