@@ -58,6 +58,16 @@ impl Offering {
         }
     }
 
+    /// The key [`OfferingHealth`] and plan reports know this offering by: the launch
+    /// config id, or `launch_config/zone` when the offering pins a zone the launch
+    /// config leaves open.
+    pub fn key(&self, launch_config_zone: Option<&str>) -> String {
+        match (&self.zone, launch_config_zone) {
+            (Some(z), None) => format!("{}/{z}", self.launch_config_id),
+            _ => self.launch_config_id.clone(),
+        }
+    }
+
     /// Price of one slot per hour, when the price is known.
     pub fn price_per_slot_hour(&self) -> Option<f64> {
         self.price_per_hour

@@ -50,6 +50,10 @@ pub enum Action {
     Launch {
         /// The launch config (offering) to use.
         launch_config_id: String,
+        /// The zone to launch in, when the offering names one (a launch config without
+        /// a zone may stand for one offering per zone).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        zone: Option<String>,
         /// Instances to launch (at least 1).
         count: u32,
         /// Idempotency token of this action.
@@ -270,6 +274,7 @@ mod tests {
             actions: vec![
                 Action::Launch {
                     launch_config_id: "a".into(),
+                    zone: None,
                     count: 2,
                     idempotency_token: "p-1-0".into(),
                 },

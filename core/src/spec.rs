@@ -200,6 +200,9 @@ pub struct Scaling {
     pub idle_timeout_s: u64,
     /// Launch rate limit for the pool, instances per minute. Default: 20.
     pub max_launches_per_minute: u32,
+    /// Plan and record, but never launch or terminate anything: for trying a policy
+    /// on a live pool's demand. Default: false.
+    pub dry_run: bool,
 }
 
 impl Default for Scaling {
@@ -211,6 +214,7 @@ impl Default for Scaling {
             scaling_ratio: 1.0,
             idle_timeout_s: 600,
             max_launches_per_minute: 20,
+            dry_run: false,
         }
     }
 }

@@ -476,6 +476,7 @@ const SCALING_FIELDS: &[&str] = &[
     "scaling_ratio",
     "idle_timeout_s",
     "max_launches_per_minute",
+    "dry_run",
 ];
 
 fn decode_scaling(value: Value, path: String, errors: &mut Vec<FieldError>) -> Option<Scaling> {
@@ -502,6 +503,7 @@ fn decode_scaling(value: Value, path: String, errors: &mut Vec<FieldError>) -> O
     let idle_timeout_s = o.or("idle_timeout_s", d.idle_timeout_s);
     let max_launches = o.or("max_launches_per_minute", d.max_launches_per_minute);
     let max_launches = o.check("max_launches_per_minute", max_launches, at_least(1));
+    let dry_run = o.or("dry_run", d.dry_run);
     o.finish();
     Some(Scaling {
         policy: policy?,
@@ -510,6 +512,7 @@ fn decode_scaling(value: Value, path: String, errors: &mut Vec<FieldError>) -> O
         scaling_ratio: scaling_ratio?,
         idle_timeout_s: idle_timeout_s?,
         max_launches_per_minute: max_launches?,
+        dry_run: dry_run?,
     })
 }
 

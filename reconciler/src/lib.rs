@@ -9,6 +9,8 @@
 //! The actuator (the async loop that observes, plans, applies through providers and
 //! records) builds on this module and lives beside it.
 
+pub mod controller;
 pub mod planning;
 
+pub use controller::PoolController;
 pub use planning::{PlanError, Planner, plan};

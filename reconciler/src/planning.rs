@@ -57,6 +57,8 @@ pub struct Planner {
     schedules: Vec<CompiledSchedule>,
     /// Offerings in preference order.
     offerings: Vec<Offering>,
+    /// Each offering's health key ([`Offering::key`]), parallel to `offerings`.
+    keys: Vec<String>,
     /// Lifecycle limits in milliseconds, converted once.
     registration_timeout_ms: i64,
     heartbeat_timeout_ms: i64,
@@ -103,21 +105,43 @@ impl Planner {
                     .map_err(|message| PlanError::BadSchedule { index, message })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let mut offerings: Vec<Offering> = spec
+        let offerings: Vec<Offering> = spec
             .launch_configs
             .iter()
             .map(|lc| Offering::from_launch_config(spec.provider, lc))
             .collect();
-        offerings.sort_by(Offering::preference_cmp);
         let life = &spec.lifecycle;
-        Ok(Self {
+        let mut planner = Self {
             spec: spec.clone(),
             schedules,
-            offerings,
+            offerings: Vec::new(),
+            keys: Vec::new(),
             registration_timeout_ms: secs_to_ms(life.registration_timeout_s),
             heartbeat_timeout_ms: secs_to_ms(life.heartbeat_timeout_s),
             max_lifetime_ms: life.max_lifetime_s.map(secs_to_ms),
-        })
+        };
+        planner.set_offerings(offerings);
+        Ok(planner)
+    }
+
+    /// Replaces the offerings with what the provider reports for the pool's launch
+    /// configs (current spot prices, one offering per zone where a launch config
+    /// leaves the zone open). Offerings of launch configs the spec does not have are
+    /// ignored; the order is recomputed.
+    pub fn set_offerings(&mut self, mut offerings: Vec<Offering>) {
+        offerings.retain(|o| self.spec.launch_config(&o.launch_config_id).is_some());
+        offerings.sort_by(Offering::preference_cmp);
+        self.keys = offerings
+            .iter()
+            .map(|o| {
+                let lc_zone = self
+                    .spec
+                    .launch_config(&o.launch_config_id)
+                    .and_then(|lc| lc.zone.as_deref());
+                o.key(lc_zone)
+            })
+            .collect();
+        self.offerings = offerings;
     }
 
     /// The spec this planner plans for.
@@ -249,13 +273,13 @@ impl Planner {
         let mut need = target.saturating_sub(current_slots);
         let mut seq = 0u32;
         if need > 0 {
-            for o in &self.offerings {
+            for (o, key) in self.offerings.iter().zip(&self.keys) {
                 if need == 0 {
                     break;
                 }
-                if let Some(u) = health.unavailable(&o.launch_config_id, now) {
+                if let Some(u) = health.unavailable(key, now) {
                     skipped_offerings.push(SkippedOffering {
-                        launch_config_id: o.launch_config_id.clone(),
+                        launch_config_id: key.clone(),
                         reason: SkipReason::Unavailable {
                             until: u.until,
                             reason: u.reason.clone(),
@@ -324,6 +348,7 @@ impl Planner {
                 }
                 actions.push(Action::Launch {
                     launch_config_id: o.launch_config_id.clone(),
+                    zone: o.zone.clone(),
                     count: n,
                     idempotency_token: format!("{}-{}-{}", spec.id, now.unix_ms(), seq),
                 });
@@ -519,11 +544,13 @@ scaling:
             vec![
                 Action::Launch {
                     launch_config_id: "spot".into(),
+                    zone: None,
                     count: 2,
                     idempotency_token: "ci/small-10000000-0".into(),
                 },
                 Action::Launch {
                     launch_config_id: "od-cheap-per-slot".into(),
+                    zone: None,
                     count: 2,
                     idempotency_token: "ci/small-10000000-1".into(),
                 },

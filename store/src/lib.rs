@@ -13,10 +13,13 @@
 //! - `pools`: the spec as JSON plus a `generation` bumped on every change. Updates are
 //!   compare-and-swap on the generation ([`Store::update_pool`]), so two operators
 //!   cannot silently overwrite each other. Lease columns let one replica at a time
-//!   reconcile a pool ([`Store::try_acquire_lease`]).
+//!   reconcile a pool, with a fencing token checked on every write the holder makes
+//!   ([`Store::acquire_leases`], [`Fence`]).
 //! - `workers`: one row per machine, with its state; state changes are
 //!   compare-and-swap on the state and go through [`capstan_core::Worker::transition`].
 //! - `queue_samples`: the demand time series per pool, with retention.
+//! - `pool_status` and `plan_log`: each pool's latest plan and forecast (what the API
+//!   and the dashboard show, whichever replica planned), and the plans that acted.
 //! - `pool_errors`: deduplicated (same pool, launch config, kind and message bump a
 //!   count and the last-seen time).
 //! - `audit_log`: who changed which pool when, with old and new generations.
@@ -31,12 +34,14 @@
 
 mod audit;
 pub mod clients;
+mod leases;
 mod pool_errors;
 mod pools;
 pub mod providers_state;
 mod queue_samples;
 #[cfg(feature = "test-support")]
 pub mod scratch;
+mod status;
 mod workers;
 
 use std::str::FromStr;
@@ -47,9 +52,11 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 
 pub use audit::{AuditAction, AuditEntry};
 pub use clients::ClientRecord;
+pub use leases::{Fence, Lease};
 pub use pool_errors::PoolError;
 pub use pools::{DeleteOutcome, PoolFilter, PoolRecord};
 pub use providers_state::{LedgerRow, StaticMachineRow};
+pub use status::{PlanLogEntry, PoolStatus};
 
 /// Expands `$body` once per backend with `$pool` bound to that backend's connection
 /// pool, so one piece of SQL serves SQLite and PostgreSQL (the Rust around it is
@@ -99,6 +106,10 @@ pub enum StoreError {
     /// No API client has this id.
     #[error("client {0} not found")]
     ClientNotFound(String),
+    /// The caller no longer holds the pool's reconcile lease (another replica took
+    /// it): nothing was written.
+    #[error("lost the reconcile lease on pool {0}: another replica holds it now")]
+    LeaseLost(String),
     /// No worker has this id.
     #[error("worker {0} not found")]
     WorkerNotFound(String),

@@ -1,10 +1,34 @@
-//! Pools: specs with generations, compare-and-swap updates, and reconcile leases.
+//! Pools: specs with generations, compare-and-swap updates, and deletion.
 
 use capstan_core::{PoolId, PoolSpec, ProviderKind, Timestamp};
 use serde::Serialize;
 
 use crate::audit::{AuditAction, insert_audit};
+use crate::leases::Fence;
 use crate::{Store, StoreError, on_backend};
+
+/// Deletes a pool's row and everything that belongs to it (its audit entries stay),
+/// inside transaction `$tx`.
+macro_rules! delete_pool_rows {
+    ($tx:ident, $id:expr) => {
+        for table in [
+            "queue_samples",
+            "pool_errors",
+            "workers",
+            "pool_status",
+            "plan_log",
+        ] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE pool_id = $1"))
+                .bind($id.as_str())
+                .execute(&mut *$tx)
+                .await?;
+        }
+        sqlx::query("DELETE FROM pools WHERE id = $1")
+            .bind($id.as_str())
+            .execute(&mut *$tx)
+            .await?;
+    };
+}
 
 /// A stored pool.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -277,16 +301,7 @@ impl Store {
                     ..current
                 }))
             } else {
-                for table in ["queue_samples", "pool_errors", "workers"] {
-                    sqlx::query(&format!("DELETE FROM {table} WHERE pool_id = $1"))
-                        .bind(id.as_str())
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                sqlx::query("DELETE FROM pools WHERE id = $1")
-                    .bind(id.as_str())
-                    .execute(&mut *tx)
-                    .await?;
+                delete_pool_rows!(tx, id);
                 insert_audit!(
                     tx, now, actor, AuditAction::Delete, id.as_str(),
                     Some(expected_generation), None::<i64>
@@ -299,30 +314,51 @@ impl Store {
         Ok(outcome)
     }
 
-    /// Takes or renews the reconcile lease on pool `id` for `owner` until
-    /// `now + ttl_ms`. Succeeds when the lease is free, expired, or already `owner`'s;
-    /// returns whether `owner` holds it now. With several replicas on one PostgreSQL,
-    /// this is what keeps two of them from reconciling the same pool.
-    pub async fn try_acquire_lease(
+    /// Removes pool `fence.pool_id`, marked deleting, once none of its workers is live:
+    /// its rows go as in [`Store::delete_pool`] and one audit entry (by `actor`) is
+    /// written. Answers whether the pool was removed; `false` while workers are live.
+    /// Only the lease holder may do it ([`StoreError::LeaseLost`] otherwise).
+    pub async fn finish_pool_delete(
         &self,
-        id: &PoolId,
-        owner: &str,
+        fence: &Fence,
+        actor: &str,
         now: Timestamp,
-        ttl_ms: i64,
     ) -> Result<bool, StoreError> {
-        let result = on_backend!(self, pool => {
-            sqlx::query(
-                "UPDATE pools SET lease_owner = $1, lease_expires_at = $2
-                 WHERE id = $3 AND (lease_owner IS NULL OR lease_owner = $1 OR lease_expires_at <= $4)",
+        let id = &fence.pool_id;
+        let check = format!(
+            "UPDATE pools SET updated_at = updated_at WHERE id = $1 AND deleting_since IS NOT NULL
+             AND lease_fence = $2 RETURNING generation"
+        );
+        let removed = on_backend!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let generation: Option<(i64,)> = sqlx::query_as(&check)
+                .bind(id.as_str())
+                .bind(fence.token)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some((generation,)) = generation else {
+                drop(tx);
+                self.check_fence(fence).await?;
+                return Ok(false);
+            };
+            let (live,): (i64,) = sqlx::query_as(
+                "SELECT COUNT(*) FROM workers WHERE pool_id = $1 AND state <> 'terminated'",
             )
-            .bind(owner)
-            .bind(now.unix_ms() + ttl_ms)
             .bind(id.as_str())
-            .bind(now.unix_ms())
-            .execute(pool)
-            .await?
-            .rows_affected()
+            .fetch_one(&mut *tx)
+            .await?;
+            if live > 0 {
+                false
+            } else {
+                delete_pool_rows!(tx, id);
+                insert_audit!(
+                    tx, now, actor, AuditAction::Delete, id.as_str(),
+                    Some(generation), None::<i64>
+                );
+                tx.commit().await?;
+                true
+            }
         });
-        Ok(result == 1)
+        Ok(removed)
     }
 }

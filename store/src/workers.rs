@@ -6,6 +6,7 @@ use std::str::FromStr;
 
 use capstan_core::{PoolId, ProviderKind, Timestamp, Worker, WorkerId, WorkerState};
 
+use crate::leases::Fence;
 use crate::{Store, StoreError, on_backend, to_u32};
 
 type WorkerRow = (
@@ -76,10 +77,35 @@ impl Store {
     /// A second worker with the same id or idempotency token is
     /// [`StoreError::WorkerExists`]: this is what makes a retried launch safe.
     pub async fn insert_worker(&self, w: &Worker) -> Result<(), StoreError> {
+        self.insert_worker_inner(None, w).await
+    }
+
+    /// [`Store::insert_worker`] for the holder of the pool's lease: the intent is
+    /// recorded only while `fence` is current ([`StoreError::LeaseLost`] otherwise).
+    pub async fn insert_worker_fenced(&self, fence: &Fence, w: &Worker) -> Result<(), StoreError> {
+        if fence.pool_id != w.pool_id {
+            return Err(StoreError::Corrupt(format!(
+                "worker {} is not in pool {}",
+                w.id, fence.pool_id
+            )));
+        }
+        self.insert_worker_inner(Some(fence), w).await
+    }
+
+    async fn insert_worker_inner(
+        &self,
+        fence: Option<&Fence>,
+        w: &Worker,
+    ) -> Result<(), StoreError> {
+        let condition = match fence {
+            Some(_) => self.fence_sql(16, 17),
+            None => "$16 IS NULL AND $17 IS NULL".to_owned(),
+        };
         let inserted = on_backend!(self, pool => {
             sqlx::query(&format!(
-                "INSERT INTO workers ({COLUMNS}) VALUES
-                 ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+                "INSERT INTO workers ({COLUMNS}) SELECT
+                 $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15
+                 WHERE {condition}
                  ON CONFLICT DO NOTHING"
             ))
             .bind(w.id.as_str())
@@ -97,11 +123,16 @@ impl Store {
             .bind(w.last_heartbeat_at.map(Timestamp::unix_ms))
             .bind(w.idle_since.map(Timestamp::unix_ms))
             .bind(w.failure.as_deref())
+            .bind(fence.map(|f| f.pool_id.as_str()))
+            .bind(fence.map(|f| f.token))
             .execute(pool)
             .await?
             .rows_affected()
         });
         if inserted == 0 {
+            if let Some(f) = fence {
+                self.check_fence(f).await?;
+            }
             return Err(StoreError::WorkerExists(w.id.to_string()));
         }
         Ok(())
@@ -181,18 +212,62 @@ impl Store {
         rows.into_iter().map(worker).collect()
     }
 
-    /// Reads worker `id`, applies `change` (which may call
-    /// [`Worker::transition`] and edit fields), and writes it back only if nobody
-    /// changed the worker's state meanwhile; retries a few times on a concurrent
-    /// change. An error from `change` aborts and changes nothing.
-    pub async fn modify_worker<F>(&self, id: &WorkerId, mut change: F) -> Result<Worker, StoreError>
+    /// Applies `change` to worker `id` as a compare-and-swap on the row's revision,
+    /// retrying on a concurrent change (up to 5 times): the change is computed from the
+    /// worker as it is now, so a heartbeat and the reconcile loop never overwrite each
+    /// other. `change` may refuse with an error, which is returned as is.
+    pub async fn modify_worker<F>(&self, id: &WorkerId, change: F) -> Result<Worker, StoreError>
     where
         F: FnMut(&mut Worker) -> Result<(), StoreError>,
     {
+        self.modify_worker_inner(None, id, change).await
+    }
+
+    /// [`Store::modify_worker`] for the holder of the pool's lease: the write only
+    /// happens while `fence` is current ([`StoreError::LeaseLost`] otherwise).
+    pub async fn modify_worker_fenced<F>(
+        &self,
+        fence: &Fence,
+        id: &WorkerId,
+        change: F,
+    ) -> Result<Worker, StoreError>
+    where
+        F: FnMut(&mut Worker) -> Result<(), StoreError>,
+    {
+        self.modify_worker_inner(Some(fence), id, change).await
+    }
+
+    async fn modify_worker_inner<F>(
+        &self,
+        fence: Option<&Fence>,
+        id: &WorkerId,
+        mut change: F,
+    ) -> Result<Worker, StoreError>
+    where
+        F: FnMut(&mut Worker) -> Result<(), StoreError>,
+    {
+        let condition = match fence {
+            Some(_) => format!("AND {}", self.fence_sql(12, 13)),
+            None => "AND $12 IS NULL AND $13 IS NULL".to_owned(),
+        };
+        let sql = format!(
+            "UPDATE workers SET instance_id = $1, state = $2, busy_slots = $3,
+               state_changed_at = $4, registered_at = $5, last_heartbeat_at = $6,
+               idle_since = $7, failure = $8, revision = revision + 1
+             WHERE id = $9 AND revision = $10 AND pool_id = $11 {condition}"
+        );
         for _ in 0..5 {
-            let Some(before) = self.get_worker(id).await? else {
+            let Some((before, revision)) = self.get_worker_revision(id).await? else {
                 return Err(StoreError::WorkerNotFound(id.to_string()));
             };
+            if let Some(f) = fence {
+                if f.pool_id != before.pool_id {
+                    return Err(StoreError::Corrupt(format!(
+                        "worker {id} is not in pool {}",
+                        f.pool_id
+                    )));
+                }
+            }
             let mut after = before.clone();
             change(&mut after)?;
             if after.id != before.id || after.pool_id != before.pool_id {
@@ -201,12 +276,7 @@ impl Store {
                 ));
             }
             let written = on_backend!(self, pool => {
-                sqlx::query(
-                    "UPDATE workers SET instance_id = $1, state = $2, busy_slots = $3,
-                       state_changed_at = $4, registered_at = $5, last_heartbeat_at = $6,
-                       idle_since = $7, failure = $8
-                     WHERE id = $9 AND state = $10 AND state_changed_at = $11",
-                )
+                sqlx::query(&sql)
                 .bind(after.instance_id.as_deref())
                 .bind(after.state.as_str())
                 .bind(i64::from(after.busy_slots))
@@ -216,8 +286,10 @@ impl Store {
                 .bind(after.idle_since.map(Timestamp::unix_ms))
                 .bind(after.failure.as_deref())
                 .bind(id.as_str())
-                .bind(before.state.as_str())
-                .bind(before.state_changed_at.unix_ms())
+                .bind(revision)
+                .bind(before.pool_id.as_str())
+                .bind(fence.map(|f| f.pool_id.as_str()))
+                .bind(fence.map(|f| f.token))
                 .execute(pool)
                 .await?
                 .rows_affected()
@@ -225,8 +297,45 @@ impl Store {
             if written == 1 {
                 return Ok(after);
             }
+            if let Some(f) = fence {
+                self.check_fence(f).await?;
+            }
         }
         Err(StoreError::WorkerConflict(id.to_string()))
+    }
+
+    /// A worker with its row revision.
+    async fn get_worker_revision(
+        &self,
+        id: &WorkerId,
+    ) -> Result<Option<(Worker, i64)>, StoreError> {
+        let row: Option<(
+            i64,
+            String,
+            String,
+            String,
+            Option<String>,
+            Option<String>,
+            String,
+            String,
+            i64,
+            i64,
+            i64,
+            i64,
+            Option<i64>,
+            Option<i64>,
+            Option<i64>,
+            Option<String>,
+        )> = on_backend!(self, pool => {
+            sqlx::query_as(&format!("SELECT revision, {COLUMNS} FROM workers WHERE id = $1"))
+                .bind(id.as_str())
+                .fetch_optional(pool)
+                .await?
+        });
+        row.map(|(rev, a, b, c, d, e, f, g, h, i, j, k, l, m, n, o)| {
+            worker((a, b, c, d, e, f, g, h, i, j, k, l, m, n, o)).map(|w| (w, rev))
+        })
+        .transpose()
     }
 
     /// Moves worker `id` to `to` at `now` through the state machine.

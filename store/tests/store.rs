@@ -41,6 +41,7 @@ store::on_both_backends!(
     worker_pages_filter_by_state,
     audit_pages_go_back_in_time,
     clients_are_stored_revoked_and_touched,
+    plans_are_recorded_fenced_and_deleted_pools_finish,
 );
 
 async fn pool_pages_filter_by_provider_and_prefix(store: Store) {
@@ -603,42 +604,69 @@ async fn pool_errors_are_deduplicated(store: Store) {
 async fn leases_exclude_other_replicas_until_expiry(store: Store) {
     let id = spec().id;
     store.create_pool(&spec(), "a", t(0)).await.unwrap();
+    // Replica a takes the free pool; b finds nothing while a's lease runs.
+    let a = store.acquire_leases("replica-a", 300).await.unwrap();
+    assert_eq!(a.len(), 1);
+    let fence_a = a[0].fence.clone();
+    assert_eq!(fence_a.pool_id, id);
     assert!(
         store
-            .try_acquire_lease(&id, "replica-a", t(0), 30_000)
+            .acquire_leases("replica-b", 300)
             .await
             .unwrap()
+            .is_empty()
     );
-    assert!(
-        !store
-            .try_acquire_lease(&id, "replica-b", t(10), 30_000)
-            .await
-            .unwrap()
-    );
-    assert!(
-        store
-            .try_acquire_lease(&id, "replica-a", t(20), 30_000)
-            .await
-            .unwrap()
-    );
-    assert!(
-        !store
-            .try_acquire_lease(&id, "replica-b", t(49), 30_000)
-            .await
-            .unwrap()
-    );
+    // Renewing keeps the fence.
+    let again = store.acquire_leases("replica-a", 300).await.unwrap();
+    assert_eq!(again[0].fence, fence_a);
+    // a's writes go through while it holds the lease.
+    let w = worker("w-lease", "tok-lease");
+    store.insert_worker_fenced(&fence_a, &w).await.unwrap();
+    // Once a's lease expires (database clock), b takes it with a new fence ...
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let b = store.acquire_leases("replica-b", 60_000).await.unwrap();
+    assert_eq!(b.len(), 1);
+    assert!(b[0].fence.token > fence_a.token);
     assert!(
         store
-            .try_acquire_lease(&id, "replica-b", t(50), 30_000)
+            .acquire_leases("replica-a", 300)
             .await
             .unwrap()
+            .is_empty()
     );
-    assert!(
-        !store
-            .try_acquire_lease(&id, "replica-a", t(51), 30_000)
-            .await
-            .unwrap()
+    // ... and a, waking up late, can write nothing more.
+    let w2 = worker("w-late", "tok-late");
+    assert!(matches!(
+        store.insert_worker_fenced(&fence_a, &w2).await,
+        Err(StoreError::LeaseLost(_))
+    ));
+    assert!(store.get_worker(&w2.id).await.unwrap().is_none());
+    assert!(matches!(
+        store
+            .modify_worker_fenced(&fence_a, &w.id, |w| Ok(
+                w.transition(WorkerState::Booting, t(5))?
+            ))
+            .await,
+        Err(StoreError::LeaseLost(_))
+    ));
+    assert_eq!(
+        store.get_worker(&w.id).await.unwrap().unwrap().state,
+        WorkerState::Requested
     );
+    store
+        .modify_worker_fenced(&b[0].fence, &w.id, |w| {
+            Ok(w.transition(WorkerState::Booting, t(5))?)
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        store.lease_holders().await.unwrap(),
+        vec![(id.to_string(), "replica-b".to_owned(), b[0].fence.token)]
+    );
+    // A clean shutdown hands the pool over at once.
+    assert_eq!(store.release_leases("replica-b").await.unwrap(), 1);
+    let a2 = store.acquire_leases("replica-a", 60_000).await.unwrap();
+    assert!(a2[0].fence.token > b[0].fence.token);
 }
 
 #[tokio::test]
@@ -737,4 +765,114 @@ async fn static_machines_update_by_compare_and_set(store: Store) {
     assert_eq!(store.list_static_machines(None).await.unwrap().len(), 3);
     assert!(store.remove_static_machine("mac-2").await.unwrap());
     assert!(!store.remove_static_machine("mac-2").await.unwrap());
+}
+
+async fn plans_are_recorded_fenced_and_deleted_pools_finish(store: Store) {
+    use capstan_core::{Action, Forecast, Plan, PlanReport, ScalingPolicy, TargetTerm};
+    let id = spec().id;
+    store.create_pool(&spec(), "a", t(0)).await.unwrap();
+    let fence = store.acquire_leases("r", 60_000).await.unwrap()[0]
+        .fence
+        .clone();
+    let report = |at| PlanReport {
+        at,
+        policy: ScalingPolicy::Reactive,
+        forecast_slots: 2,
+        backlog_slots: 2,
+        min_slots: 0,
+        schedule_slots: 0,
+        max_slots: 10,
+        budget_slots: None,
+        target_slots: 2,
+        target_set_by: TargetTerm::Backlog,
+        keep_slots: 2,
+        current_slots: 0,
+        launch_slots: 2,
+        launched_last_minute: 0,
+        rate_limited: false,
+        unmet_slots: 0,
+        skipped_offerings: vec![],
+    };
+    let forecast = Forecast {
+        made_at: t(1),
+        policy: ScalingPolicy::Reactive,
+        lead_s: 120.0,
+        target_slots: 2,
+        backlog_slots: 2,
+        expected_busy_slots: 2.0,
+        points: vec![],
+    };
+    let acting = Plan {
+        actions: vec![Action::Launch {
+            launch_config_id: "small".into(),
+            zone: None,
+            count: 1,
+            idempotency_token: "tok".into(),
+        }],
+        report: report(t(1)),
+    };
+    let quiet = Plan {
+        actions: vec![],
+        report: report(t(2)),
+    };
+    store
+        .record_plan(&fence, "r", &acting, &forecast)
+        .await
+        .unwrap();
+    store
+        .record_plan(&fence, "r", &quiet, &forecast)
+        .await
+        .unwrap();
+    let status = store.pool_status(&id).await.unwrap().unwrap();
+    assert_eq!(
+        (status.at, status.owner.as_str(), status.fence),
+        (t(2), "r", fence.token)
+    );
+    assert_eq!(status.plan, quiet);
+    let log = store.plan_log(&id, t(0), 10).await.unwrap();
+    assert_eq!(log.len(), 1, "only plans with actions are logged");
+    assert_eq!(log[0].plan, acting);
+    // A stale fence writes nothing.
+    let stale = store::Fence {
+        pool_id: id.clone(),
+        token: fence.token - 1,
+    };
+    assert!(matches!(
+        store.record_plan(&stale, "r", &acting, &forecast).await,
+        Err(StoreError::LeaseLost(_))
+    ));
+    // Deleting with a live worker marks the pool; the holder removes it once the worker
+    // is gone.
+    let w = worker("w-del", "tok-del");
+    store.insert_worker_fenced(&fence, &w).await.unwrap();
+    let generation = store.get_pool(&id).await.unwrap().unwrap().generation;
+    assert!(matches!(
+        store
+            .delete_pool(&id, generation, "op", t(3))
+            .await
+            .unwrap(),
+        DeleteOutcome::MarkedDeleting(_)
+    ));
+    assert!(
+        !store
+            .finish_pool_delete(&fence, "reconciler", t(4))
+            .await
+            .unwrap()
+    );
+    store
+        .transition_worker(&w.id, WorkerState::Terminating, t(5))
+        .await
+        .unwrap();
+    store
+        .transition_worker(&w.id, WorkerState::Terminated, t(5))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .finish_pool_delete(&fence, "reconciler", t(6))
+            .await
+            .unwrap()
+    );
+    assert!(store.get_pool(&id).await.unwrap().is_none());
+    assert!(store.pool_status(&id).await.unwrap().is_none());
 }

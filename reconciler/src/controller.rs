@@ -1,0 +1,241 @@
+//! One pool's controller: the state that lives between ticks and the one `tick` that
+//! turns it into a plan.
+//!
+//! A [`PoolController`] holds everything the planner and predictor need beyond what
+//! the store already has: the [`Predictor`] (fed with queue samples and task run
+//! times), the [`OfferingHealth`] (offerings that recently failed with capacity or
+//! quota errors), the [`LaunchLog`] (for the per-minute launch limit), and the measured
+//! launch-to-ready time the forecast looks ahead by. [`PoolController::tick`] is
+//! observe → predict → plan in one call.
+//!
+//! The service (`service`), the trace-replay simulator and the benches all drive pools
+//! through this type, so the simulator judges exactly the code that runs in
+//! production: only where the samples come from and how actions are applied differ.
+
+use capstan_core::{
+    Forecast, LaunchLog, Offering, OfferingHealth, Plan, PoolSpec, QueueSample, Timestamp, Worker,
+};
+use predictor::Predictor;
+
+use crate::planning::{PlanError, Planner};
+
+/// Launch-to-ready time assumed before a pool has seen a machine boot, in seconds.
+pub const DEFAULT_BOOT_S: f64 = 120.0;
+
+/// How much one measured boot moves the lead-time estimate (an exponential moving
+/// average: the last ~10 boots dominate).
+const BOOT_EWMA_WEIGHT: f64 = 0.1;
+
+/// How long an offering stays skipped after a capacity or quota error, by default.
+pub const DEFAULT_UNAVAILABLE_TTL_S: i64 = 180;
+
+/// The per-pool state between ticks. See the module docs.
+#[derive(Debug, Clone)]
+pub struct PoolController {
+    planner: Planner,
+    predictor: Predictor,
+    health: OfferingHealth,
+    launches: LaunchLog,
+    lead_s: f64,
+    unavailable_ttl_s: i64,
+    last_sample_at: Option<Timestamp>,
+}
+
+impl PoolController {
+    /// A controller for `spec` that has seen nothing, expecting machines to take
+    /// `boot_s` seconds from launch to ready until it measures otherwise.
+    pub fn new(spec: &PoolSpec, boot_s: f64) -> Result<Self, PlanError> {
+        Ok(Self {
+            planner: Planner::new(spec)?,
+            predictor: Predictor::new(),
+            health: OfferingHealth::new(),
+            launches: LaunchLog::new(),
+            lead_s: if boot_s.is_finite() && boot_s >= 0.0 {
+                boot_s
+            } else {
+                DEFAULT_BOOT_S
+            },
+            unavailable_ttl_s: DEFAULT_UNAVAILABLE_TTL_S,
+            last_sample_at: None,
+        })
+    }
+
+    /// Sets how long an offering stays skipped after a capacity or quota error.
+    pub fn with_unavailable_ttl_s(mut self, ttl_s: i64) -> Self {
+        self.unavailable_ttl_s = ttl_s.max(0);
+        self
+    }
+
+    /// Takes a changed spec, keeping what was learnt (history, health, launches).
+    pub fn update_spec(&mut self, spec: &PoolSpec) -> Result<(), PlanError> {
+        if spec != self.planner.spec() {
+            self.planner = Planner::new(spec)?;
+        }
+        Ok(())
+    }
+
+    /// The spec planned for.
+    pub fn spec(&self) -> &PoolSpec {
+        self.planner.spec()
+    }
+
+    /// The planner (offerings in the order tried).
+    pub fn planner(&self) -> &Planner {
+        &self.planner
+    }
+
+    /// The demand model.
+    pub fn predictor(&self) -> &Predictor {
+        &self.predictor
+    }
+
+    /// Offerings recently unavailable.
+    pub fn health(&self) -> &OfferingHealth {
+        &self.health
+    }
+
+    /// The launch-to-ready time forecasts look ahead by, in seconds.
+    pub fn lead_s(&self) -> f64 {
+        self.lead_s
+    }
+
+    /// The time of the newest queue sample observed.
+    pub fn last_sample_at(&self) -> Option<Timestamp> {
+        self.last_sample_at
+    }
+
+    /// Replaces the offerings with the provider's view (prices, zones).
+    pub fn set_offerings(&mut self, offerings: Vec<Offering>) {
+        self.planner.set_offerings(offerings);
+    }
+
+    /// Feeds one queue sample. Samples at or before the newest one seen are ignored, so
+    /// a caller may hand over overlapping batches (a store read since the last tick).
+    pub fn observe(&mut self, sample: &QueueSample) {
+        if self.last_sample_at.is_some_and(|t| sample.at <= t) {
+            return;
+        }
+        self.last_sample_at = Some(sample.at);
+        self.predictor.observe(sample);
+    }
+
+    /// Feeds samples in time order (warming a controller from stored history).
+    pub fn observe_all<'a>(&mut self, samples: impl IntoIterator<Item = &'a QueueSample>) {
+        for s in samples {
+            self.observe(s);
+        }
+    }
+
+    /// Feeds the run time of one finished task, in seconds.
+    pub fn observe_run_time(&mut self, run_s: f64) {
+        self.predictor.observe_run_time(run_s);
+    }
+
+    /// Feeds one measured launch-to-ready time, in seconds.
+    pub fn observe_boot(&mut self, boot_s: f64) {
+        if boot_s.is_finite() && boot_s >= 0.0 {
+            self.lead_s += BOOT_EWMA_WEIGHT * (boot_s - self.lead_s);
+        }
+    }
+
+    /// An offering failed with a capacity or quota error at `now`: skip it until the
+    /// TTL passes, so the next plan falls back to the next offering.
+    pub fn offering_unavailable(&mut self, key: &str, reason: &str, now: Timestamp) {
+        self.health
+            .mark_unavailable(key, now.plus_secs(self.unavailable_ttl_s), reason);
+    }
+
+    /// An offering launched fine: forget any earlier unavailability.
+    pub fn offering_available(&mut self, key: &str) {
+        self.health.mark_available(key);
+    }
+
+    /// Observe, predict, plan: the forecast for `now + lead` given `workers`, and the
+    /// plan toward it. The plan's launches are counted in the launch log (whether or
+    /// not they succeed, as a real rate limit would count attempts).
+    pub fn tick(&mut self, workers: &[Worker], now: Timestamp) -> (Forecast, Plan) {
+        let existing: u32 = workers
+            .iter()
+            .filter(|w| w.state.counts_as_capacity())
+            .map(|w| w.capacity)
+            .fold(0u32, u32::saturating_add);
+        let forecast = self
+            .predictor
+            .forecast(self.planner.spec(), now, self.lead_s, existing);
+        self.health.forget_expired(now);
+        let plan = self
+            .planner
+            .plan(workers, &forecast, &self.health, now, &self.launches);
+        let launched = plan.launch_count();
+        if launched > 0 {
+            self.launches.record(now, launched);
+        }
+        (forecast, plan)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use capstan_core::{Action, PoolSpec};
+
+    fn spec() -> PoolSpec {
+        PoolSpec::from_yaml(
+            "id: c\nprovider: fake\nmax_capacity: 50\nlaunch_configs:\n  - id: a\n    instance_type: t\n    priority: 0\n  - id: b\n    instance_type: t\n    priority: 1\n",
+        )
+        .unwrap()
+    }
+
+    fn sample(at: i64, pending: u32) -> QueueSample {
+        QueueSample {
+            at: Timestamp::from_unix_secs(at),
+            pending,
+            running: 0,
+            arrivals: pending,
+            completions: 0,
+        }
+    }
+
+    #[test]
+    fn a_backlog_launches_and_an_unavailable_offering_falls_back() {
+        let mut c = PoolController::new(&spec(), 60.0).unwrap();
+        c.observe(&sample(1_000, 3));
+        let (_, plan) = c.tick(&[], Timestamp::from_unix_secs(1_000));
+        assert!(
+            matches!(&plan.actions[..], [Action::Launch { launch_config_id, count: 3, .. }] if launch_config_id == "a")
+        );
+        c.offering_unavailable(
+            "a",
+            "InsufficientInstanceCapacity",
+            Timestamp::from_unix_secs(1_000),
+        );
+        let (_, plan) = c.tick(&[], Timestamp::from_unix_secs(1_030));
+        assert!(
+            matches!(&plan.actions[..], [Action::Launch { launch_config_id, .. }] if launch_config_id == "b"),
+            "{plan:?}"
+        );
+        // After the TTL the preferred offering is tried again.
+        let (_, plan) = c.tick(
+            &[],
+            Timestamp::from_unix_secs(1_000 + DEFAULT_UNAVAILABLE_TTL_S),
+        );
+        assert!(
+            matches!(&plan.actions[..], [Action::Launch { launch_config_id, .. }] if launch_config_id == "a"),
+            "{plan:?}"
+        );
+    }
+
+    #[test]
+    fn old_samples_are_ignored_and_boots_move_the_lead() {
+        let mut c = PoolController::new(&spec(), 100.0).unwrap();
+        c.observe(&sample(2_000, 5));
+        c.observe(&sample(1_000, 0));
+        assert_eq!(c.last_sample_at(), Some(Timestamp::from_unix_secs(2_000)));
+        let (f, _) = c.tick(&[], Timestamp::from_unix_secs(2_000));
+        assert_eq!(f.backlog_slots, 5);
+        c.observe_boot(200.0);
+        assert!((c.lead_s() - 110.0).abs() < 1e-9);
+        c.observe_boot(f64::NAN);
+        assert!((c.lead_s() - 110.0).abs() < 1e-9);
+    }
+}
