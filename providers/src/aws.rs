@@ -24,10 +24,12 @@
 //!
 //! # Idempotency
 //!
-//! EC2 honours `ClientToken` for a while; moto ignores it. So before creating, the
-//! provider (1) looks the token up in the [`LaunchLedger`], (2) looks for an instance
-//! tagged with the worker id (a crash between the create and the ledger record), and
-//! creates only if both come back empty, recording the new instance afterwards.
+//! EC2 honours `ClientToken` for a while; moto ignores it. So a launch runs the
+//! sequence every provider shares (see [`crate::launch`]): it (1) looks the tokens up in
+//! the [`LaunchLedger`], (2) looks for instances of the pool tagged with the remaining
+//! workers' ids (a crash between a create and its ledger record; one
+//! `DescribeInstances` per 200 workers, before the first create), and creates only the
+//! instances both left out, recording each new instance afterwards.
 //!
 //! # Tags, user-data, interruption
 //!
@@ -80,8 +82,10 @@ use crate::error::{ErrorKind, ProviderError};
 use crate::instance::{
     Instance, InstanceState, ListScope, TAG_LAUNCH_CONFIG, TAG_POOL, TAG_WORKER,
 };
-use crate::launch::{LaunchFailure, LaunchOutcome, LaunchRequest, UserData, ec2_client_token};
-use crate::ledger::{LaunchLedger, LedgerEntry, record_after_create};
+use crate::launch::{
+    Creator, InstanceRequest, LaunchOutcome, LaunchRequest, UserData, ec2_client_token, launch_each,
+};
+use crate::ledger::LaunchLedger;
 
 /// How long a spot price read from `DescribeSpotPriceHistory` is reused.
 pub const SPOT_PRICE_TTL: Duration = Duration::from_secs(300);
@@ -172,6 +176,18 @@ pub struct AwsProvider {
 }
 
 /// The class of an EC2 error code (`http_status` decides for codes not listed).
+///
+/// `Unsupported` is what `RunInstances` answers when the instance type is not offered
+/// in the requested zone ("Your requested instance type (t2.micro) is not supported in
+/// your requested Availability Zone (sa-east-1b)"; EC2's error-code list gives a zone
+/// with constraints on the instance type as its example). The offering cannot be had
+/// there, so it classifies like capacity: the reconciler marks the offering
+/// unavailable and falls back to the next one instead of reporting the launch config
+/// broken and stopping the pool, and the next create of the same launch is not
+/// attempted. The code stays `Unsupported` in the detail. `UnsupportedOperation` (an
+/// instance type the AMI does not support, an operation the instance cannot do) and
+/// `InvalidParameterCombination` are mistakes in the launch config and stay
+/// [`ErrorKind::InvalidConfig`].
 pub fn classify_code(code: &str, http_status: Option<u16>) -> ErrorKind {
     match code {
         "InsufficientInstanceCapacity"
@@ -180,7 +196,8 @@ pub fn classify_code(code: &str, http_status: Option<u16>) -> ErrorKind {
         | "InsufficientCapacity"
         | "InsufficientFreeAddressesInSubnet"
         | "SpotMaxPriceTooLow"
-        | "Unavailable" => ErrorKind::InsufficientCapacity,
+        | "Unavailable"
+        | "Unsupported" => ErrorKind::InsufficientCapacity,
         "MaxSpotInstanceCountExceeded"
         | "InstanceLimitExceeded"
         | "VcpuLimitExceeded"
@@ -203,8 +220,7 @@ pub fn classify_code(code: &str, http_status: Option<u16>) -> ErrorKind {
         | "MissingAuthenticationToken"
         | "AccessDenied" => ErrorKind::Unauthorized,
         "InvalidInstanceID.NotFound" => ErrorKind::NotFound,
-        "Unsupported"
-        | "UnsupportedOperation"
+        "UnsupportedOperation"
         | "InvalidParameterValue"
         | "InvalidParameterCombination"
         | "InvalidParameter"
@@ -356,7 +372,21 @@ impl AwsProvider {
     /// regions the orphan sweep lists (regions of launch configs are added as they are
     /// seen).
     pub async fn from_environment(regions: Vec<String>, ledger: Arc<dyn LaunchLedger>) -> Self {
-        let shared = aws_config::defaults(BehaviorVersion::v2026_01_12())
+        Self::from_environment_at(regions, None, ledger).await
+    }
+
+    /// [`AwsProvider::from_environment`], talking to `endpoint_url` when given (an
+    /// emulator, a VPC endpoint) with the same credential chain.
+    pub async fn from_environment_at(
+        regions: Vec<String>,
+        endpoint_url: Option<&str>,
+        ledger: Arc<dyn LaunchLedger>,
+    ) -> Self {
+        let mut loader = aws_config::defaults(BehaviorVersion::v2026_01_12());
+        if let Some(url) = endpoint_url {
+            loader = loader.endpoint_url(url);
+        }
+        let shared = loader
             .retry_config(RetryConfig::disabled())
             .timeout_config(
                 TimeoutConfig::builder()
@@ -473,7 +503,7 @@ impl AwsProvider {
         client: &Client,
         request: &LaunchRequest,
         spec: &AwsLaunchSpec,
-        i: &crate::launch::InstanceRequest,
+        i: &InstanceRequest,
     ) -> Result<Instance, ProviderError> {
         let lc = &request.launch_config;
         let mut tags: Vec<Tag> = spec
@@ -615,41 +645,30 @@ impl AwsProvider {
     }
 }
 
+/// [`AwsProvider`]'s part of one launch: `RunInstances` per instance, worker tags
+/// looked up before the first create.
+#[derive(Debug)]
+struct AwsCreator<'a> {
+    provider: &'a AwsProvider,
+    client: Client,
+    spec: AwsLaunchSpec,
+}
+
 #[async_trait]
-impl Provider for AwsProvider {
-    fn kind(&self) -> ProviderKind {
-        ProviderKind::Aws
-    }
-
-    async fn launch(&self, request: &LaunchRequest) -> Result<LaunchOutcome, ProviderError> {
-        let lc = &request.launch_config;
-        let spec = AwsLaunchSpec::from_launch_config(lc)?;
-        let region = lc.region.as_str();
-        let client = self.client(region);
-
-        // 1. Tokens capstan already recorded.
-        let by_token =
-            crate::ledger::lookup_all(self.ledger.as_ref(), ProviderKind::Aws, &request.instances)
-                .await?;
-        let mut found: HashMap<WorkerId, Instance> = HashMap::new();
-        let recorded: HashMap<WorkerId, String> = request
-            .instances
+impl Creator for AwsCreator<'_> {
+    /// Instances of the pool tagged with the workers' ids, in one `DescribeInstances`
+    /// per 200 workers (EC2's limit of values per filter).
+    async fn find_by_worker(
+        &self,
+        request: &LaunchRequest,
+        unrecorded: &[&InstanceRequest],
+    ) -> Result<HashMap<WorkerId, Instance>, ProviderError> {
+        let workers: Vec<String> = unrecorded
             .iter()
-            .filter_map(|i| {
-                let e = by_token.get(&i.idempotency_token)?;
-                Some((i.worker_id.clone(), e.instance_id.clone()))
-            })
-            .collect();
-        // 2. Instances tagged with the workers' ids (created, then crashed before the
-        //    record), in one call.
-        let unrecorded: Vec<String> = request
-            .instances
-            .iter()
-            .filter(|i| !recorded.contains_key(&i.worker_id))
             .map(|i| i.worker_id.as_str().to_owned())
             .collect();
-        // EC2 accepts at most 200 values per filter.
-        for chunk in unrecorded.chunks(200) {
+        let mut found: HashMap<WorkerId, Instance> = HashMap::new();
+        for chunk in workers.chunks(200) {
             let filters = vec![
                 Filter::builder()
                     .name(format!("tag:{TAG_POOL}"))
@@ -660,7 +679,8 @@ impl Provider for AwsProvider {
                     .set_values(Some(chunk.to_vec()))
                     .build(),
             ];
-            for inst in self.describe_filtered(region, filters).await? {
+            let region = &request.launch_config.region;
+            for inst in self.provider.describe_filtered(region, filters).await? {
                 let Some(w) = inst.worker_id.clone() else {
                     continue;
                 };
@@ -673,74 +693,46 @@ impl Provider for AwsProvider {
                 }
             }
         }
+        Ok(found)
+    }
 
-        let mut out = LaunchOutcome::default();
-        let mut stop: Option<ProviderError> = None;
-        for i in &request.instances {
-            if let Some(id) = recorded.get(&i.worker_id) {
-                match self.describe(id).await {
-                    Ok(inst) => out.launched.push(inst),
-                    Err(error) => out.failed.push(LaunchFailure {
-                        worker_id: i.worker_id.clone(),
-                        error,
-                    }),
-                }
-                continue;
-            }
-            if let Some(inst) = found.remove(&i.worker_id) {
-                record_after_create(
-                    self.ledger.as_ref(),
-                    &i.idempotency_token,
-                    LedgerEntry {
-                        provider: ProviderKind::Aws,
-                        instance_id: inst.id.clone(),
-                        worker_id: i.worker_id.clone(),
-                    },
-                )
-                .await;
-                out.launched.push(inst);
-                continue;
-            }
-            if let Some(error) = &stop {
-                out.failed.push(LaunchFailure {
-                    worker_id: i.worker_id.clone(),
-                    error: error.clone(),
-                });
-                continue;
-            }
-            match self.run_one(&client, request, &spec, i).await {
-                Ok(inst) => {
-                    record_after_create(
-                        self.ledger.as_ref(),
-                        &i.idempotency_token,
-                        LedgerEntry {
-                            provider: ProviderKind::Aws,
-                            instance_id: inst.id.clone(),
-                            worker_id: i.worker_id.clone(),
-                        },
-                    )
-                    .await;
-                    out.launched.push(inst);
-                }
-                Err(error) => {
-                    tracing::warn!(
-                        pool = %request.pool_id,
-                        launch_config = %lc.id,
-                        worker = %i.worker_id,
-                        %error,
-                        "RunInstances failed"
-                    );
-                    if error.stops_launch() {
-                        stop = Some(error.clone());
-                    }
-                    out.failed.push(LaunchFailure {
-                        worker_id: i.worker_id.clone(),
-                        error,
-                    });
-                }
-            }
+    async fn create_one(
+        &self,
+        request: &LaunchRequest,
+        instance: &InstanceRequest,
+    ) -> Result<Instance, ProviderError> {
+        let result = self
+            .provider
+            .run_one(&self.client, request, &self.spec, instance)
+            .await;
+        if let Err(error) = &result {
+            tracing::warn!(
+                pool = %request.pool_id,
+                launch_config = %request.launch_config.id,
+                worker = %instance.worker_id,
+                %error,
+                "RunInstances failed"
+            );
         }
-        Ok(out)
+        result
+    }
+}
+
+#[async_trait]
+impl Provider for AwsProvider {
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::Aws
+    }
+
+    async fn launch(&self, request: &LaunchRequest) -> Result<LaunchOutcome, ProviderError> {
+        let lc = &request.launch_config;
+        let spec = AwsLaunchSpec::from_launch_config(lc)?;
+        let creator = AwsCreator {
+            provider: self,
+            client: self.client(&lc.region),
+            spec,
+        };
+        launch_each(self, Some(self.ledger.as_ref()), request, &creator).await
     }
 
     async fn terminate(&self, instance_id: &str) -> Result<(), ProviderError> {
@@ -870,7 +862,9 @@ mod tests {
             ("InstanceLimitExceeded", QuotaExceeded),
             ("VcpuLimitExceeded", QuotaExceeded),
             ("RequestLimitExceeded", Throttled),
-            ("Unsupported", InvalidConfig),
+            ("Unsupported", InsufficientCapacity),
+            ("UnsupportedOperation", InvalidConfig),
+            ("InvalidParameterCombination", InvalidConfig),
             ("InvalidAMIID.NotFound", InvalidConfig),
             ("InvalidAMIID.Malformed", InvalidConfig),
             ("InvalidParameterValue", InvalidConfig),
@@ -883,6 +877,33 @@ mod tests {
         }
         assert_eq!(classify_code("", Some(503)), Transient);
         assert_eq!(classify_code("", Some(403)), Unauthorized);
+    }
+
+    #[test]
+    fn an_offering_ec2_does_not_have_in_the_zone_falls_back_instead_of_stopping_the_pool() {
+        let message = "Your requested instance type (c6i.large) is not supported in your \
+                       requested Availability Zone (us-east-1e). Please retry your request \
+                       by not specifying an Availability Zone or choosing us-east-1a.";
+        let e = ProviderError::new(
+            classify_code("Unsupported", Some(400)),
+            "Unsupported",
+            message,
+        );
+        assert_eq!(e.kind(), ErrorKind::InsufficientCapacity);
+        assert!(e.marks_offering_unavailable(), "{e}");
+        assert!(e.stops_launch(), "the next create would fail the same way");
+        assert_eq!(
+            e.code(),
+            "Unsupported",
+            "EC2's code is kept for the operator"
+        );
+        assert_eq!(e.message(), message);
+        assert_eq!(e.kind_str(), "insufficient_capacity");
+        for code in ["UnsupportedOperation", "InvalidParameterCombination"] {
+            let e = ProviderError::new(classify_code(code, Some(400)), code, "");
+            assert_eq!(e.kind(), ErrorKind::InvalidConfig, "{code}");
+            assert!(!e.marks_offering_unavailable(), "{code}");
+        }
     }
 
     #[test]

@@ -7,13 +7,17 @@
 //!
 //! | variant | what the reconciler does |
 //! |---|---|
-//! | [`ProviderError::InsufficientCapacity`] | marks the offering unavailable for a while, falls back to the next |
+//! | [`ProviderError::InsufficientCapacity`] | marks the offering unavailable for a while, falls back to the next (also when the offering cannot be had there at all, EC2 `Unsupported`) |
 //! | [`ProviderError::QuotaExceeded`] | same, for longer: quotas do not refill by themselves |
 //! | [`ProviderError::Throttled`] | tries again next tick |
 //! | [`ProviderError::InvalidConfig`] | reports the launch config as broken; an operator must fix it |
 //! | [`ProviderError::NotFound`] | the instance is gone (terminate treats this as success) |
 //! | [`ProviderError::Unauthorized`] | reports the credentials as broken |
 //! | [`ProviderError::Transient`] | tries again next tick |
+//!
+//! [`ProviderError::marks_offering_unavailable`] and [`ProviderError::stops_launch`]
+//! answer for the reconciler and the providers; [`ProviderError::kind_str`] is the
+//! stable name of the class, for metrics labels and logs.
 
 use std::fmt;
 
@@ -54,7 +58,9 @@ impl fmt::Display for ErrorDetail {
 pub enum ProviderError {
     /// The cloud has no capacity for this offering right now (EC2
     /// `InsufficientInstanceCapacity`, GCE `ZONE_RESOURCE_POOL_EXHAUSTED`, no idle static
-    /// machine). Another zone, type or market may work.
+    /// machine), or does not offer it there at all (EC2 `Unsupported`: "your requested
+    /// instance type is not supported in your requested Availability Zone"). Another
+    /// zone, type or market may work; the code tells the two apart for the operator.
     #[error("insufficient capacity: {0}")]
     InsufficientCapacity(ErrorDetail),
     /// An account limit was hit (EC2 `VcpuLimitExceeded`, `MaxSpotInstanceCountExceeded`,
@@ -64,8 +70,9 @@ pub enum ProviderError {
     /// The API rate limit was hit (EC2 `RequestLimitExceeded`, GCE `rateLimitExceeded`).
     #[error("throttled: {0}")]
     Throttled(ErrorDetail),
-    /// The launch config or request is wrong (unknown image, bad parameter, unsupported
-    /// combination). Retrying will not help.
+    /// The launch config or request is wrong (unknown image, bad parameter, invalid
+    /// parameter combination, an instance type the image does not support). Retrying
+    /// will not help.
     #[error("invalid configuration: {0}")]
     InvalidConfig(ErrorDetail),
     /// The instance does not exist (any more).
@@ -157,6 +164,12 @@ impl ProviderError {
         }
     }
 
+    /// The stable snake_case name of the class (`insufficient_capacity`), for metrics
+    /// labels: the same as `self.kind().as_str()` and the serialized `kind` tag.
+    pub fn kind_str(&self) -> &'static str {
+        self.kind().as_str()
+    }
+
     /// The provider's code and message.
     pub fn detail(&self) -> &ErrorDetail {
         match self {
@@ -180,8 +193,9 @@ impl ProviderError {
         &self.detail().message
     }
 
-    /// Whether the offering should be marked unavailable for a while (capacity or
-    /// quota), so the planner falls back to another one.
+    /// Whether the offering should be marked unavailable for a while (capacity,
+    /// including an offering the cloud does not have in that zone, or quota), so the
+    /// planner falls back to another one instead of the pool stopping.
     pub fn marks_offering_unavailable(&self) -> bool {
         matches!(
             self.kind(),
@@ -221,6 +235,43 @@ mod tests {
         let json = serde_json::to_value(&e).unwrap();
         assert_eq!(json["kind"], "insufficient_capacity");
         assert_eq!(json["code"], "InsufficientInstanceCapacity");
+    }
+
+    #[test]
+    fn kind_str_is_the_serialized_kind_of_every_class() {
+        use ErrorKind::*;
+        for (kind, name) in [
+            (InsufficientCapacity, "insufficient_capacity"),
+            (QuotaExceeded, "quota_exceeded"),
+            (Throttled, "throttled"),
+            (InvalidConfig, "invalid_config"),
+            (NotFound, "not_found"),
+            (Unauthorized, "unauthorized"),
+            (Transient, "transient"),
+        ] {
+            let e = ProviderError::new(kind, "code", "message");
+            assert_eq!(e.kind_str(), name);
+            assert_eq!(serde_json::to_value(&e).unwrap()["kind"], name);
+            assert_eq!(serde_json::to_value(kind).unwrap(), name);
+        }
+    }
+
+    #[test]
+    fn only_capacity_and_quota_mark_the_offering_and_those_plus_throttling_stop() {
+        use ErrorKind::*;
+        for (kind, marks, stops) in [
+            (InsufficientCapacity, true, true),
+            (QuotaExceeded, true, true),
+            (Throttled, false, true),
+            (InvalidConfig, false, false),
+            (NotFound, false, false),
+            (Unauthorized, false, false),
+            (Transient, false, false),
+        ] {
+            let e = ProviderError::new(kind, "code", "message");
+            assert_eq!(e.marks_offering_unavailable(), marks, "{kind}");
+            assert_eq!(e.stops_launch(), stops, "{kind}");
+        }
     }
 
     #[test]

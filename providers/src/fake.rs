@@ -8,6 +8,10 @@
 //! [`FakeProvider::set_spot_price`]) produce the failures the reconciler must handle.
 //! Time comes from a [`Clock`], so the simulator drives it with its virtual clock and
 //! nothing here reads the system time unless given a [`crate::clock::SystemClock`].
+//!
+//! Launches run the sequence every provider shares ([`crate::launch`]); the fake keeps
+//! its tokens itself, so it has no [`crate::LaunchLedger`], and a create whose token
+//! already made an instance returns that instance without counting a call.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -19,7 +23,9 @@ use crate::Provider;
 use crate::clock::Clock;
 use crate::error::{ErrorKind, ProviderError};
 use crate::instance::{Instance, InstanceState, ListScope};
-use crate::launch::{LaunchFailure, LaunchOutcome, LaunchRequest, UserData};
+use crate::launch::{
+    Creator, InstanceRequest, LaunchOutcome, LaunchRequest, UserData, launch_each,
+};
 
 /// Which calls an injected fault applies to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -222,6 +228,73 @@ impl FakeCloud {
     }
 }
 
+/// [`FakeProvider`]'s part of one launch, every instance created at `now`.
+#[derive(Debug)]
+struct FakeCreator<'a> {
+    fake: &'a FakeProvider,
+    now: Timestamp,
+}
+
+#[async_trait]
+impl Creator for FakeCreator<'_> {
+    /// Returns the instance the token created, if the fake still knows it (no call
+    /// counted, no fault consumed); otherwise one create call, which may fail with an
+    /// injected fault, quota or capacity.
+    async fn create_one(
+        &self,
+        request: &LaunchRequest,
+        req: &InstanceRequest,
+    ) -> Result<Instance, ProviderError> {
+        let (now, lc) = (self.now, &request.launch_config);
+        let mut c = self.fake.cloud();
+        c.refresh(now);
+        if let Some(fi) = c
+            .tokens
+            .get(&req.idempotency_token)
+            .and_then(|n| c.instances.get(n))
+        {
+            return Ok(fi.instance.clone());
+        }
+        let live = c.live() as u32;
+        c.call(true)?;
+        if c.quota.is_some_and(|q| live >= q) {
+            return Err(fake_error(ErrorKind::QuotaExceeded));
+        }
+        if c.capacity.is_some_and(|cap| live >= cap) {
+            return Err(fake_error(ErrorKind::InsufficientCapacity));
+        }
+        let n = c.next_id;
+        c.next_id += 1;
+        let state = if c.boot_delay_secs == 0 {
+            InstanceState::Running
+        } else {
+            InstanceState::Pending
+        };
+        let instance = Instance {
+            id: format!("fake-{n}"),
+            pool_id: Some(request.pool_id.clone()),
+            worker_id: Some(req.worker_id.clone()),
+            launch_config_id: Some(lc.id.clone()),
+            instance_type: lc.instance_type.clone(),
+            zone: request.zone().map(str::to_owned),
+            market: lc.market,
+            state,
+            state_reason: None,
+            launched_at: Some(now),
+        };
+        c.tokens.insert(req.idempotency_token.clone(), n);
+        c.instances.insert(
+            n,
+            FakeInstance {
+                instance: instance.clone(),
+                user_data: UserData::for_instance(&request.pool_id, req),
+                terminated_at: None,
+            },
+        );
+        Ok(instance)
+    }
+}
+
 #[async_trait]
 impl Provider for FakeProvider {
     fn kind(&self) -> ProviderKind {
@@ -229,85 +302,17 @@ impl Provider for FakeProvider {
     }
 
     async fn launch(&self, request: &LaunchRequest) -> Result<LaunchOutcome, ProviderError> {
-        let lc = &request.launch_config;
-        if lc.instance_type.is_empty() {
+        if request.launch_config.instance_type.is_empty() {
             return Err(ProviderError::invalid_field(
                 "instance_type",
                 "must not be empty",
             ));
         }
-        let now = self.clock.now();
-        let mut c = self.cloud();
-        c.refresh(now);
-        let mut out = LaunchOutcome::default();
-        let mut stop: Option<ProviderError> = None;
-        for req in &request.instances {
-            if let Some(err) = &stop {
-                out.failed.push(LaunchFailure {
-                    worker_id: req.worker_id.clone(),
-                    error: err.clone(),
-                });
-                continue;
-            }
-            if let Some(fi) = c
-                .tokens
-                .get(&req.idempotency_token)
-                .and_then(|n| c.instances.get(n))
-            {
-                out.launched.push(fi.instance.clone());
-                continue;
-            }
-            let live = c.live() as u32;
-            let failure = c.call(true).err().or_else(|| {
-                if c.quota.is_some_and(|q| live >= q) {
-                    Some(fake_error(ErrorKind::QuotaExceeded))
-                } else if c.capacity.is_some_and(|cap| live >= cap) {
-                    Some(fake_error(ErrorKind::InsufficientCapacity))
-                } else {
-                    None
-                }
-            });
-            if let Some(error) = failure {
-                if error.stops_launch() {
-                    stop = Some(error.clone());
-                }
-                out.failed.push(LaunchFailure {
-                    worker_id: req.worker_id.clone(),
-                    error,
-                });
-                continue;
-            }
-            let n = c.next_id;
-            c.next_id += 1;
-            let state = if c.boot_delay_secs == 0 {
-                InstanceState::Running
-            } else {
-                InstanceState::Pending
-            };
-            let instance = Instance {
-                id: format!("fake-{n}"),
-                pool_id: Some(request.pool_id.clone()),
-                worker_id: Some(req.worker_id.clone()),
-                launch_config_id: Some(lc.id.clone()),
-                instance_type: lc.instance_type.clone(),
-                zone: request.zone().map(str::to_owned),
-                market: lc.market,
-                state,
-                state_reason: None,
-                launched_at: Some(now),
-            };
-            c.tokens.insert(req.idempotency_token.clone(), n);
-            c.instances.insert(
-                n,
-                FakeInstance {
-                    instance: instance.clone(),
-                    user_data: UserData::for_instance(&request.pool_id, req),
-                    terminated_at: None,
-                },
-            );
-            out.launched.push(instance);
-        }
-        Ok(out)
+        let creator = FakeCreator {
+            fake: self,
+            now: self.clock.now(),
+        };
+        launch_each(self, None, request, &creator).await
     }
 
     async fn terminate(&self, instance_id: &str) -> Result<(), ProviderError> {

@@ -9,7 +9,8 @@
 //!   (`ZONE_RESOURCE_POOL_EXHAUSTED` → capacity, `QUOTA_EXCEEDED` → quota, …).
 //! - **Names** are derived from the worker id (`capstan-<worker>`, or a digest when the
 //!   id does not fit GCE's name rules), so a create after a crash finds the instance
-//!   by name instead of making a second one; the [`LaunchLedger`] is consulted first.
+//!   by name instead of making a second one. Before that, the launch sequence every
+//!   provider shares ([`crate::launch`]) consults the [`LaunchLedger`].
 //! - **Labels** `capstan-pool`, `capstan-worker`, `capstan-launch-config` carry
 //!   capstan's ids for filtering. GCE label values allow only `[a-z0-9_-]` and 63
 //!   characters, so values are escaped by [`label_value`] (`ci/linux` →
@@ -47,9 +48,9 @@ use crate::Provider;
 use crate::error::{ErrorKind, ProviderError};
 use crate::instance::{Instance, InstanceState, ListScope};
 use crate::launch::{
-    InstanceRequest, LaunchFailure, LaunchOutcome, LaunchRequest, UserData, gce_request_id,
+    Creator, InstanceRequest, LaunchOutcome, LaunchRequest, UserData, gce_request_id, launch_each,
 };
-use crate::ledger::{LaunchLedger, LedgerEntry, record_after_create};
+use crate::ledger::LaunchLedger;
 
 /// Label (and metadata key) naming the pool.
 pub const LABEL_POOL: &str = "capstan-pool";
@@ -605,6 +606,40 @@ fn polling_backoff() -> google_cloud_gax::exponential_backoff::ExponentialBackof
         .clamp()
 }
 
+/// [`GcpProvider`]'s part of one launch: `instances.insert` per instance. Each create
+/// first looks the instance up by the name derived from its worker id, so
+/// `find_by_worker` keeps its default (nothing found up front).
+#[derive(Debug)]
+struct GcpCreator<'a> {
+    provider: &'a GcpProvider,
+    spec: GcpLaunchSpec,
+    zone: String,
+}
+
+#[async_trait]
+impl Creator for GcpCreator<'_> {
+    async fn create_one(
+        &self,
+        request: &LaunchRequest,
+        instance: &InstanceRequest,
+    ) -> Result<Instance, ProviderError> {
+        let result = self
+            .provider
+            .insert_one(request, &self.spec, &self.zone, instance)
+            .await;
+        if let Err(error) = &result {
+            tracing::warn!(
+                pool = %request.pool_id,
+                launch_config = %request.launch_config.id,
+                worker = %instance.worker_id,
+                %error,
+                "instances.insert failed"
+            );
+        }
+        result
+    }
+}
+
 #[async_trait]
 impl Provider for GcpProvider {
     fn kind(&self) -> ProviderKind {
@@ -618,62 +653,12 @@ impl Provider for GcpProvider {
             .filter(|z| !z.is_empty())
             .ok_or_else(|| ProviderError::invalid_field("zone", "required for gcp launch configs"))?
             .to_owned();
-        let by_token =
-            crate::ledger::lookup_all(self.ledger.as_ref(), ProviderKind::Gcp, &request.instances)
-                .await?;
-        let mut out = LaunchOutcome::default();
-        let mut stop: Option<ProviderError> = None;
-        for i in &request.instances {
-            if let Some(e) = by_token.get(&i.idempotency_token) {
-                match self.describe(&e.instance_id).await {
-                    Ok(inst) => out.launched.push(inst),
-                    Err(error) => out.failed.push(LaunchFailure {
-                        worker_id: i.worker_id.clone(),
-                        error,
-                    }),
-                }
-                continue;
-            }
-            if let Some(error) = &stop {
-                out.failed.push(LaunchFailure {
-                    worker_id: i.worker_id.clone(),
-                    error: error.clone(),
-                });
-                continue;
-            }
-            match self.insert_one(request, &spec, &zone, i).await {
-                Ok(inst) => {
-                    record_after_create(
-                        self.ledger.as_ref(),
-                        &i.idempotency_token,
-                        LedgerEntry {
-                            provider: ProviderKind::Gcp,
-                            instance_id: inst.id.clone(),
-                            worker_id: i.worker_id.clone(),
-                        },
-                    )
-                    .await;
-                    out.launched.push(inst);
-                }
-                Err(error) => {
-                    tracing::warn!(
-                        pool = %request.pool_id,
-                        launch_config = %request.launch_config.id,
-                        worker = %i.worker_id,
-                        %error,
-                        "instances.insert failed"
-                    );
-                    if error.stops_launch() {
-                        stop = Some(error.clone());
-                    }
-                    out.failed.push(LaunchFailure {
-                        worker_id: i.worker_id.clone(),
-                        error,
-                    });
-                }
-            }
-        }
-        Ok(out)
+        let creator = GcpCreator {
+            provider: self,
+            spec,
+            zone,
+        };
+        launch_each(self, Some(self.ledger.as_ref()), request, &creator).await
     }
 
     async fn terminate(&self, instance_id: &str) -> Result<(), ProviderError> {

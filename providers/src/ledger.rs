@@ -4,12 +4,14 @@
 //! a while, and emulators such as moto ignore the token altogether. So the cloud
 //! providers keep their own record: before a create they look the token up in a
 //! [`LaunchLedger`] and return the recorded instance if there is one; after a create
-//! they record it. Between a create and its record a crash can lose the record; for
-//! that case the providers also look for an instance tagged with the worker id before
-//! creating one (see [`crate::aws`] and [`crate::gcp`]).
+//! they record it (the launch sequence they share, in [`crate::launch`]). Between a
+//! create and its record a crash can lose the record; for that case the providers also
+//! look for an instance made for the worker before creating one (by worker tag in
+//! [`crate::aws`], by the name derived from the worker id in [`crate::gcp`]).
 //!
 //! The store implements this trait for production (one table keyed by token);
-//! [`InMemoryLedger`] serves tests, the fake and single-process use.
+//! [`InMemoryLedger`] serves tests and single-process use (the fake and static pools
+//! keep tokens themselves and need no ledger).
 
 use std::collections::HashMap;
 use std::fmt;

@@ -16,7 +16,9 @@
 //! - [`instance`]: [`Instance`], [`InstanceState`], [`ListScope`] and the tag names.
 //! - [`launch`]: [`LaunchRequest`] (N instances, each with its worker id, idempotency
 //!   token and registration token) and [`LaunchOutcome`] (launched and failed, so a
-//!   partial launch reads as one).
+//!   partial launch reads as one), and the launch sequence every provider runs
+//!   (ledger, crash recovery, one create per instance, stop on capacity, quota or
+//!   throttling).
 //! - [`ledger`]: [`LaunchLedger`], capstan's own token → instance record, because
 //!   clouds honour idempotency tokens only for a while and emulators not at all.
 //! - [`aws`]: EC2 spot and on-demand through `aws-sdk-ec2`.

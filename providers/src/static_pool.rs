@@ -8,7 +8,9 @@
 //!
 //! - **launch** marks idle machines of the pool *wanted* by a worker (a lease): the
 //!   machine is expected to register and take work. No idle machine left is
-//!   [`ProviderError::InsufficientCapacity`] (`static.NoIdleMachine`).
+//!   [`ProviderError::InsufficientCapacity`] (`static.NoIdleMachine`), and the rest of
+//!   the request fails with it (the launch sequence every provider shares, see
+//!   [`crate::launch`]). A token that already leased a machine returns that lease.
 //! - **terminate** asks the machine to drain; once it reports drained
 //!   ([`StaticProvider::machine_drained`]) it is idle again and can be leased anew.
 //! - Instance ids are `name@lease`, so each lease is a distinct "instance": an old
@@ -35,7 +37,7 @@ use crate::Provider;
 use crate::clock::Clock;
 use crate::error::{ErrorKind, ProviderError};
 use crate::instance::{Instance, InstanceState, ListScope};
-use crate::launch::{LaunchFailure, LaunchOutcome, LaunchRequest};
+use crate::launch::{Creator, InstanceRequest, LaunchOutcome, LaunchRequest, launch_each};
 
 /// Longest machine name, in characters.
 pub const MAX_MACHINE_NAME_LEN: usize = 63;
@@ -488,6 +490,32 @@ impl StaticProvider {
     }
 }
 
+/// [`StaticProvider`]'s part of one launch: one lease per instance among the pool's
+/// machines matching `selector`.
+#[derive(Debug)]
+struct StaticCreator<'a> {
+    provider: &'a StaticProvider,
+    selector: BTreeMap<String, String>,
+}
+
+#[async_trait]
+impl Creator for StaticCreator<'_> {
+    async fn create_one(
+        &self,
+        request: &LaunchRequest,
+        instance: &InstanceRequest,
+    ) -> Result<Instance, ProviderError> {
+        self.provider
+            .claim(
+                request,
+                &self.selector,
+                &instance.worker_id,
+                &instance.idempotency_token,
+            )
+            .await
+    }
+}
+
 #[async_trait]
 impl Provider for StaticProvider {
     fn kind(&self) -> ProviderKind {
@@ -495,31 +523,11 @@ impl Provider for StaticProvider {
     }
 
     async fn launch(&self, request: &LaunchRequest) -> Result<LaunchOutcome, ProviderError> {
-        let sel = selector(&request.launch_config)?;
-        let mut out = LaunchOutcome::default();
-        let mut stop: Option<ProviderError> = None;
-        for req in &request.instances {
-            let result = match &stop {
-                Some(e) => Err(e.clone()),
-                None => {
-                    self.claim(request, &sel, &req.worker_id, &req.idempotency_token)
-                        .await
-                }
-            };
-            match result {
-                Ok(i) => out.launched.push(i),
-                Err(error) => {
-                    if error.kind() == ErrorKind::InsufficientCapacity {
-                        stop = Some(error.clone());
-                    }
-                    out.failed.push(LaunchFailure {
-                        worker_id: req.worker_id.clone(),
-                        error,
-                    });
-                }
-            }
-        }
-        Ok(out)
+        let creator = StaticCreator {
+            provider: self,
+            selector: selector(&request.launch_config)?,
+        };
+        launch_each(self, None, request, &creator).await
     }
 
     async fn terminate(&self, instance_id: &str) -> Result<(), ProviderError> {
