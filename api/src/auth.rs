@@ -11,10 +11,11 @@
 //! **Scopes.** A scope names an action and a pool-id pattern: `pools:read:ci/*`. A
 //! pattern is a pool id, or a prefix followed by `*` matching any suffix (`ci/*`
 //! matches `ci/linux` and `ci/arm/large`; `*` alone matches every pool).
-//! `clients:admin` manages API clients; `*` allows everything. A client can only
-//! create (or revoke) a client whose every scope one of its own scopes covers: scope A
-//! covers B when A is `*`, when both are `clients:admin`, or when they name the same
-//! action and every pool B matches A matches too.
+//! Two scopes name no pool: `clients:admin` manages API clients, and `metrics:read`
+//! reads `GET /metrics`. `*` allows everything. A client can only create (or revoke) a
+//! client whose every scope one of its own scopes covers: scope A covers B when A is
+//! `*`, when both are `clients:admin` (or both `metrics:read`), or when they name the
+//! same action and every pool B matches A matches too.
 //!
 //! **Last use** is written at most once a minute per client and replica, off the
 //! request path, so authentication costs one primary-key read.
@@ -122,6 +123,8 @@ pub enum Scope {
     All,
     /// `clients:admin`: create, list and revoke API clients.
     ClientsAdmin,
+    /// `metrics:read`: read the Prometheus metrics at `/metrics`.
+    MetricsRead,
     /// `<action>:<pattern>`.
     Pool(Action, PoolPattern),
 }
@@ -143,6 +146,7 @@ impl Scope {
         match (self, other) {
             (Scope::All, _) => true,
             (Scope::ClientsAdmin, Scope::ClientsAdmin) => true,
+            (Scope::MetricsRead, Scope::MetricsRead) => true,
             (Scope::Pool(a, p), Scope::Pool(b, q)) => a == b && p.covers(q),
             _ => false,
         }
@@ -154,6 +158,7 @@ impl fmt::Display for Scope {
         match self {
             Scope::All => f.write_str("*"),
             Scope::ClientsAdmin => f.write_str("clients:admin"),
+            Scope::MetricsRead => f.write_str("metrics:read"),
             Scope::Pool(action, pattern) => write!(f, "{}:{pattern}", action.as_str()),
         }
     }
@@ -169,10 +174,13 @@ impl FromStr for Scope {
         if s == "clients:admin" {
             return Ok(Scope::ClientsAdmin);
         }
+        if s == "metrics:read" {
+            return Ok(Scope::MetricsRead);
+        }
         let expected = || {
             let actions: Vec<&str> = Action::ALL.iter().map(|a| a.as_str()).collect();
             format!(
-                "expected \"*\", \"clients:admin\" or ACTION:POOLS with ACTION one of {} and \
+                "expected \"*\", \"clients:admin\", \"metrics:read\" or ACTION:POOLS with ACTION one of {} and \
                  POOLS a pool id or a prefix ending in '*' (e.g. pools:write:ci/*), got {s:?}",
                 actions.join(", ")
             )
@@ -411,6 +419,7 @@ mod tests {
         for s in [
             "*",
             "clients:admin",
+            "metrics:read",
             "pools:read:*",
             "pools:write:ci/*",
             "workers:drain:ci/linux",
@@ -425,6 +434,8 @@ mod tests {
             "pools:read:",
             "pools:admin:x",
             "clients:admin:x",
+            "metrics:read:x",
+            "metrics:write",
             "pools:read:CI",
             "pools:read:c*i",
             "pools:read:ci//x",
@@ -458,6 +469,11 @@ mod tests {
         assert!(!scope("clients:admin").covers(&scope("*")));
         assert!(!scope("pools:read:*").covers(&scope("*")));
         assert!(!scope("clients:admin").covers(&scope("pools:read:x")));
+        assert!(scope("*").covers(&scope("metrics:read")));
+        assert!(scope("metrics:read").covers(&scope("metrics:read")));
+        assert!(!scope("metrics:read").covers(&scope("clients:admin")));
+        assert!(!scope("clients:admin").covers(&scope("metrics:read")));
+        assert!(!scope("pools:read:*").covers(&scope("metrics:read")));
     }
 
     #[test]

@@ -17,11 +17,19 @@
 //! - [`pools`], [`workers`], [`machines`], [`clients`]: one module per resource, each
 //!   with its handlers, its request and response types, and the rules of its writes
 //!   (the binary's CLI is a client of these routes, so the rules live here once).
+//! - [`queue`]: pushing a pool's queue samples (the demand signal), and waking the
+//!   reconcile loop when the backlog outgrows the idle slots.
+//! - [`plans`]: what the reconcile loop decided for a pool (its latest plan, in JSON
+//!   and in words, with the recent plans that acted) and the forecast behind it.
+//! - [`metrics`]: `/metrics`, Prometheus/OpenMetrics text, behind `metrics:read`.
 //! - [`probes`]: `/healthz` and `/readyz`, unauthenticated.
 //! - [`openapi`]: the OpenAPI 3.1 document, generated from the handlers' annotations,
 //!   served at `/openapi.json` with Swagger UI at `/docs` (assets vendored at build
 //!   time, nothing fetched at run time); `api/openapi.json` is the committed copy a
 //!   test keeps in step.
+//!
+//! The binary hands the API two hooks through [`AppState`]: [`Wake`] (plan this pool
+//! now) and [`MetricsSource`] (the text of `/metrics`); both default to nothing.
 //!
 //! Hardening applies to every route: a request timeout (503 `timeout`), a 1 MiB body
 //! limit, JSON-only bodies with unknown fields rejected, JSON 404 and 405 answers, and
@@ -31,10 +39,13 @@ pub mod auth;
 pub mod clients;
 pub mod error;
 pub mod machines;
+pub mod metrics;
 pub mod openapi;
 pub mod paths;
+pub mod plans;
 pub mod pools;
 pub mod probes;
+pub mod queue;
 pub mod request;
 pub mod store_inventory;
 pub mod workers;
@@ -48,7 +59,7 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use capstan_core::Timestamp;
+use capstan_core::{PoolId, Timestamp};
 use store::Store;
 use tower::Layer;
 use tower::util::{MapRequest, MapRequestLayer};
@@ -91,6 +102,78 @@ impl std::fmt::Debug for Clock {
     }
 }
 
+/// Tells the reconcile loop that a pool wants planning now rather than at its next
+/// tick: called after a pool is created, edited or marked deleting, and after a queue
+/// push whose newest sample has more pending tasks than the pool's idle ready slots.
+/// The binary wires it to its loop; [`Wake::none`] (the default) does nothing. It must
+/// not block: it runs on the request path.
+#[derive(Clone)]
+pub struct Wake(Arc<dyn Fn(&PoolId) + Send + Sync>);
+
+impl Wake {
+    /// A hook calling `f` with the pool's id.
+    pub fn new(f: impl Fn(&PoolId) + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+
+    /// A hook that does nothing.
+    pub fn none() -> Self {
+        Self::new(|_| {})
+    }
+
+    /// Wakes the loop for pool `id`.
+    pub fn wake(&self, id: &PoolId) {
+        (self.0)(id);
+    }
+}
+
+impl Default for Wake {
+    fn default() -> Self {
+        Self::none()
+    }
+}
+
+impl std::fmt::Debug for Wake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Wake")
+    }
+}
+
+/// Renders the process's metrics as OpenMetrics text for `GET /metrics` (the binary
+/// passes prometheus-client's encoder over its registry); [`MetricsSource::none`] (the
+/// default) renders an empty body.
+#[derive(Clone)]
+pub struct MetricsSource(Arc<dyn Fn() -> String + Send + Sync>);
+
+impl MetricsSource {
+    /// A source rendering with `f`.
+    pub fn new(f: impl Fn() -> String + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+
+    /// A source with no metrics.
+    pub fn none() -> Self {
+        Self::new(String::new)
+    }
+
+    /// The metrics now.
+    pub fn render(&self) -> String {
+        (self.0)()
+    }
+}
+
+impl Default for MetricsSource {
+    fn default() -> Self {
+        Self::none()
+    }
+}
+
+impl std::fmt::Debug for MetricsSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MetricsSource")
+    }
+}
+
 /// What every handler can reach.
 #[derive(Debug, Clone)]
 pub struct AppState {
@@ -104,6 +187,10 @@ pub struct AppState {
     pub request_timeout: Duration,
     /// When each client's last use was last recorded.
     pub last_used: auth::LastUsed,
+    /// Asks the reconcile loop to plan a pool now.
+    pub wake: Wake,
+    /// What `GET /metrics` serves.
+    pub metrics: MetricsSource,
 }
 
 impl AppState {
@@ -115,7 +202,19 @@ impl AppState {
             clock,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             last_used: auth::LastUsed::default(),
+            wake: Wake::none(),
+            metrics: MetricsSource::none(),
         }
+    }
+
+    /// The same state, waking the reconcile loop through `wake`.
+    pub fn with_wake(self, wake: Wake) -> Self {
+        Self { wake, ..self }
+    }
+
+    /// The same state, serving `metrics` at `GET /metrics`.
+    pub fn with_metrics(self, metrics: MetricsSource) -> Self {
+        Self { metrics, ..self }
     }
 
     /// Now.

@@ -13,25 +13,28 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::{AppState, clients, machines, pools, probes, workers};
+use crate::{AppState, clients, machines, metrics, plans, pools, probes, queue, workers};
 
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "capstan",
         description = "Operator API of capstan, a provisioner control plane for fleets of task workers. \
-            Every /v1 route takes `Authorization: Bearer cap_<id>_<secret>` and checks one scope \
+            Every /v1 route and /metrics take `Authorization: Bearer cap_<id>_<secret>` and check one scope \
             (`pools:read:<pool>`, `pools:write:<pool>`, `pools:delete:<pool>`, `workers:read:<pool>`, \
-            `workers:drain:<pool>`, `queue:write:<pool>`, `clients:admin`, or `*`; a pool pattern may \
-            end in `*`). Pool ids hold `/` and may be sent in paths as they are or as %2F.",
+            `workers:drain:<pool>`, `queue:write:<pool>`, `clients:admin`, `metrics:read`, or `*`; a pool \
+            pattern may end in `*`). Pool ids hold `/` and may be sent in paths as they are or as %2F.",
         license(name = "Apache-2.0"),
     ),
     modifiers(&BearerAuth),
     tags(
         (name = "pools", description = "Pool specs, their errors and audit log"),
+        (name = "queue", description = "The demand signal: queue samples pushed per pool"),
+        (name = "plans", description = "What the reconcile loop decided for a pool, and its forecast"),
         (name = "workers", description = "The machines of pools"),
         (name = "machines", description = "Hardware of static pools"),
         (name = "clients", description = "API clients and their tokens"),
+        (name = "metrics", description = "Prometheus metrics (OpenMetrics text)"),
         (name = "probes", description = "Health and readiness, unauthenticated"),
     )
 )]
@@ -63,6 +66,9 @@ pub fn routes() -> OpenApiRouter<AppState> {
         ))
         .routes(routes!(pools::pool_errors))
         .routes(routes!(pools::pool_audit))
+        .routes(routes!(queue::push_queue))
+        .routes(routes!(plans::get_plan))
+        .routes(routes!(plans::get_forecast))
         .routes(routes!(workers::list_workers))
         .routes(routes!(workers::get_worker))
         .routes(routes!(workers::drain_worker))
@@ -70,6 +76,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(machines::remove_machine))
         .routes(routes!(clients::create_client, clients::list_clients))
         .routes(routes!(clients::revoke_client))
+        .routes(routes!(metrics::metrics))
 }
 
 /// The document alone (for the committed copy and its test).

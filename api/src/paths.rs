@@ -73,6 +73,13 @@ mod tests {
             rewrite("/v1/pools/ci/linux/large/workers").as_deref(),
             Some("/v1/pools/ci%2Flinux%2Flarge/workers")
         );
+        for sub in ["queue", "plan", "forecast", "metrics"] {
+            assert_eq!(
+                rewrite(&format!("/v1/pools/ci/linux/{sub}")),
+                Some(format!("/v1/pools/ci%2Flinux/{sub}"))
+            );
+            assert_eq!(rewrite(&format!("/v1/pools/{sub}/{sub}")), None);
+        }
         // One-segment ids, sub-resources of them, and encoded ids need nothing.
         assert_eq!(rewrite("/v1/pools/linux"), None);
         assert_eq!(rewrite("/v1/pools/linux/workers"), None);

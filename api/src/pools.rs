@@ -13,6 +13,9 @@
 //! - A delete removes a pool with no live worker; otherwise it marks the pool deleting
 //!   (202): it takes no more edits, and the reconcile loop drains its workers and then
 //!   removes it.
+//! - A create or a change (not an unchanged PUT), and marking a pool deleting, wake the
+//!   reconcile loop for the pool ([`crate::Wake`]): it plans the pool at once instead
+//!   of at its next tick.
 
 // utoipa's `params(QueryStruct)` expansion names the struct by its full path.
 #![allow(unused_qualifications)]
@@ -519,6 +522,9 @@ pub async fn put_pool(
     let JsonBody(body) = JsonBody::read(req).await?;
     let (outcome, record) =
         put(&state.store, &caller.actor(), &id, body, &pre, state.now()).await?;
+    if outcome != PutOutcome::Unchanged {
+        state.wake.wake(&id);
+    }
     if outcome == PutOutcome::Created {
         let mut response = with_etag(StatusCode::CREATED, record);
         if let Ok(location) = format!("/v1/pools/{id}").parse() {
@@ -566,7 +572,11 @@ pub async fn patch_pool(
     caller.require(Action::PoolsWrite, id.as_str())?;
     let pre = Preconditions::from_headers(req.headers())?;
     let JsonBody(body) = JsonBody::read(req).await?;
-    let (_, record) = patch(&state.store, &caller.actor(), &id, &body, &pre, state.now()).await?;
+    let (outcome, record) =
+        patch(&state.store, &caller.actor(), &id, &body, &pre, state.now()).await?;
+    if outcome != PutOutcome::Unchanged {
+        state.wake.wake(&id);
+    }
     Ok(with_etag(StatusCode::OK, record))
 }
 
@@ -604,7 +614,10 @@ pub async fn delete_pool(
     Ok(
         match delete(&state.store, &caller.actor(), &id, &pre, state.now()).await? {
             DeleteOutcome::Deleted => StatusCode::NO_CONTENT.into_response(),
-            DeleteOutcome::MarkedDeleting(record) => with_etag(StatusCode::ACCEPTED, *record),
+            DeleteOutcome::MarkedDeleting(record) => {
+                state.wake.wake(&id);
+                with_etag(StatusCode::ACCEPTED, *record)
+            }
         },
     )
 }

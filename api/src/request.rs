@@ -93,16 +93,24 @@ impl JsonBody {
 
 /// Builds a `T` from a JSON value; a wrong or unknown field is a 422 naming it.
 pub fn decode<T: DeserializeOwned>(value: Value) -> Result<T, ApiError> {
+    decode_at(value, "").map_err(|e| ApiError::invalid("invalid_request", vec![e]))
+}
+
+/// Builds a `T` from the JSON value found at `path` of a body (`samples[3]`), so that
+/// a caller decoding the elements of a list one by one can report a problem in each;
+/// the problem's field is `path` joined with the path inside the value.
+pub fn decode_at<T: DeserializeOwned>(value: Value, path: &str) -> Result<T, FieldError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
-        let field = e.path().to_string();
-        let field = if field == "." { String::new() } else { field };
-        ApiError::invalid(
-            "invalid_request",
-            vec![FieldError {
-                field,
-                message: e.into_inner().to_string(),
-            }],
-        )
+        let inner = e.path().to_string();
+        let field = match (path.is_empty(), inner == ".") {
+            (_, true) => path.to_owned(),
+            (true, false) => inner,
+            (false, false) => format!("{path}.{inner}"),
+        };
+        FieldError {
+            field,
+            message: e.into_inner().to_string(),
+        }
     })
 }
 

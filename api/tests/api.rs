@@ -7,11 +7,15 @@
 //! when PostgreSQL is unreachable, failed under `CI=true`).
 
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 
-use api::{AppState, Clock, Readiness};
-use axum::body::Body;
+use api::{AppState, Clock, MetricsSource, Readiness, Wake};
+use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
-use capstan_core::{PoolId, ProviderKind, Timestamp, Worker, WorkerId, WorkerState};
+use capstan_core::{
+    Forecast, ForecastPoint, Plan, PlanReport, PoolId, ProviderKind, Quantile, QueueSample,
+    ScalingPolicy, TargetTerm, TerminateReason, Timestamp, Worker, WorkerId, WorkerState,
+};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use store::Store;
@@ -75,14 +79,15 @@ impl Ctx {
         }
     }
 
-    async fn send(
+    /// Sends a request; answers the status, headers and raw body.
+    async fn send_raw(
         &self,
         method: Method,
         path: &str,
         token: Option<&str>,
         headers: &[(&str, &str)],
         body: Option<Body>,
-    ) -> Answer {
+    ) -> (StatusCode, HeaderMap, Bytes) {
         let mut req = Request::builder().method(method).uri(path);
         if let Some(token) = token {
             req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
@@ -97,6 +102,18 @@ impl Ctx {
         let status = response.status();
         let headers = response.headers().clone();
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (status, headers, bytes)
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Option<Body>,
+    ) -> Answer {
+        let (status, headers, bytes) = self.send_raw(method, path, token, headers, body).await;
         let body = if bytes.is_empty() {
             Value::Null
         } else {
@@ -192,6 +209,11 @@ store::on_both_backends!(
     deleting_a_pool_with_live_workers_drains_it_first,
     errors_and_audit_are_served,
     static_machines_are_registered_listed_and_removed,
+    queue_samples_are_stored_with_estimated_arrivals,
+    bad_queue_batches_name_every_field_and_store_nothing,
+    queue_pushes_and_pool_edits_wake_the_loop,
+    plans_and_forecasts_are_served_once_the_loop_records_them,
+    metrics_need_their_scope_and_serve_the_source,
 );
 
 async fn pools_are_created_read_replaced_patched_and_deleted(c: Ctx) {
@@ -435,7 +457,7 @@ async fn writes_to_existing_pools_need_the_current_generation(c: Ctx) {
 
 async fn concurrent_puts_with_one_generation_have_one_winner(c: Ctx) {
     c.put("/v1/pools/ci/linux", &c.admin, &[], &spec(10)).await;
-    let c = std::sync::Arc::new(c);
+    let c = Arc::new(c);
     let mut tasks = Vec::new();
     for i in 0..8 {
         let c = c.clone();
@@ -705,12 +727,22 @@ async fn lists_filter_paginate_and_show_only_readable_pools(c: Ctx) {
 }
 
 async fn tokens_are_checked_on_every_route(c: Ctx) {
-    // Every route of the OpenAPI document under /v1, with its parameters filled in.
+    // Every route of the OpenAPI document that names the bearer scheme (all of /v1,
+    // and /metrics), with its parameters filled in.
     let doc = serde_json::to_value(api::openapi::document()).unwrap();
     let nobody = c.client("nobody", &["queue:write:zzz"]).await;
     let mut checked = 0;
     for (path, item) in doc["paths"].as_object().unwrap() {
-        if !path.starts_with("/v1/") {
+        let secured = item
+            .as_object()
+            .unwrap()
+            .values()
+            .all(|op| op["security"].as_array().is_some_and(|s| !s.is_empty()));
+        if !secured {
+            assert!(
+                ["/healthz", "/readyz"].contains(&path.as_str()),
+                "{path} is open"
+            );
             continue;
         }
         let concrete = path
@@ -776,7 +808,7 @@ async fn tokens_are_checked_on_every_route(c: Ctx) {
             checked += 1;
         }
     }
-    assert!(checked >= 14, "only {checked} routes checked");
+    assert!(checked >= 20, "only {checked} routes checked");
 }
 
 async fn scoped_clients_are_refused_outside_their_pools(c: Ctx) {
@@ -1282,4 +1314,647 @@ async fn static_machines_are_registered_listed_and_removed(c: Ctx) {
     )
     .await
     .error(StatusCode::NOT_FOUND, "not_found");
+}
+
+/// A wake hook that records the pools it was called for.
+fn recording_wake() -> (Wake, Arc<Mutex<Vec<String>>>) {
+    let woken = Arc::new(Mutex::new(Vec::new()));
+    let log = woken.clone();
+    (
+        Wake::new(move |id: &PoolId| log.lock().unwrap().push(id.to_string())),
+        woken,
+    )
+}
+
+/// Takes what the hook recorded so far.
+fn take(woken: &Mutex<Vec<String>>) -> Vec<String> {
+    std::mem::take(&mut *woken.lock().unwrap())
+}
+
+fn at(secs_from_now: i64) -> String {
+    now().plus_secs(secs_from_now).to_string()
+}
+
+async fn stored_samples(c: &Ctx, pool: &str) -> Vec<QueueSample> {
+    c.store
+        .queue_samples(
+            &PoolId::new(pool).unwrap(),
+            now().plus_secs(-40 * 86_400),
+            now().plus_secs(3600),
+        )
+        .await
+        .unwrap()
+}
+
+async fn push(c: &Ctx, path: &str, token: &str, samples: Value) -> Answer {
+    c.json(
+        Method::POST,
+        path,
+        token,
+        &[],
+        &json!({ "samples": samples }),
+    )
+    .await
+}
+
+async fn queue_samples_are_stored_with_estimated_arrivals(c: Ctx) {
+    c.put("/v1/pools/ci/linux", &c.admin, &[], &spec(10)).await;
+    let a = push(
+        &c,
+        "/v1/pools/ci/linux/queue",
+        &c.admin,
+        json!([
+            {"at": at(-30), "pending": 4, "running": 2, "arrivals": 7, "completions": 1},
+            {"at": at(-20), "pending": 9, "running": 2, "completions": 3},
+            {"at": at(-10), "pending": 1, "running": 2},
+        ]),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::ACCEPTED, "{:#}", a.body);
+    assert_eq!(a.body, json!({"accepted": 3}));
+    // Arrivals: given; grew 5 plus 3 completions; shrank with no completions.
+    let got = stored_samples(&c, "ci/linux").await;
+    let rows: Vec<(i64, u32, u32, u32, u32)> = got
+        .iter()
+        .map(|s| {
+            (
+                s.at.secs_since(now()) as i64,
+                s.pending,
+                s.running,
+                s.arrivals,
+                s.completions,
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [(-30, 4, 2, 7, 1), (-20, 9, 2, 8, 3), (-10, 1, 2, 0, 0)]
+    );
+    // The next batch differences against the latest stored sample; `at` defaults to
+    // now. The pool id may be sent encoded too.
+    let a = push(
+        &c,
+        "/v1/pools/ci%2Flinux/queue",
+        &c.admin,
+        json!([{"pending": 6, "running": 2, "completions": 2}]),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::ACCEPTED, "{:#}", a.body);
+    let got = stored_samples(&c, "ci/linux").await;
+    assert_eq!(
+        got.last().unwrap(),
+        &QueueSample {
+            at: now(),
+            pending: 6,
+            running: 2,
+            arrivals: 7,
+            completions: 2
+        }
+    );
+    // Re-pushing an instant replaces it.
+    let a = push(
+        &c,
+        "/v1/pools/ci/linux/queue",
+        &c.admin,
+        json!([{"at": at(0), "pending": 6, "running": 2, "arrivals": 1}]),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::ACCEPTED, "{:#}", a.body);
+    let got = stored_samples(&c, "ci/linux").await;
+    assert_eq!((got.len(), got[3].arrivals), (4, 1));
+    // A pool's first sample without arrivals counts its completions only.
+    c.put("/v1/pools/queue", &c.admin, &[], &spec(10)).await;
+    let a = push(
+        &c,
+        "/v1/pools/queue/queue",
+        &c.admin,
+        json!([{"pending": 50, "running": 0, "completions": 4}]),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::ACCEPTED, "{:#}", a.body);
+    assert_eq!(stored_samples(&c, "queue").await[0].arrivals, 4);
+    assert_eq!(stored_samples(&c, "ci/linux").await.len(), 4);
+
+    // The scope is queue:write on the pool; pools:write is not it.
+    let writer = c.client("writer", &["pools:write:*", "pools:read:*"]).await;
+    let a = push(
+        &c,
+        "/v1/pools/ci/linux/queue",
+        &writer,
+        json!([{"pending": 1, "running": 0}]),
+    )
+    .await;
+    a.error(StatusCode::FORBIDDEN, "forbidden");
+    assert_eq!(a.body["missing_scope"], "queue:write:ci/linux");
+    let pusher = c.client("pusher", &["queue:write:ci/*"]).await;
+    let a = push(
+        &c,
+        "/v1/pools/ci/linux/queue",
+        &pusher,
+        json!([{"at": at(5), "pending": 1, "running": 0}]),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::ACCEPTED, "{:#}", a.body);
+    // No such pool: 404; a pool being deleted: 409.
+    push(
+        &c,
+        "/v1/pools/ci/none/queue",
+        &c.admin,
+        json!([{"pending": 1, "running": 0}]),
+    )
+    .await
+    .error(StatusCode::NOT_FOUND, "not_found");
+    c.store
+        .insert_worker(&worker("w1", "ci/linux"))
+        .await
+        .unwrap();
+    let a = c
+        .send(
+            Method::DELETE,
+            "/v1/pools/ci/linux",
+            Some(&c.admin),
+            &[("if-match", "\"1\"")],
+            None,
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::ACCEPTED, "{:#}", a.body);
+    push(
+        &c,
+        "/v1/pools/ci/linux/queue",
+        &c.admin,
+        json!([{"at": at(10), "pending": 1, "running": 0}]),
+    )
+    .await
+    .error(StatusCode::CONFLICT, "conflict");
+    assert_eq!(stored_samples(&c, "ci/linux").await.len(), 5);
+}
+
+async fn bad_queue_batches_name_every_field_and_store_nothing(c: Ctx) {
+    c.put("/v1/pools/ci/linux", &c.admin, &[], &spec(10)).await;
+    let a = push(
+        &c,
+        "/v1/pools/ci/linux/queue",
+        &c.admin,
+        json!([
+            {"at": at(-50), "pending": 1, "running": 0},
+            {"at": at(61), "pending": 1, "running": 0},
+            {"at": at(-35 * 86_400 - 1), "pending": 1, "running": 0},
+            {"at": at(-40), "pending": 1_000_001, "running": 0, "arrivals": 1_000_001, "completions": 1_000_001},
+            {"at": at(-30), "pending": 1, "running": 1_000_001},
+            {"at": at(-30), "pending": 1, "running": 0},
+            {"at": "noon", "pending": 1, "running": 0},
+            {"pending": -1, "running": 0},
+            {"pending": 1, "running": 0, "queued": 3},
+            {"running": 0},
+            {"pending": 1, "running": 0},
+            {"pending": 1, "running": 0},
+        ]),
+    )
+    .await;
+    a.error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+    let fields: Vec<&str> = a.body["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            "samples[1].at",
+            "samples[2].at",
+            "samples[2].at",
+            "samples[3].pending",
+            "samples[3].arrivals",
+            "samples[3].completions",
+            "samples[4].running",
+            "samples[5].at",
+            "samples[6].at",
+            "samples[7].pending",
+            "samples[8].queued",
+            "samples[9]",
+            "samples[11].at",
+        ],
+        "{:#}",
+        a.body
+    );
+    let message = |i: usize| a.body["problems"][i]["message"].as_str().unwrap();
+    assert!(message(0).contains("at most 60 s ahead"), "{}", message(0));
+    assert!(message(1).contains("35 days"), "{}", message(1));
+    assert!(message(3).contains("at most 1000000"), "{}", message(3));
+    assert!(
+        message(7).contains("later than samples[4].at"),
+        "{}",
+        message(7)
+    );
+    assert!(message(10).contains("queued"), "{}", message(10));
+    assert!(message(11).contains("pending"), "{}", message(11));
+    assert!(message(12).contains("only the newest"), "{}", message(12));
+    // One bad sample among good ones: nothing stored.
+    let a = push(
+        &c,
+        "/v1/pools/ci/linux/queue",
+        &c.admin,
+        json!([
+            {"at": at(-20), "pending": 1, "running": 0},
+            {"at": at(-10), "pending": 1, "running": "two"},
+        ]),
+    )
+    .await;
+    a.error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+    assert_eq!(a.body["problems"][0]["field"], "samples[1].running");
+    assert!(stored_samples(&c, "ci/linux").await.is_empty());
+    // The batch itself: empty, too long, not a list, unknown keys, not JSON.
+    for (body, field) in [
+        (json!({"samples": []}), "samples"),
+        (json!({"samples": {"pending": 1}}), "samples"),
+        (json!({"samples": [], "pool": "x"}), "pool"),
+        (json!({}), ""),
+    ] {
+        let a = c
+            .json(
+                Method::POST,
+                "/v1/pools/ci/linux/queue",
+                &c.admin,
+                &[],
+                &body,
+            )
+            .await;
+        a.error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+        assert_eq!(a.body["problems"][0]["field"], field, "{body}");
+    }
+    let many: Vec<Value> = (0..1001)
+        .map(|i| json!({"at": at(i - 2000), "pending": 0, "running": 0}))
+        .collect();
+    let a = push(&c, "/v1/pools/ci/linux/queue", &c.admin, json!(many)).await;
+    a.error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+    assert!(
+        a.body["message"].as_str().unwrap().contains("1 to 1000"),
+        "{:#}",
+        a.body
+    );
+    let a = c
+        .send(
+            Method::POST,
+            "/v1/pools/ci/linux/queue",
+            Some(&c.admin),
+            &[("content-type", "application/json")],
+            Some(Body::from("{\"samples\": [")),
+        )
+        .await;
+    a.error(StatusCode::BAD_REQUEST, "invalid_json");
+    let a = c
+        .send(
+            Method::POST,
+            "/v1/pools/ci/linux/queue",
+            Some(&c.admin),
+            &[("content-type", "text/plain")],
+            Some(Body::from("pending=1")),
+        )
+        .await;
+    a.error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
+    // 1000 samples are fine.
+    let many: Vec<Value> = (0..1000)
+        .map(|i| json!({"at": at(i - 2000), "pending": 0, "running": 0}))
+        .collect();
+    let a = push(&c, "/v1/pools/ci/linux/queue", &c.admin, json!(many)).await;
+    assert_eq!(a.body, json!({"accepted": 1000}));
+}
+
+async fn queue_pushes_and_pool_edits_wake_the_loop(mut c: Ctx) {
+    let (wake, woken) = recording_wake();
+    c.state = c.state.clone().with_wake(wake);
+    // Creating and changing a pool wakes it; an unchanged PUT does not.
+    c.put("/v1/pools/ci/linux", &c.admin, &[], &spec(10)).await;
+    assert_eq!(take(&woken), ["ci/linux"]);
+    c.put(
+        "/v1/pools/ci/linux",
+        &c.admin,
+        &[("if-match", "\"1\"")],
+        &spec(10),
+    )
+    .await;
+    assert!(take(&woken).is_empty());
+    let a = c
+        .json(
+            Method::PATCH,
+            "/v1/pools/ci/linux",
+            &c.admin,
+            &[("if-match", "\"1\"")],
+            &json!({"max_capacity": 12}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{:#}", a.body);
+    assert_eq!(take(&woken), ["ci/linux"]);
+
+    // No workers: any pending task outnumbers the idle slots.
+    let pushed =
+        |pending: u32, secs: i64| json!([{"at": at(secs), "pending": pending, "running": 0}]);
+    let path = "/v1/pools/ci/linux/queue";
+    push(&c, path, &c.admin, pushed(0, -100)).await;
+    assert!(take(&woken).is_empty(), "nothing pending");
+    push(&c, path, &c.admin, pushed(1, -90)).await;
+    assert_eq!(take(&woken), ["ci/linux"]);
+
+    // Ready workers with 4 + 2 slots, 1 busy: 5 idle. A booting one does not count.
+    for (id, capacity, busy, state) in [
+        ("w1", 4, 1, WorkerState::Ready),
+        ("w2", 2, 0, WorkerState::Ready),
+        ("w3", 8, 0, WorkerState::Booting),
+    ] {
+        let mut w = worker(id, "ci/linux");
+        w.capacity = capacity;
+        w.busy_slots = busy;
+        w.state = state;
+        c.store.insert_worker(&w).await.unwrap();
+    }
+    push(&c, path, &c.admin, pushed(5, -80)).await;
+    assert!(take(&woken).is_empty(), "5 pending fit 5 idle slots");
+    push(&c, path, &c.admin, pushed(6, -70)).await;
+    assert_eq!(take(&woken), ["ci/linux"]);
+    // Only the newest sample of a batch counts.
+    let a = push(
+        &c,
+        path,
+        &c.admin,
+        json!([
+            {"at": at(-60), "pending": 100, "running": 0},
+            {"at": at(-50), "pending": 2, "running": 0},
+        ]),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::ACCEPTED, "{:#}", a.body);
+    assert!(take(&woken).is_empty());
+    // A refused batch wakes nothing.
+    push(&c, path, &c.admin, pushed(100, 3600)).await;
+    assert!(take(&woken).is_empty());
+    // Marking the pool deleting wakes it (its workers drain).
+    let a = c
+        .send(
+            Method::DELETE,
+            "/v1/pools/ci/linux",
+            Some(&c.admin),
+            &[("if-match", "\"2\"")],
+            None,
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::ACCEPTED, "{:#}", a.body);
+    assert_eq!(take(&woken), ["ci/linux"]);
+}
+
+fn a_plan(secs_from_now: i64, actions: bool) -> Plan {
+    let mut plan_actions = Vec::new();
+    if actions {
+        plan_actions.push(capstan_core::Action::Launch {
+            launch_config_id: "small".into(),
+            zone: None,
+            count: 2,
+            idempotency_token: format!("ci/linux-{secs_from_now}-0"),
+        });
+        plan_actions.push(capstan_core::Action::Terminate {
+            worker: WorkerId::from_string("w-old"),
+            reason: TerminateReason::MaxLifetime,
+        });
+    }
+    Plan {
+        actions: plan_actions,
+        report: PlanReport {
+            at: now().plus_secs(secs_from_now),
+            policy: ScalingPolicy::Forecast,
+            forecast_slots: 5,
+            backlog_slots: 3,
+            min_slots: 0,
+            schedule_slots: 0,
+            max_slots: 10,
+            budget_slots: None,
+            target_slots: 5,
+            target_set_by: TargetTerm::Forecast,
+            keep_slots: 5,
+            current_slots: 3,
+            launch_slots: if actions { 2 } else { 0 },
+            launched_last_minute: 0,
+            rate_limited: false,
+            unmet_slots: 0,
+            skipped_offerings: vec![],
+        },
+    }
+}
+
+fn a_forecast(secs_from_now: i64) -> Forecast {
+    let made_at = now().plus_secs(secs_from_now);
+    Forecast {
+        made_at,
+        policy: ScalingPolicy::Forecast,
+        lead_s: 120.0,
+        target_slots: 5,
+        backlog_slots: 3,
+        expected_busy_slots: 4.2,
+        points: (1..=3)
+            .map(|i| ForecastPoint {
+                at: made_at.plus_secs(60 * i),
+                mean: 4.0 + i as f64,
+                quantiles: vec![
+                    Quantile {
+                        p: 0.5,
+                        slots: 4.0 + i as f64,
+                    },
+                    Quantile {
+                        p: 0.9,
+                        slots: 6.0 + i as f64,
+                    },
+                ],
+            })
+            .collect(),
+    }
+}
+
+async fn plans_and_forecasts_are_served_once_the_loop_records_them(c: Ctx) {
+    c.put("/v1/pools/ci/linux", &c.admin, &[], &spec(10)).await;
+    // Not planned yet: 404 saying so; no pool: 404 saying that.
+    for route in ["plan", "forecast"] {
+        let a = c
+            .get(&format!("/v1/pools/ci/linux/{route}"), &c.admin)
+            .await;
+        a.error(StatusCode::NOT_FOUND, "not_found");
+        assert!(
+            a.body["message"]
+                .as_str()
+                .unwrap()
+                .contains("pool ci/linux has not been planned yet"),
+            "{:#}",
+            a.body
+        );
+        let a = c.get(&format!("/v1/pools/ci/none/{route}"), &c.admin).await;
+        a.error(StatusCode::NOT_FOUND, "not_found");
+        assert_eq!(a.body["message"], "no pool ci/none");
+    }
+
+    // The loop (a replica holding the lease) records plans.
+    let leases = c.store.acquire_leases("r", 60_000).await.unwrap();
+    let fence = &leases
+        .iter()
+        .find(|l| l.fence.pool_id.as_str() == "ci/linux")
+        .unwrap()
+        .fence;
+    for (secs, acted) in [(-7200, true), (-1800, true), (-600, false), (-10, true)] {
+        c.store
+            .record_plan(fence, "r", &a_plan(secs, acted), &a_forecast(secs))
+            .await
+            .unwrap();
+    }
+    let latest = a_plan(-10, true);
+
+    let a = c.get("/v1/pools/ci/linux/plan", &c.admin).await;
+    assert_eq!(a.status, StatusCode::OK, "{:#}", a.body);
+    assert_eq!(a.body["pool_id"], "ci/linux");
+    assert_eq!(a.body["at"], at(-10));
+    assert_eq!(a.body["owner"], "r");
+    assert_eq!(a.body["plan"], serde_json::to_value(&latest).unwrap());
+    assert_eq!(a.body["summary"], latest.summary());
+    let summary = a.body["summary"].as_str().unwrap();
+    assert!(
+        summary.contains("target 5 slots, set by the forecast")
+            && summary.contains("launching 2 slots: 2 × small")
+            && summary.contains("terminating 1: max_lifetime w-old"),
+        "{summary}"
+    );
+    // The plans that acted in the last hour, newest first.
+    let recent = a.body["recent_actions"].as_array().unwrap();
+    let times: Vec<&str> = recent.iter().map(|r| r["at"].as_str().unwrap()).collect();
+    assert_eq!(times, [at(-10), at(-1800)]);
+    assert_eq!(recent[0]["actions"][0]["type"], "launch");
+    assert_eq!(recent[0]["actions"][1]["reason"], "max_lifetime");
+    assert!(recent[1]["summary"].as_str().unwrap().contains("launching"));
+
+    // The forecast, its band, and the queue history (default 6 h).
+    let id = PoolId::new("ci/linux").unwrap();
+    let sample = |secs: i64, pending| QueueSample {
+        at: now().plus_secs(secs),
+        pending,
+        running: 1,
+        arrivals: 1,
+        completions: 1,
+    };
+    c.store
+        .record_queue_samples(
+            &id,
+            &[
+                sample(-7 * 3600, 1),
+                sample(-3600, 2),
+                sample(-30, 3),
+                sample(30, 4),
+            ],
+        )
+        .await
+        .unwrap();
+    let a = c.get("/v1/pools/ci/linux/forecast", &c.admin).await;
+    assert_eq!(a.status, StatusCode::OK, "{:#}", a.body);
+    assert_eq!(a.body["made_at"], at(-10));
+    assert_eq!(
+        a.body["forecast"],
+        serde_json::to_value(a_forecast(-10)).unwrap()
+    );
+    assert_eq!(a.body["forecast"]["points"][2]["quantiles"][1]["p"], 0.9);
+    let pending = |a: &Answer| -> Vec<u64> {
+        a.body["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["pending"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(pending(&a), [2, 3, 4]);
+    let a = c
+        .get("/v1/pools/ci/linux/forecast?history_s=60", &c.admin)
+        .await;
+    assert_eq!(pending(&a), [3, 4]);
+    let a = c
+        .get("/v1/pools/ci/linux/forecast?history_s=3024000", &c.admin)
+        .await;
+    assert_eq!(pending(&a), [1, 2, 3, 4]);
+    for bad in [
+        "history_s=0",
+        "history_s=3024001",
+        "history_s=6h",
+        "since=1",
+    ] {
+        c.get(&format!("/v1/pools/ci/linux/forecast?{bad}"), &c.admin)
+            .await
+            .error(StatusCode::BAD_REQUEST, "bad_request");
+    }
+
+    // Reading needs pools:read on the pool.
+    let other = c.client("other", &["pools:read:prod/*"]).await;
+    for route in ["plan", "forecast"] {
+        let a = c.get(&format!("/v1/pools/ci/linux/{route}"), &other).await;
+        a.error(StatusCode::FORBIDDEN, "forbidden");
+        assert_eq!(a.body["missing_scope"], "pools:read:ci/linux");
+    }
+    let reader = c.client("reader", &["pools:read:ci/*"]).await;
+    assert_eq!(
+        c.get("/v1/pools/ci/linux/plan", &reader).await.status,
+        StatusCode::OK
+    );
+}
+
+async fn metrics_need_their_scope_and_serve_the_source(mut c: Ctx) {
+    // Without a source the body is empty.
+    let (status, headers, body) = c
+        .send_raw(Method::GET, "/metrics", Some(&c.admin), &[], None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        headers[header::CONTENT_TYPE],
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    assert!(body.is_empty());
+
+    let text = "# TYPE capstan_ticks counter\ncapstan_ticks_total 3\n# EOF\n";
+    c.state = c
+        .state
+        .clone()
+        .with_metrics(MetricsSource::new(move || text.to_owned()));
+    c.send(Method::GET, "/metrics", None, &[], None)
+        .await
+        .error(StatusCode::UNAUTHORIZED, "unauthorized");
+    let reader = c.client("reader", &["pools:read:*"]).await;
+    let a = c.get("/metrics", &reader).await;
+    a.error(StatusCode::FORBIDDEN, "forbidden");
+    assert_eq!(a.body["missing_scope"], "metrics:read");
+    let scraper = c.client("prometheus", &["metrics:read"]).await;
+    for token in [&scraper, &c.admin] {
+        let (status, headers, body) = c
+            .send_raw(Method::GET, "/metrics", Some(token), &[], None)
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            headers[header::CONTENT_TYPE],
+            "application/openmetrics-text; version=1.0.0; charset=utf-8"
+        );
+        assert_eq!(headers[header::CACHE_CONTROL], "no-store");
+        assert_eq!(body, text);
+    }
+    // The scope is listed as it is, and only a holder hands it on.
+    let a = c.get("/v1/clients", &c.admin).await;
+    assert!(
+        a.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|cl| cl["scopes"] == json!(["metrics:read"])),
+        "{:#}",
+        a.body
+    );
+    let admin_only = c.client("admins", &["clients:admin"]).await;
+    let a = c
+        .json(
+            Method::POST,
+            "/v1/clients",
+            &admin_only,
+            &[],
+            &json!({"name": "x", "scopes": ["metrics:read"]}),
+        )
+        .await;
+    a.error(StatusCode::FORBIDDEN, "forbidden");
+    assert_eq!(a.body["missing_scope"], "metrics:read");
 }

@@ -38,6 +38,146 @@ impl Plan {
             })
             .sum()
     }
+
+    /// The plan in plain words, for an operator: the target and what set it (with the
+    /// numbers behind it), the slots there are, what is launched where, which
+    /// offerings were skipped and why, the launch-rate limit, unmet slots and what is
+    /// terminated why. One line, clauses separated by `; `, e.g.
+    ///
+    /// ```text
+    /// forecast policy: target 42 slots, set by the forecast (forecast 42, backlog 12, max 100);
+    /// 30 slots now; launching 12 slots: 3 × spot-c6i; skipped od-m5: unavailable until
+    /// 2026-11-30T12:03:00.000Z (InsufficientInstanceCapacity); terminating 2: idle_timeout w-1, w-2
+    /// ```
+    pub fn summary(&self) -> String {
+        let r = &self.report;
+        let mut clauses = Vec::new();
+
+        let mut terms = vec![
+            format!("forecast {}", r.forecast_slots),
+            format!("backlog {}", r.backlog_slots),
+        ];
+        if r.schedule_slots > 0 || r.target_set_by == TargetTerm::Schedule {
+            terms.push(format!("schedule floor {}", r.schedule_slots));
+        }
+        if r.min_slots > 0 || r.target_set_by == TargetTerm::Min {
+            terms.push(format!("min {}", r.min_slots));
+        }
+        terms.push(format!("max {}", r.max_slots));
+        if let Some(b) = r.budget_slots {
+            terms.push(format!("budget allows {b}"));
+        }
+        let set_by = match r.target_set_by {
+            TargetTerm::Min => "set by the pool's minimum",
+            TargetTerm::Schedule => "set by a schedule window's floor",
+            TargetTerm::Forecast => "set by the forecast",
+            TargetTerm::Backlog => "set by the backlog of pending tasks",
+            TargetTerm::Max => "capped by the pool's maximum",
+            TargetTerm::Budget => "capped by the budget",
+        };
+        clauses.push(format!(
+            "{} policy: target {}, {set_by} ({})",
+            r.policy.as_str(),
+            slots(r.target_slots),
+            terms.join(", ")
+        ));
+        clauses.push(format!("{} now", slots(r.current_slots)));
+
+        let launches: Vec<String> = self
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Launch {
+                    launch_config_id,
+                    zone,
+                    count,
+                    ..
+                } => Some(match zone {
+                    Some(zone) => format!("{count} × {launch_config_id} in {zone}"),
+                    None => format!("{count} × {launch_config_id}"),
+                }),
+                Action::Terminate { .. } => None,
+            })
+            .collect();
+        if !launches.is_empty() {
+            clauses.push(format!(
+                "launching {}: {}",
+                slots(r.launch_slots),
+                launches.join(", ")
+            ));
+        }
+        for s in &r.skipped_offerings {
+            let why = match &s.reason {
+                SkipReason::Unavailable { until, reason } => {
+                    format!("unavailable until {until} ({reason})")
+                }
+                SkipReason::OverOwnMax {
+                    max_slots,
+                    current_slots,
+                } => format!("at its own maximum ({current_slots} of {max_slots} slots)"),
+                SkipReason::OverBudget {
+                    current_cost_per_hour,
+                    instance_price_per_hour,
+                    max_cost_per_hour,
+                } => format!(
+                    "over budget ({current_cost_per_hour:.2}/h + {instance_price_per_hour:.2}/h \
+                     for one more exceeds {max_cost_per_hour:.2}/h)"
+                ),
+            };
+            clauses.push(format!("skipped {}: {why}", s.launch_config_id));
+        }
+        if r.rate_limited {
+            clauses.push(format!(
+                "held back by the launch-rate limit ({} launched in the last minute)",
+                r.launched_last_minute
+            ));
+        }
+        if r.unmet_slots > 0 {
+            clauses.push(format!("{} unmet", slots(r.unmet_slots)));
+        }
+
+        // Terminations grouped by reason, in the order reasons first appear.
+        let mut groups: Vec<(TerminateReason, Vec<&str>)> = Vec::new();
+        for a in &self.actions {
+            if let Action::Terminate { worker, reason } = a {
+                match groups.iter_mut().find(|(r, _)| r == reason) {
+                    Some((_, ids)) => ids.push(worker.as_str()),
+                    None => groups.push((*reason, vec![worker.as_str()])),
+                }
+            }
+        }
+        if !groups.is_empty() {
+            let n: usize = groups.iter().map(|(_, ids)| ids.len()).sum();
+            let groups: Vec<String> = groups
+                .iter()
+                .map(|(reason, ids)| {
+                    let mut text =
+                        format!("{reason} {}", ids[..ids.len().min(SUMMARY_IDS)].join(", "));
+                    if ids.len() > SUMMARY_IDS {
+                        text.push_str(&format!(" (+{} more)", ids.len() - SUMMARY_IDS));
+                    }
+                    text
+                })
+                .collect();
+            clauses.push(format!("terminating {n}: {}", groups.join(" and ")));
+        }
+        if self.actions.is_empty() {
+            clauses.push("no change".to_owned());
+        }
+        clauses.join("; ")
+    }
+}
+
+/// Most worker ids [`Plan::summary`] names per termination reason.
+const SUMMARY_IDS: usize = 10;
+
+/// `1 slot`, `n slots`.
+fn slots(n: u32) -> String {
+    if n == 1 {
+        "1 slot".to_owned()
+    } else {
+        format!("{n} slots")
+    }
 }
 
 /// One thing for the actuator to do.
@@ -84,6 +224,8 @@ pub enum TerminateReason {
     Failed,
     /// A registered worker stopped sending heartbeats.
     HeartbeatLost,
+    /// Its pool is being deleted.
+    PoolDeleted,
 }
 
 impl TerminateReason {
@@ -96,6 +238,7 @@ impl TerminateReason {
             Self::OverMax => "over_max",
             Self::Failed => "failed",
             Self::HeartbeatLost => "heartbeat_lost",
+            Self::PoolDeleted => "pool_deleted",
         }
     }
 }
@@ -266,6 +409,195 @@ mod tests {
         log.record(t(90), 1);
         assert_eq!(log.launched_in_window(t(90)), 1);
         assert_eq!(log.launches.len(), 1);
+    }
+
+    fn quiet_report() -> PlanReport {
+        PlanReport {
+            at: Timestamp::from_unix_secs(1_800_000_000),
+            policy: ScalingPolicy::Forecast,
+            forecast_slots: 30,
+            backlog_slots: 12,
+            min_slots: 0,
+            schedule_slots: 0,
+            max_slots: 100,
+            budget_slots: None,
+            target_slots: 30,
+            target_set_by: TargetTerm::Forecast,
+            keep_slots: 30,
+            current_slots: 30,
+            launch_slots: 0,
+            launched_last_minute: 0,
+            rate_limited: false,
+            unmet_slots: 0,
+            skipped_offerings: vec![],
+        }
+    }
+
+    fn launch(id: &str, zone: Option<&str>, count: u32) -> Action {
+        Action::Launch {
+            launch_config_id: id.into(),
+            zone: zone.map(Into::into),
+            count,
+            idempotency_token: format!("p-1-{id}"),
+        }
+    }
+
+    fn terminate(id: &str, reason: TerminateReason) -> Action {
+        Action::Terminate {
+            worker: WorkerId::from_string(id),
+            reason,
+        }
+    }
+
+    #[test]
+    fn a_quiet_plan_says_nothing_changes() {
+        let plan = Plan {
+            actions: vec![],
+            report: quiet_report(),
+        };
+        assert_eq!(
+            plan.summary(),
+            "forecast policy: target 30 slots, set by the forecast (forecast 30, backlog 12, \
+             max 100); 30 slots now; no change"
+        );
+    }
+
+    #[test]
+    fn summaries_say_what_is_launched_skipped_and_terminated_and_why() {
+        let mut report = quiet_report();
+        report.forecast_slots = 42;
+        report.target_slots = 42;
+        report.launch_slots = 12;
+        report.skipped_offerings = vec![
+            SkippedOffering {
+                launch_config_id: "od-m5".into(),
+                reason: SkipReason::Unavailable {
+                    until: "2026-11-30T12:03:00Z".parse().unwrap(),
+                    reason: "InsufficientInstanceCapacity".into(),
+                },
+            },
+            SkippedOffering {
+                launch_config_id: "od-c5".into(),
+                reason: SkipReason::OverOwnMax {
+                    max_slots: 8,
+                    current_slots: 8,
+                },
+            },
+        ];
+        let plan = Plan {
+            actions: vec![
+                launch("spot-c6i", None, 3),
+                launch("spot-m6i", Some("us-east-1a"), 1),
+                terminate("w-1", TerminateReason::IdleTimeout),
+                terminate("w-9", TerminateReason::HeartbeatLost),
+                terminate("w-2", TerminateReason::IdleTimeout),
+            ],
+            report,
+        };
+        assert_eq!(
+            plan.summary(),
+            "forecast policy: target 42 slots, set by the forecast (forecast 42, backlog 12, \
+             max 100); 30 slots now; launching 12 slots: 3 × spot-c6i, 1 × spot-m6i in \
+             us-east-1a; skipped od-m5: unavailable until 2026-11-30T12:03:00.000Z \
+             (InsufficientInstanceCapacity); skipped od-c5: at its own maximum (8 of 8 slots); \
+             terminating 3: idle_timeout w-1, w-2 and heartbeat_lost w-9"
+        );
+    }
+
+    #[test]
+    fn summaries_name_every_target_term() {
+        let cases = [
+            (
+                TargetTerm::Min,
+                "set by the pool's minimum (forecast 30, backlog 12, min 5, max 100)",
+            ),
+            (
+                TargetTerm::Schedule,
+                "set by a schedule window's floor (forecast 30, backlog 12, schedule floor 20, min 5, max 100)",
+            ),
+            (
+                TargetTerm::Forecast,
+                "set by the forecast (forecast 30, backlog 12, min 5, max 100)",
+            ),
+            (
+                TargetTerm::Backlog,
+                "set by the backlog of pending tasks (forecast 30, backlog 12, min 5, max 100)",
+            ),
+            (
+                TargetTerm::Max,
+                "capped by the pool's maximum (forecast 30, backlog 12, min 5, max 100)",
+            ),
+            (
+                TargetTerm::Budget,
+                "capped by the budget (forecast 30, backlog 12, min 5, max 100, budget allows 25)",
+            ),
+        ];
+        for (term, words) in cases {
+            let mut report = quiet_report();
+            report.min_slots = 5;
+            report.target_set_by = term;
+            match term {
+                TargetTerm::Schedule => report.schedule_slots = 20,
+                TargetTerm::Budget => report.budget_slots = Some(25),
+                _ => {}
+            }
+            let summary = Plan {
+                actions: vec![],
+                report,
+            }
+            .summary();
+            assert!(summary.contains(words), "{term:?}: {summary}");
+        }
+    }
+
+    #[test]
+    fn summaries_explain_limits_budget_and_unmet_slots() {
+        let mut report = quiet_report();
+        report.policy = ScalingPolicy::Reactive;
+        report.backlog_slots = 50;
+        report.target_slots = 50;
+        report.target_set_by = TargetTerm::Budget;
+        report.budget_slots = Some(31);
+        report.current_slots = 30;
+        report.launch_slots = 1;
+        report.launched_last_minute = 9;
+        report.rate_limited = true;
+        report.unmet_slots = 19;
+        report.skipped_offerings = vec![SkippedOffering {
+            launch_config_id: "big".into(),
+            reason: SkipReason::OverBudget {
+                current_cost_per_hour: 9.5,
+                instance_price_per_hour: 0.75,
+                max_cost_per_hour: 10.0,
+            },
+        }];
+        let plan = Plan {
+            actions: vec![launch("small", None, 1)],
+            report,
+        };
+        assert_eq!(
+            plan.summary(),
+            "reactive policy: target 50 slots, capped by the budget (forecast 30, backlog 50, \
+             max 100, budget allows 31); 30 slots now; launching 1 slot: 1 × small; skipped big: \
+             over budget (9.50/h + 0.75/h for one more exceeds 10.00/h); held back by the \
+             launch-rate limit (9 launched in the last minute); 19 slots unmet"
+        );
+    }
+
+    #[test]
+    fn long_termination_lists_are_cut() {
+        let actions = (0..13)
+            .map(|i| terminate(&format!("w-{i}"), TerminateReason::OverMax))
+            .collect();
+        let summary = Plan {
+            actions,
+            report: quiet_report(),
+        }
+        .summary();
+        assert!(
+            summary.ends_with("terminating 13: over_max w-0, w-1, w-2, w-3, w-4, w-5, w-6, w-7, w-8, w-9 (+3 more)"),
+            "{summary}"
+        );
     }
 
     #[test]
