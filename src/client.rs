@@ -493,6 +493,27 @@ pub fn pool_path(id: &str) -> anyhow::Result<String> {
     Ok(format!("/v1/pools/{id}"))
 }
 
+/// `30d`, `12h`, `90m`, `3600s` → seconds (for duration flags).
+pub fn parse_duration(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let bad = || format!("expected a number with a unit (30d, 12h, 90m, 3600s), got {s:?}");
+    let unit_at = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (n, unit) = s.split_at(unit_at);
+    let n: u64 = n.parse().map_err(|_| bad())?;
+    let per = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(bad()),
+    };
+    if n == 0 {
+        return Err(format!("must be more than zero, got {s:?}"));
+    }
+    n.checked_mul(per)
+        .ok_or_else(|| format!("{s:?} is too long"))
+}
+
 /// An `If-Match` header for a pool generation.
 pub fn if_match(generation: i64) -> Header {
     (reqwest::header::IF_MATCH, format!("\"{generation}\""))
@@ -506,6 +527,17 @@ pub fn if_none_match_any() -> Header {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_take_a_unit() {
+        assert_eq!(parse_duration("6h"), Ok(21_600));
+        assert_eq!(parse_duration("35d"), Ok(3_024_000));
+        assert_eq!(parse_duration("90m"), Ok(5_400));
+        assert_eq!(parse_duration("60s"), Ok(60));
+        for bad in ["", "30", "h", "1w", "0s", "-5s", "1.5h"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn segments_escape_everything_outside_unreserved() {

@@ -2,7 +2,8 @@
 //! in Markdown layout, readable in a terminal and pasteable into a README), `-o json`
 //! (the server's body, pretty-printed) or `-o yaml` (the same, as YAML).
 //!
-//! Tables show a chosen subset of the fields; json and yaml show everything. List
+//! Tables show a chosen subset of the fields (some commands print a few lines of text
+//! around them); json and yaml show everything. List
 //! commands that follow continuation tokens print `{"items": [...]}` with the items
 //! of every page.
 
@@ -60,6 +61,29 @@ pub fn print_as(
         Format::Yaml => serde_norway::to_string(&yaml(body)?)?,
     };
     #[allow(clippy::print_stdout)] // the listing is the command's output
+    {
+        print!("{text}");
+    }
+    Ok(())
+}
+
+/// Prints `body` as JSON or YAML, or (`-o table`) as the text `text` makes of it: for
+/// commands whose human form is more than one table.
+pub fn print_text(
+    format: Format,
+    body: &Value,
+    text: impl FnOnce(&Value) -> String,
+) -> anyhow::Result<()> {
+    let text = match format {
+        Format::Table => text(body),
+        Format::Json => {
+            let mut t = serde_json::to_string_pretty(body)?;
+            t.push('\n');
+            t
+        }
+        Format::Yaml => serde_norway::to_string(body)?,
+    };
+    #[allow(clippy::print_stdout)] // the text is the command's output
     {
         print!("{text}");
     }

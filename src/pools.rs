@@ -5,6 +5,10 @@
 //! can fix a spec before it ever reaches the API. Every other subcommand talks to the
 //! server (see [`crate::client`]).
 //!
+//! `plan` and `forecast` show what the reconcile loop decided for a pool and the
+//! forecast behind it; `push-queue` pushes one queue sample (for demos and tests: real
+//! queues push batches to `POST /v1/pools/{id}/queue`).
+//!
 //! `apply` validates every file locally first and applies nothing if any has a
 //! problem. For each spec it reads the pool, prints a unified diff between the stored
 //! spec and the file (both rendered as YAML with every default spelled out, so only
@@ -23,7 +27,8 @@ use serde_json::Value;
 use similar::TextDiff;
 
 use crate::client::{
-    ApiClient, ClientArgs, if_match, if_none_match_any, is_status, pool_path, server_error,
+    ApiClient, ClientArgs, if_match, if_none_match_any, is_status, parse_duration, pool_path,
+    server_error,
 };
 use crate::output::{self, OutputArg, cell, item_list, items, show, table};
 
@@ -112,6 +117,43 @@ enum PoolsCommand {
         #[command(flatten)]
         output: OutputArg,
     },
+    /// Show the reconcile loop's latest plan for a pool: in words, its actions, and
+    /// the plans that acted in the last hour.
+    Plan {
+        /// Pool id.
+        id: String,
+        #[command(flatten)]
+        output: OutputArg,
+    },
+    /// Show the forecast behind a pool's latest plan: its points ahead (mean and
+    /// quantiles) and a summary of the recent queue samples.
+    Forecast {
+        /// Pool id.
+        id: String,
+        /// How much queue history to fetch: 90m, 6h, 7d (at most 35d).
+        #[arg(long, value_name = "DURATION", default_value = "6h", value_parser = parse_duration)]
+        history: u64,
+        #[command(flatten)]
+        output: OutputArg,
+    },
+    /// Push one queue sample for a pool, taken now (needs queue:write on the pool).
+    PushQueue {
+        /// Pool id.
+        id: String,
+        /// Tasks waiting for a slot.
+        #[arg(long, value_name = "N")]
+        pending: u32,
+        /// Tasks running.
+        #[arg(long, value_name = "N")]
+        running: u32,
+        /// Tasks that arrived since the previous sample [default: estimated by the
+        /// server from the growth of pending + running, plus completions].
+        #[arg(long, value_name = "N")]
+        arrivals: Option<u32>,
+        /// Tasks that finished since the previous sample [default: 0].
+        #[arg(long, value_name = "N")]
+        completions: Option<u32>,
+    },
 }
 
 /// Runs a pool subcommand.
@@ -199,6 +241,53 @@ pub fn run(args: PoolsArgs) -> anyhow::Result<ExitCode> {
             })?;
             Ok(ExitCode::SUCCESS)
         }),
+        PoolsCommand::Plan { id, output } => conn.run(|client| async move {
+            let body = client
+                .get(&format!("{}/plan", pool_path(&id)?), &[])
+                .await?;
+            output::print_text(output.format, &body, plan_text)?;
+            Ok(ExitCode::SUCCESS)
+        }),
+        PoolsCommand::Forecast {
+            id,
+            history,
+            output,
+        } => conn.run(|client| async move {
+            let body = client
+                .get(
+                    &format!("{}/forecast", pool_path(&id)?),
+                    &[("history_s", history.to_string())],
+                )
+                .await?;
+            output::print_text(output.format, &body, forecast_text)?;
+            Ok(ExitCode::SUCCESS)
+        }),
+        PoolsCommand::PushQueue {
+            id,
+            pending,
+            running,
+            arrivals,
+            completions,
+        } => conn.run(|client| async move {
+            let mut sample = serde_json::json!({"pending": pending, "running": running});
+            if let Some(n) = arrivals {
+                sample["arrivals"] = n.into();
+            }
+            if let Some(n) = completions {
+                sample["completions"] = n.into();
+            }
+            client
+                .send(
+                    Method::POST,
+                    &format!("{}/queue", pool_path(&id)?),
+                    &[],
+                    &[],
+                    Some(&serde_json::json!({ "samples": [sample] })),
+                )
+                .await?;
+            eprintln!("pool {id}: queue sample pushed ({pending} pending, {running} running)");
+            Ok(ExitCode::SUCCESS)
+        }),
         PoolsCommand::Audit { id, output } => conn.run(|client| async move {
             let all = client
                 .get_all(&format!("{}/audit", pool_path(&id)?), &[])
@@ -221,6 +310,138 @@ pub fn run(args: PoolsArgs) -> anyhow::Result<ExitCode> {
             })?;
             Ok(ExitCode::SUCCESS)
         }),
+    }
+}
+
+/// `pools plan`: the summary, then the actions, then the recent plans that acted.
+fn plan_text(body: &Value) -> String {
+    let mut out = format!(
+        "pool {}, planned at {} by {}\n{}\n",
+        cell(body, "pool_id"),
+        cell(body, "at"),
+        cell(body, "owner"),
+        cell(body, "summary")
+    );
+    let actions = body
+        .pointer("/plan/actions")
+        .and_then(Value::as_array)
+        .map_or(&[][..], Vec::as_slice);
+    if !actions.is_empty() {
+        out.push('\n');
+        out.push_str(&actions_table(actions).to_string());
+        out.push('\n');
+    }
+    let recent = body
+        .get("recent_actions")
+        .and_then(Value::as_array)
+        .map_or(&[][..], Vec::as_slice);
+    if !recent.is_empty() {
+        out.push_str("\nplans that acted in the last hour, newest first:\n");
+        for r in recent {
+            out.push_str(&format!("  {}  {}\n", cell(r, "at"), cell(r, "summary")));
+        }
+    }
+    out
+}
+
+/// The actions of a plan, one row each.
+fn actions_table(actions: &[Value]) -> comfy_table::Table {
+    let mut t = table(&["ACTION", "LAUNCH CONFIG / WORKER", "COUNT", "ZONE / REASON"]);
+    for a in actions {
+        let launch = a.get("type").and_then(Value::as_str) == Some("launch");
+        t.add_row(if launch {
+            vec![
+                cell(a, "type"),
+                cell(a, "launch_config_id"),
+                cell(a, "count"),
+                cell(a, "zone"),
+            ]
+        } else {
+            vec![
+                cell(a, "type"),
+                cell(a, "worker"),
+                "1".to_owned(),
+                cell(a, "reason"),
+            ]
+        });
+    }
+    t
+}
+
+/// `pools forecast`: the forecast's numbers, its points as a table (one column per
+/// quantile), and one line about the queue history.
+fn forecast_text(body: &Value) -> String {
+    let f = body.get("forecast").unwrap_or(&Value::Null);
+    let mut out = format!(
+        "pool {}, forecast made at {} ({} policy, lead {} s): target {} slots, backlog {} slots, expected busy {}\n",
+        cell(body, "pool_id"),
+        cell(body, "made_at"),
+        cell(f, "policy"),
+        number(f.get("lead_s")),
+        cell(f, "target_slots"),
+        cell(f, "backlog_slots"),
+        number(f.get("expected_busy_slots")),
+    );
+    let points = f
+        .get("points")
+        .and_then(Value::as_array)
+        .map_or(&[][..], Vec::as_slice);
+    if points.is_empty() {
+        out.push_str("no points ahead in this forecast\n");
+    } else {
+        // Quantile levels as in the first point (the predictor uses one set).
+        let levels: Vec<String> = points[0]
+            .get("quantiles")
+            .and_then(Value::as_array)
+            .map_or(&[][..], Vec::as_slice)
+            .iter()
+            .map(|q| cell(q, "p"))
+            .collect();
+        let mut header = vec!["AT".to_owned(), "MEAN".to_owned()];
+        header.extend(levels.iter().map(|p| format!("P={p}")));
+        let mut t = table(&header.iter().map(String::as_str).collect::<Vec<_>>());
+        for point in points {
+            let mut row = vec![cell(point, "at"), number(point.get("mean"))];
+            let quantiles = point
+                .get("quantiles")
+                .and_then(Value::as_array)
+                .map_or(&[][..], Vec::as_slice);
+            for p in &levels {
+                let q = quantiles.iter().find(|q| &cell(q, "p") == p);
+                row.push(number(q.and_then(|q| q.get("slots"))));
+            }
+            t.add_row(row);
+        }
+        out.push_str(&t.to_string());
+        out.push('\n');
+    }
+    let history = body
+        .get("history")
+        .and_then(Value::as_array)
+        .map_or(&[][..], Vec::as_slice);
+    match (history.first(), history.last()) {
+        (Some(first), Some(last)) => out.push_str(&format!(
+            "queue history: {} from {} to {}; latest: {} pending, {} running\n",
+            match history.len() {
+                1 => "1 sample".to_owned(),
+                n => format!("{n} samples"),
+            },
+            cell(first, "at"),
+            cell(last, "at"),
+            cell(last, "pending"),
+            cell(last, "running"),
+        )),
+        _ => out.push_str("queue history: no samples in the period\n"),
+    }
+    out
+}
+
+/// A number for a table cell, to two decimals at most (`-` when missing).
+fn number(v: Option<&Value>) -> String {
+    match v.and_then(Value::as_f64) {
+        Some(x) if x.fract() == 0.0 => format!("{x:.0}"),
+        Some(x) => format!("{x:.2}"),
+        None => "-".to_owned(),
     }
 }
 

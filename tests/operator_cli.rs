@@ -783,3 +783,206 @@ fn workers_are_listed_and_drained_and_a_pool_with_live_workers_drains_before_del
     );
     op.fails(&["pools", "apply", "-f", "ci.yaml"]);
 }
+
+/// Records a plan and a forecast for `pool` on the store directly, as a replica of the
+/// reconcile loop would (used only when the server's own loop has not planned it);
+/// false when the server's loop holds the pool's lease (and so plans it itself).
+fn record_plan_directly(dir: &Path, pool: &str) -> bool {
+    use capstan_core::{
+        Action, Forecast, ForecastPoint, Plan, PlanReport, Quantile, ScalingPolicy, TargetTerm,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let url = format!("sqlite://{}", dir.join("capstan.db").display());
+        let store = store::Store::connect(&url).await.unwrap();
+        let leases = store.acquire_leases("cli-test", 60_000).await.unwrap();
+        let Some(lease) = leases.iter().find(|l| l.fence.pool_id.as_str() == pool) else {
+            store.release_leases("cli-test").await.unwrap();
+            store.close().await;
+            return false;
+        };
+        let now = store.db_now().await.unwrap();
+        let plan = Plan {
+            actions: vec![Action::Launch {
+                launch_config_id: "a".into(),
+                zone: None,
+                count: 2,
+                idempotency_token: format!("{pool}-{}-0", now.unix_ms()),
+            }],
+            report: PlanReport {
+                at: now,
+                policy: ScalingPolicy::Reactive,
+                forecast_slots: 7,
+                backlog_slots: 7,
+                min_slots: 0,
+                schedule_slots: 0,
+                max_slots: 8,
+                budget_slots: None,
+                target_slots: 7,
+                target_set_by: TargetTerm::Forecast,
+                keep_slots: 7,
+                current_slots: 5,
+                launch_slots: 2,
+                launched_last_minute: 0,
+                rate_limited: false,
+                unmet_slots: 0,
+                skipped_offerings: vec![],
+            },
+        };
+        let forecast = Forecast {
+            made_at: now,
+            policy: ScalingPolicy::Reactive,
+            lead_s: 60.0,
+            target_slots: 7,
+            backlog_slots: 7,
+            expected_busy_slots: 7.0,
+            points: vec![ForecastPoint {
+                at: now.plus_secs(300),
+                mean: 6.5,
+                quantiles: vec![Quantile { p: 0.9, slots: 9.0 }],
+            }],
+        };
+        store
+            .record_plan(&lease.fence, "cli-test", &plan, &forecast)
+            .await
+            .unwrap();
+        store.release_leases("cli-test").await.unwrap();
+        store.close().await;
+        true
+    })
+}
+
+#[test]
+fn queue_samples_are_pushed_and_plans_and_forecasts_shown() {
+    let session = Session::start();
+    let d = session.dir.path();
+    let op = session.admin();
+    write(d, "ci.yaml", CI_POOL);
+    op.ok(&["pools", "apply", "-f", "ci.yaml"]);
+
+    // One sample, taken now.
+    let out = op.ok(&[
+        "pools",
+        "push-queue",
+        "ci/linux",
+        "--pending",
+        "5",
+        "--running",
+        "2",
+        "--completions",
+        "1",
+    ]);
+    assert!(
+        text(&out.stderr).contains("pool ci/linux: queue sample pushed (5 pending, 2 running)"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Pushing needs queue:write on the pool; an unknown pool is an error.
+    let out = op.ok(&[
+        "clients",
+        "create",
+        "--name",
+        "reader",
+        "--scope",
+        "pools:read:ci/*",
+    ]);
+    let reader_token = text(&out.stdout).trim().to_owned();
+    let reader = op.as_token(&reader_token);
+    let err = reader.fails(&[
+        "pools",
+        "push-queue",
+        "ci/linux",
+        "--pending",
+        "1",
+        "--running",
+        "0",
+    ]);
+    assert!(err.contains("queue:write:ci/linux"), "{err}");
+    let err = op.fails(&[
+        "pools",
+        "push-queue",
+        "ci/none",
+        "--pending",
+        "1",
+        "--running",
+        "0",
+    ]);
+    assert!(err.contains("no pool ci/none"), "{err}");
+
+    // The plan: the server's loop plans the pool once it holds its lease (at once when
+    // woken by the push, or at its next round for a pool newer than its last one); when
+    // the lease is free the plan is recorded on the store here instead, as a replica
+    // would.
+    let planned = |op: &Operator<'_>| {
+        let out = op.run(&["pools", "plan", "ci/linux", "-o", "json"]);
+        let err = text(&out.stderr);
+        assert!(
+            out.status.success() || err.contains("pool ci/linux has not been planned yet"),
+            "{err}"
+        );
+        out.status.success()
+    };
+    let mut ok = false;
+    for attempt in 0..160 {
+        if planned(&op) || (attempt == 12 && record_plan_directly(d, "ci/linux")) {
+            ok = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    assert!(ok, "pool ci/linux was never planned");
+    let plan = reader.json(&["pools", "plan", "ci/linux"]);
+    assert_eq!(plan["pool_id"], "ci/linux", "{plan}");
+    let summary = plan["summary"].as_str().unwrap();
+    assert!(summary.contains("policy: target"), "{summary}");
+    let table = text(&reader.ok(&["pools", "plan", "ci/linux"]).stdout);
+    assert!(table.starts_with("pool ci/linux, planned at "), "{table}");
+    assert!(table.contains(summary), "{table}");
+    if !plan["plan"]["actions"].as_array().unwrap().is_empty() {
+        assert!(table.contains("| ACTION "), "{table}");
+    }
+    let yaml = text(
+        &reader
+            .ok(&["pools", "plan", "ci/linux", "-o", "yaml"])
+            .stdout,
+    );
+    assert!(yaml.contains("pool_id: ci/linux\n"), "{yaml}");
+
+    // The forecast and the sample pushed above.
+    let forecast = reader.json(&["pools", "forecast", "ci/linux", "--history", "1h"]);
+    assert!(forecast["forecast"]["target_slots"].is_u64(), "{forecast}");
+    let history = forecast["history"].as_array().unwrap();
+    assert_eq!(history.len(), 1, "{forecast}");
+    assert_eq!(
+        (&history[0]["pending"], &history[0]["running"]),
+        (&serde_json::json!(5), &serde_json::json!(2))
+    );
+    let table = text(&reader.ok(&["pools", "forecast", "ci/linux"]).stdout);
+    assert!(
+        table.starts_with("pool ci/linux, forecast made at "),
+        "{table}"
+    );
+    assert!(
+        table.contains("queue history: 1 sample from ")
+            && table.contains("latest: 5 pending, 2 running"),
+        "{table}"
+    );
+    if !forecast["forecast"]["points"]
+        .as_array()
+        .is_none_or(Vec::is_empty)
+    {
+        assert!(
+            table.contains("| AT ") && table.contains("| MEAN "),
+            "{table}"
+        );
+    }
+    let err = reader.fails(&["pools", "forecast", "ci/linux", "--history", "36d"]);
+    assert!(err.contains("history_s"), "{err}");
+    let err = reader.fails(&["pools", "forecast", "ci/linux", "--history", "6"]);
+    assert!(err.contains("unit"), "{err}");
+    let err = op.fails(&["pools", "forecast", "lab/none"]);
+    assert!(err.contains("no pool lab/none"), "{err}");
+}
