@@ -7,6 +7,8 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
@@ -42,6 +44,34 @@ pub struct FileConfig {
     /// Logging settings.
     #[serde(default)]
     pub log: FileLogConfig,
+    /// Seconds between reconcile ticks (default 30).
+    pub reconcile_interval_s: Option<u64>,
+    /// Seconds a reconcile lease lasts unless renewed (default 90): a dead replica's
+    /// pools move to another within this.
+    pub lease_ttl_s: Option<u64>,
+    /// Pools reconciled at the same time, at most (default 16).
+    pub reconcile_concurrency: Option<usize>,
+    /// Limit on each provider call, in seconds (default 30).
+    pub provider_call_timeout_s: Option<u64>,
+    /// Seconds an offering is skipped after a capacity or quota error (default 180).
+    pub offering_unavailable_ttl_s: Option<u64>,
+    /// Seconds a launch may take to show up in the provider's list (default 180).
+    pub launch_grace_s: Option<u64>,
+    /// Launch-to-ready time assumed before one is measured, in seconds (default 120).
+    pub boot_estimate_s: Option<f64>,
+    /// Cron schedule (six fields, with seconds) of the orphan sweep (default every
+    /// minute: `0 * * * * *`).
+    pub orphan_sweep_cron: Option<String>,
+    /// Seconds an orphan instance is seen before it is terminated (default 600).
+    pub orphan_grace_s: Option<u64>,
+    /// Days pool errors are kept after they were last seen (default 14).
+    pub error_retention_days: Option<u32>,
+    /// This replica's name in leases (default: host name, process id and a random
+    /// suffix).
+    pub replica_name: Option<String>,
+    /// Provider plugins: `[providers.aws]`, `[providers.gcp]`, `[providers.fake]`.
+    #[serde(default)]
+    pub providers: crate::providers::ProvidersConfig,
 }
 
 /// The `[log]` table.
@@ -113,7 +143,7 @@ where
 }
 
 /// The settings `serve` runs with, after every source is merged.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct ServiceConfig {
     /// Address the API listens on.
     pub listen: SocketAddr,
@@ -123,8 +153,12 @@ pub struct ServiceConfig {
     pub log_format: LogFormat,
     /// Log filter.
     pub log_level: String,
-    /// Queue samples older than this many days are deleted.
-    pub queue_sample_retention_days: u32,
+    /// The reconcile loop's settings.
+    pub reconcile: reconciler::LoopConfig,
+    /// The periodic jobs' settings.
+    pub jobs: reconciler::jobs::JobsConfig,
+    /// Provider plugins.
+    pub providers: crate::providers::ProvidersConfig,
 }
 
 /// Values given as flags or environment variables (`None` when neither was given).
@@ -138,6 +172,26 @@ pub struct Overrides {
     pub log_format: Option<LogFormat>,
     /// `--log-level` / `CAPSTAN_LOG`.
     pub log_level: Option<String>,
+    /// `--dry-run` / `CAPSTAN_DRY_RUN`.
+    pub dry_run: bool,
+}
+
+/// `host-pid-random`: unique per process, readable in lease tables and logs.
+fn default_replica_name() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "capstan".to_owned());
+    let mut r = [0u8; 3];
+    let _ = getrandom::getrandom(&mut r);
+    format!(
+        "{host}-{}-{:02x}{:02x}{:02x}",
+        std::process::id(),
+        r[0],
+        r[1],
+        r[2]
+    )
 }
 
 impl ServiceConfig {
@@ -170,6 +224,74 @@ impl ServiceConfig {
                 store::redact_url(&database_url)
             );
         }
+        let secs = |key: &str, v: Option<u64>, default: u64| -> anyhow::Result<Duration> {
+            match v {
+                Some(0) => bail!("{key}: must be >= 1 second, got 0"),
+                Some(s) if s > 86_400 => bail!("{key}: must be at most 86400 seconds, got {s}"),
+                Some(s) => Ok(Duration::from_secs(s)),
+                None => Ok(Duration::from_secs(default)),
+            }
+        };
+        let mut reconcile = reconciler::LoopConfig::new(
+            file.replica_name
+                .clone()
+                .unwrap_or_else(default_replica_name),
+        );
+        if reconcile.owner.trim().is_empty() {
+            bail!("replica_name: must not be empty");
+        }
+        reconcile.reconcile_interval = secs("reconcile_interval_s", file.reconcile_interval_s, 30)?;
+        reconcile.lease_ttl = secs("lease_ttl_s", file.lease_ttl_s, 90)?;
+        if reconcile.lease_ttl < reconcile.reconcile_interval * 2 {
+            bail!(
+                "lease_ttl_s: must be at least twice reconcile_interval_s ({} s), got {} s",
+                reconcile.reconcile_interval.as_secs(),
+                reconcile.lease_ttl.as_secs()
+            );
+        }
+        reconcile.concurrency = match file.reconcile_concurrency {
+            Some(0) => bail!("reconcile_concurrency: must be >= 1, got 0"),
+            Some(n) => n,
+            None => 16,
+        };
+        reconcile.call_timeout = secs("provider_call_timeout_s", file.provider_call_timeout_s, 30)?;
+        reconcile.unavailable_ttl = secs(
+            "offering_unavailable_ttl_s",
+            file.offering_unavailable_ttl_s,
+            180,
+        )?;
+        reconcile.launch_grace = secs("launch_grace_s", file.launch_grace_s, 180)?;
+        if let Some(b) = file.boot_estimate_s {
+            if !(0.0..=86_400.0).contains(&b) {
+                bail!("boot_estimate_s: must be between 0 and 86400, got {b}");
+            }
+            reconcile.boot_estimate_s = b;
+        }
+        reconcile.dry_run = overrides.dry_run;
+        let queue_sample_retention_days = match file.queue_sample_retention_days {
+            Some(0) => bail!("queue_sample_retention_days: must be >= 1, got 0"),
+            Some(days) => days,
+            None => DEFAULT_QUEUE_SAMPLE_RETENTION_DAYS,
+        };
+        let mut jobs = reconciler::jobs::JobsConfig {
+            queue_retention_days: queue_sample_retention_days,
+            ..Default::default()
+        };
+        if let Some(cron) = file.orphan_sweep_cron {
+            croner::Cron::from_str(&cron).map_err(|e| {
+                anyhow::anyhow!(
+                    "orphan_sweep_cron: not a cron schedule with seconds ({e}), got {cron:?}"
+                )
+            })?;
+            jobs.orphan_sweep_cron = cron;
+        }
+        jobs.orphan_grace = secs("orphan_grace_s", file.orphan_grace_s, 600)?;
+        jobs.error_retention_days = match file.error_retention_days {
+            Some(0) => bail!("error_retention_days: must be >= 1, got 0"),
+            Some(d) => d,
+            None => 14,
+        };
+        file.providers.check()?;
         Ok(Self {
             listen,
             database_url,
@@ -181,11 +303,9 @@ impl ServiceConfig {
                 .log_level
                 .or(file.log.level)
                 .unwrap_or_else(|| "info".to_owned()),
-            queue_sample_retention_days: match file.queue_sample_retention_days {
-                Some(0) => bail!("queue_sample_retention_days: must be >= 1, got 0"),
-                Some(days) => days,
-                None => DEFAULT_QUEUE_SAMPLE_RETENTION_DAYS,
-            },
+            reconcile,
+            jobs,
+            providers: file.providers,
         })
     }
 }
@@ -219,7 +339,8 @@ mod tests {
         let cfg = ServiceConfig::resolve(FileConfig::default(), Overrides::default()).unwrap();
         assert_eq!(cfg.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(cfg.database_url, DEFAULT_DATABASE_URL);
-        assert_eq!(cfg.queue_sample_retention_days, 35);
+        assert_eq!(cfg.jobs.queue_retention_days, 35);
+        assert_eq!(cfg.reconcile.reconcile_interval, Duration::from_secs(30));
     }
 
     #[test]

@@ -14,9 +14,7 @@ mod config;
 mod machines;
 mod output;
 mod pools;
-// The static-machine inventory over the store; the binary stopped using it when the
-// `machines` commands moved to the API, and it moves to the server side next.
-#[allow(dead_code)]
+mod providers;
 mod serve;
 mod simulate;
 mod workers;

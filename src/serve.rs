@@ -1,9 +1,12 @@
 //! `capstan serve`: the long-lived control plane.
 //!
-//! Start-up: merge configuration, set up logging, open the store (applying
-//! migrations), bind the listener, then report ready. Shutdown on SIGINT or SIGTERM:
-//! report not-ready, stop accepting connections, let in-flight requests finish, close
-//! the store, exit 0.
+//! Start-up: merge configuration, set up logging, take the single-replica lock on an
+//! SQLite file, open the store (applying migrations), bind the listener, build the
+//! provider plugins from the config, start the reconcile loop and the periodic jobs,
+//! then report ready. Shutdown on SIGINT or SIGTERM: report not-ready, stop accepting
+//! connections, let in-flight requests and reconcile rounds finish, release the
+//! leases (another replica takes the pools at once), stop the jobs, close the store,
+//! exit 0.
 
 use std::path::PathBuf;
 
@@ -32,6 +35,9 @@ pub struct ServeArgs {
     /// Log filter, e.g. `info` or `capstan=debug,sqlx=warn` [default: info].
     #[arg(long, env = "CAPSTAN_LOG", value_name = "FILTER")]
     log_level: Option<String>,
+    /// Plan and record every pool, launch and terminate nothing.
+    #[arg(long, env = "CAPSTAN_DRY_RUN")]
+    dry_run: bool,
 }
 
 /// Runs the service until a shutdown signal.
@@ -47,6 +53,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             database_url: args.db.database_url,
             log_format: args.log_format,
             log_level: args.log_level,
+            dry_run: args.dry_run,
         },
     )?;
     init_logging(&config)?;
@@ -72,58 +79,106 @@ fn init_logging(config: &ServiceConfig) -> anyhow::Result<()> {
 
 async fn serve(config: ServiceConfig) -> anyhow::Result<()> {
     let db = store::redact_url(&config.database_url);
+    // SQLite serves one replica: a second `serve` on the same file says so and exits.
+    let _single = single_replica_lock(&config.database_url)?;
     let store = open_store(Some(&config.database_url)).await?;
     tracing::info!(database = %db, backend = ?store.kind(), "store open, migrations applied");
-
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let local = listener.local_addr().context("listener has no address")?;
 
-    let readiness = api::Readiness::default();
-    let app = api::app(api::AppState::new(
+    let providers = config.providers.build(&store).await?;
+    let metrics = reconciler::Metrics::new();
+    let (service, waker) = reconciler::Service::new(
         store.clone(),
-        readiness.clone(),
-        api::Clock::new(wall_clock),
-    ));
+        providers.clone(),
+        config.reconcile.clone(),
+        metrics.clone(),
+        wall_clock,
+    );
+    let mut jobs = reconciler::jobs::start(
+        store.clone(),
+        providers,
+        metrics.clone(),
+        config.jobs.clone(),
+        wall_clock,
+    )
+    .await
+    .context("cannot start the periodic jobs")?;
+
+    let readiness = api::Readiness::default();
+    let app = api::app(
+        api::AppState::new(
+            store.clone(),
+            readiness.clone(),
+            api::Clock::new(wall_clock),
+        )
+        .with_wake(api::Wake::new(move |pool| waker.wake(pool)))
+        .with_metrics(api::MetricsSource::new(move || metrics.render())),
+    );
     readiness.set(true);
     tracing::info!(listen = %local, "capstan serving");
 
-    let retention = tokio::spawn(prune_queue_samples_hourly(
-        store.clone(),
-        config.queue_sample_retention_days,
-    ));
-
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut stop_loop = stop_rx.clone();
+    let control_loop = tokio::spawn(service.run(async move {
+        let _ = stop_loop.wait_for(|s| *s).await;
+    }));
     let draining = readiness.clone();
-    axum::serve(
+    let mut stop_http = stop_rx;
+    let server = axum::serve(
         listener,
         axum::ServiceExt::<axum::extract::Request>::into_make_service(app),
     )
     .with_graceful_shutdown(async move {
+        let _ = stop_http.wait_for(|s| *s).await;
+    });
+    let signal = async move {
         shutdown_signal().await;
         draining.set(false);
-        tracing::info!("shutdown requested; finishing in-flight requests");
-    })
-    .await
-    .context("server failed")?;
-
-    retention.abort();
+        tracing::info!("shutdown requested; finishing in-flight requests and rounds");
+        let _ = stop_tx.send(true);
+    };
+    let (served, ()) = tokio::join!(server, signal);
+    served.context("server failed")?;
+    if let Err(e) = control_loop.await {
+        tracing::warn!(error = %e, "reconcile loop ended abnormally");
+    }
+    if let Err(e) = jobs.shutdown().await {
+        tracing::warn!(error = %e, "periodic jobs did not stop cleanly");
+    }
     store.close().await;
     tracing::info!("store closed; bye");
     Ok(())
 }
 
-/// Retention: at start-up and then hourly, deletes queue samples older than
-/// `days`. A failed round is logged and retried at the next hour.
-async fn prune_queue_samples_hourly(store: store::Store, days: u32) {
-    let mut every_hour = tokio::time::interval(std::time::Duration::from_secs(3600));
-    every_hour.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        every_hour.tick().await;
-        let cutoff = wall_clock().plus_secs(-i64::from(days) * 86_400);
-        match store.prune_queue_samples(cutoff).await {
-            Ok(n) => tracing::info!(deleted = n, %cutoff, "queue-sample retention"),
-            Err(e) => tracing::warn!(error = %e, "queue-sample retention failed"),
+/// For an SQLite file, an exclusive lock on `<file>.serve.lock`, held while the
+/// process lives (the OS drops it when the process dies, even by SIGKILL).
+fn single_replica_lock(url: &str) -> anyhow::Result<Option<std::fs::File>> {
+    let Some(rest) = url.strip_prefix("sqlite:") else {
+        return Ok(None);
+    };
+    if rest.contains(":memory:") || rest.contains("mode=memory") {
+        return Ok(None);
+    }
+    let path = rest.trim_start_matches("//");
+    let path = path.split('?').next().unwrap_or(path);
+    let lock_path = format!("{path}.serve.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("cannot open the replica lock {lock_path}"))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another `capstan serve` already runs on the SQLite database {path} (lock {lock_path} is held); \
+             SQLite serves one replica: use PostgreSQL to run several"
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("cannot lock {lock_path}"))
         }
     }
 }

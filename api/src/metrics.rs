@@ -1,5 +1,6 @@
-//! `GET /metrics`: the process's metrics as OpenMetrics text (what Prometheus scrapes),
-//! rendered by the binary's [`crate::MetricsSource`].
+//! `GET /metrics`: the process's metrics in the Prometheus text format 0.0.4 (what
+//! Prometheus scrapes and `promtool check metrics` reads), rendered by the binary's
+//! [`crate::MetricsSource`].
 //!
 //! Metrics name pools and replicas, so the route is not open like the probes: it needs
 //! a bearer token with the scope `metrics:read` (or `*`), as a scraper's
@@ -13,18 +14,17 @@ use crate::AppState;
 use crate::auth::{Caller, Scope};
 use crate::error::{ApiError, ErrorBody};
 
-/// The content type of the OpenMetrics text format.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The content type of the Prometheus text format.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Metrics
 ///
-/// The process's metrics in the OpenMetrics text format (ending in `# EOF`), for
-/// Prometheus. Needs `metrics:read`.
+/// The process's metrics in the Prometheus text format 0.0.4. Needs `metrics:read`.
 #[utoipa::path(
     get, path = "/metrics", tag = "metrics",
     responses(
         (status = 200, description = "The metrics", body = String,
-            content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8"),
+            content_type = "text/plain; version=0.0.4; charset=utf-8"),
         (status = 401, description = "No valid token", body = ErrorBody),
         (status = 403, description = "Missing metrics:read", body = ErrorBody),
     ),

@@ -1905,7 +1905,7 @@ async fn metrics_need_their_scope_and_serve_the_source(mut c: Ctx) {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
         headers[header::CONTENT_TYPE],
-        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+        "text/plain; version=0.0.4; charset=utf-8"
     );
     assert!(body.is_empty());
 
@@ -1929,7 +1929,7 @@ async fn metrics_need_their_scope_and_serve_the_source(mut c: Ctx) {
         assert_eq!(status, StatusCode::OK);
         assert_eq!(
             headers[header::CONTENT_TYPE],
-            "application/openmetrics-text; version=1.0.0; charset=utf-8"
+            "text/plain; version=0.0.4; charset=utf-8"
         );
         assert_eq!(headers[header::CACHE_CONTROL], "no-store");
         assert_eq!(body, text);

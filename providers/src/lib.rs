@@ -39,8 +39,12 @@ use capstan_core::{LaunchConfig, Offering, PoolId, ProviderKind};
 
 pub mod aws;
 pub mod clock;
+#[cfg(feature = "test-support")]
+pub mod emulator;
 pub mod error;
 pub mod fake;
+#[cfg(feature = "test-support")]
+pub mod fault_proxy;
 pub mod gcp;
 pub mod instance;
 pub mod launch;

@@ -154,11 +154,7 @@ impl PoolController {
     /// plan toward it. The plan's launches are counted in the launch log (whether or
     /// not they succeed, as a real rate limit would count attempts).
     pub fn tick(&mut self, workers: &[Worker], now: Timestamp) -> (Forecast, Plan) {
-        let existing: u32 = workers
-            .iter()
-            .filter(|w| w.state.counts_as_capacity())
-            .map(|w| w.capacity)
-            .fold(0u32, u32::saturating_add);
+        let existing = self.planner.counted_slots(workers, now);
         let forecast = self
             .predictor
             .forecast(self.planner.spec(), now, self.lead_s, existing);
@@ -237,5 +233,35 @@ mod tests {
         assert!((c.lead_s() - 110.0).abs() < 1e-9);
         c.observe_boot(f64::NAN);
         assert!((c.lead_s() - 110.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn workers_that_time_out_are_not_relaunched_for_gone_demand() {
+        use capstan_core::{PoolId, ProviderKind, WorkerId, WorkerState};
+        let mut c = PoolController::new(&spec(), 60.0).unwrap();
+        let t0 = Timestamp::from_unix_secs(10_000);
+        let workers: Vec<Worker> = (0..3)
+            .map(|i| {
+                let mut w = Worker::requested(
+                    WorkerId::from_string(format!("w{i}")),
+                    PoolId::new("c").unwrap(),
+                    ProviderKind::Fake,
+                    Some("a".into()),
+                    1,
+                    format!("t{i}"),
+                    t0,
+                );
+                w.state = WorkerState::Booting;
+                w
+            })
+            .collect();
+        c.observe(&sample(10_000, 3));
+        c.observe(&sample(10_010, 0));
+        // Past the registration timeout nobody registered, and nothing is pending.
+        let now = t0.plus_secs(spec().lifecycle.registration_timeout_s as i64 + 1);
+        let (forecast, plan) = c.tick(&workers, now);
+        assert_eq!(forecast.backlog_slots, 0);
+        assert_eq!(plan.launch_count(), 0, "{plan:?}");
+        assert_eq!(plan.actions.len(), 3);
     }
 }

@@ -5,12 +5,29 @@
 //!   health and the clock value into a [`capstan_core::Plan`]: actions plus a report
 //!   saying why. No I/O and no async runtime, so the simulator and property tests call
 //!   exactly the code production runs.
-//!
-//! The actuator (the async loop that observes, plans, applies through providers and
-//! records) builds on this module and lives beside it.
+//! - [`controller`]: [`PoolController`], one pool's state between ticks (predictor,
+//!   offering health, launch log, measured lead time) and its one `tick`, shared by the
+//!   service, the simulator and the benches.
+//! - [`service`]: the running loop of one replica: fenced leases, ticks and wake-ups,
+//!   bounded concurrency ([`Service`], [`LoopConfig`], [`Providers`]).
+//! - `actuator`: one round of one pool — observe the store and the provider, reconcile
+//!   rows with instances, tick, record, apply with intents written before every
+//!   provider call.
+//! - [`jobs`]: periodic jobs on `tokio-cron-scheduler` (orphan sweep, retention).
+//! - [`metrics`]: the Prometheus metrics.
+//! - [`ledger`]: the providers' launch ledger over the store.
+//! - [`crash`]: named crash points for the crash-safety tests.
 
+mod actuator;
 pub mod controller;
+pub mod crash;
+pub mod jobs;
+pub mod ledger;
+pub mod metrics;
 pub mod planning;
+pub mod service;
 
 pub use controller::PoolController;
+pub use metrics::Metrics;
 pub use planning::{PlanError, Planner, plan};
+pub use service::{LoopConfig, Providers, Service, Waker};

@@ -171,6 +171,20 @@ impl Planner {
             .unwrap_or(0.0)
     }
 
+    /// Slots of `workers` that count as capacity at `now`: requested, booting and
+    /// ready workers, except the ones this tick's clean-up terminates (registration
+    /// or heartbeat timeout, maximum lifetime). This is what the predictor's backlog
+    /// term must see as existing, or a pool whose workers all time out would keep
+    /// relaunching for demand that is gone.
+    pub fn counted_slots(&self, workers: &[Worker], now: Timestamp) -> u32 {
+        workers
+            .iter()
+            .filter(|w| w.state.counts_as_capacity())
+            .filter(|w| self.cleanup_reason(w, now).is_none())
+            .map(|w| w.capacity)
+            .fold(0u32, u32::saturating_add)
+    }
+
     /// Why `w` must go regardless of demand, if it must.
     fn cleanup_reason(&self, w: &Worker, now: Timestamp) -> Option<TerminateReason> {
         let now_ms = now.unix_ms();

@@ -325,13 +325,12 @@ impl Store {
         now: Timestamp,
     ) -> Result<bool, StoreError> {
         let id = &fence.pool_id;
-        let check = format!(
+        let check =
             "UPDATE pools SET updated_at = updated_at WHERE id = $1 AND deleting_since IS NOT NULL
-             AND lease_fence = $2 RETURNING generation"
-        );
+             AND lease_fence = $2 RETURNING generation";
         let removed = on_backend!(self, pool => {
             let mut tx = pool.begin().await?;
-            let generation: Option<(i64,)> = sqlx::query_as(&check)
+            let generation: Option<(i64,)> = sqlx::query_as(check)
                 .bind(id.as_str())
                 .bind(fence.token)
                 .fetch_optional(&mut *tx)

@@ -27,6 +27,26 @@ type WorkerRow = (
     Option<String>,
 );
 
+/// A worker row preceded by its revision.
+type RevisionRow = (
+    i64,
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    String,
+    String,
+    i64,
+    i64,
+    i64,
+    i64,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<String>,
+);
+
 const COLUMNS: &str = "id, pool_id, provider, launch_config_id, instance_id, idempotency_token, \
      state, capacity, busy_slots, created_at, state_changed_at, registered_at, \
      last_heartbeat_at, idle_since, failure";
@@ -260,13 +280,13 @@ impl Store {
             let Some((before, revision)) = self.get_worker_revision(id).await? else {
                 return Err(StoreError::WorkerNotFound(id.to_string()));
             };
-            if let Some(f) = fence {
-                if f.pool_id != before.pool_id {
-                    return Err(StoreError::Corrupt(format!(
-                        "worker {id} is not in pool {}",
-                        f.pool_id
-                    )));
-                }
+            if let Some(f) = fence
+                && f.pool_id != before.pool_id
+            {
+                return Err(StoreError::Corrupt(format!(
+                    "worker {id} is not in pool {}",
+                    f.pool_id
+                )));
             }
             let mut after = before.clone();
             change(&mut after)?;
@@ -309,24 +329,7 @@ impl Store {
         &self,
         id: &WorkerId,
     ) -> Result<Option<(Worker, i64)>, StoreError> {
-        let row: Option<(
-            i64,
-            String,
-            String,
-            String,
-            Option<String>,
-            Option<String>,
-            String,
-            String,
-            i64,
-            i64,
-            i64,
-            i64,
-            Option<i64>,
-            Option<i64>,
-            Option<i64>,
-            Option<String>,
-        )> = on_backend!(self, pool => {
+        let row: Option<RevisionRow> = on_backend!(self, pool => {
             sqlx::query_as(&format!("SELECT revision, {COLUMNS} FROM workers WHERE id = $1"))
                 .bind(id.as_str())
                 .fetch_optional(pool)

@@ -89,3 +89,4 @@ impl Drop for Service {
         let _ = self.child.wait();
     }
 }
+pub mod loop_fixture;

@@ -12,8 +12,8 @@ use providers::{
 };
 
 use crate::conformance::{self, Harness};
-use crate::emulator::{self, Emulator};
-use crate::fault_proxy::{Action, FaultProxy, Rule};
+use providers::emulator::{self, Emulator};
+use providers::fault_proxy::{Action, FaultProxy, Rule, ec2_fault};
 
 const REGION: &str = "us-east-1";
 /// One of the AMIs moto ships.
@@ -50,21 +50,6 @@ fn launch_config(market: Market) -> LaunchConfig {
         "provider_config": {"image_id": AMI, "tags": {"team": "ci"}}
     }))
     .unwrap()
-}
-
-/// EC2's query-protocol error document.
-fn ec2_error(code: &str, message: &str) -> String {
-    format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>{code}</Code><Message>{message}</Message></Error></Errors><RequestID>capstan-fault</RequestID></Response>"
-    )
-}
-
-fn ec2_fault(status: u16, code: &str, message: &str) -> Action {
-    Action::Respond {
-        status,
-        content_type: "text/xml;charset=UTF-8",
-        body: ec2_error(code, message),
-    }
 }
 
 struct AwsHarness {

@@ -11,8 +11,8 @@ use providers::gcp::GcpProvider;
 use providers::{ErrorKind, InMemoryLedger, Instance, LaunchRequest, ListScope, Provider};
 
 use crate::conformance::{self, Harness};
-use crate::emulator::{self, Emulator};
-use crate::fault_proxy::{Action, FaultProxy, Rule, http_call};
+use providers::emulator::{self, Emulator};
+use providers::fault_proxy::{Action, FaultProxy, Rule, http_call};
 
 const PROJECT: &str = "capstan-test";
 const ZONE: &str = "us-central1-a";

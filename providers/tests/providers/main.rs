@@ -3,13 +3,11 @@
 //! provider's own behaviour (tags, tokens, error mapping, interruption).
 //!
 //! The AWS and GCP tests use the real SDK clients against emulators on 127.0.0.1,
-//! started and stopped by [`emulator`]; failures the emulators cannot produce come from
-//! a [`fault_proxy`] between the SDK and the emulator.
+//! started and stopped by `providers::emulator`; failures the emulators cannot produce come from
+//! a fault proxy (`providers::fault_proxy`) between the SDK and the emulator.
 
 mod aws;
 mod conformance;
-mod emulator;
 mod fake;
-mod fault_proxy;
 mod gcp;
 mod static_pool;

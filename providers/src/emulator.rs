@@ -28,6 +28,7 @@ impl Drop for Emulator {
     }
 }
 
+/// The workspace root (where `.venv` lives).
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()

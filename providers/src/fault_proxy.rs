@@ -44,6 +44,22 @@ pub enum Action {
     },
 }
 
+/// EC2's query-protocol error document.
+pub fn ec2_error(code: &str, message: &str) -> String {
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>{code}</Code><Message>{message}</Message></Error></Errors><RequestID>capstan-fault</RequestID></Response>"
+    )
+}
+
+/// Answer with an EC2 error: HTTP `status`, error `code` and `message`.
+pub fn ec2_fault(status: u16, code: &str, message: &str) -> Action {
+    Action::Respond {
+        status,
+        content_type: "text/xml;charset=UTF-8",
+        body: ec2_error(code, message),
+    }
+}
+
 /// When to act and how.
 #[derive(Debug, Clone)]
 pub struct Rule {

@@ -1,0 +1,253 @@
+//! What the control-loop tests share: a PostgreSQL scratch database, the EC2 emulator
+//! behind a fault proxy, an admin token, and `capstan serve` processes with a short
+//! tick whose logs go to files (printed when a test fails).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use capstan_core::PoolId;
+use providers::aws::AwsProvider;
+use providers::emulator::{self, Emulator};
+use providers::fault_proxy::FaultProxy;
+use providers::{InMemoryLedger, Instance, ListScope, Provider};
+use serde_json::Value;
+use store::scratch::ScratchDatabase;
+
+use super::{Service, free_port};
+
+/// The AMI moto knows.
+pub const AMI: &str = "ami-03cf127a";
+
+/// A database, the emulator, a proxy in front of it, and an admin token.
+pub struct Fixture {
+    /// Scratch directory: config file and server logs.
+    pub dir: tempfile::TempDir,
+    /// The PostgreSQL database (dropped with the fixture).
+    pub db: ScratchDatabase,
+    /// moto.
+    pub moto: Emulator,
+    /// The proxy the service talks to.
+    pub proxy: FaultProxy,
+    /// An API token with scope `*`.
+    pub token: String,
+    /// An SDK client on the emulator, for checking what exists there.
+    pub cloud: AwsProvider,
+}
+
+/// The binary without the developer's CAPSTAN_* environment.
+pub fn bare(dir: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_capstan"));
+    cmd.current_dir(dir)
+        .env("XDG_CONFIG_HOME", dir.join("no-config"))
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true");
+    for (k, _) in std::env::vars() {
+        if k.starts_with("CAPSTAN_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
+impl Fixture {
+    /// Everything up, or `None` (skipped, with the reason printed) outside CI when
+    /// moto or PostgreSQL is missing.
+    pub async fn start(test: &str) -> Option<Fixture> {
+        let exe = emulator::require("CAPSTAN_MOTO_SERVER", "moto_server", test)?;
+        let db = ScratchDatabase::create().await?;
+        let moto = emulator::start_moto(&exe);
+        let proxy = FaultProxy::start(&moto.endpoint).await;
+        let dir = tempfile::tempdir().unwrap();
+        let out = bare(dir.path())
+            .args(["clients", "create", "--name", "admin", "--scope", "*"])
+            .args(["--database-url", &db.url])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        assert!(token.starts_with("cap_"), "{token:?}");
+        let cloud = AwsProvider::for_endpoint(
+            &moto.endpoint,
+            "testing",
+            "testing",
+            vec!["us-east-1".into()],
+            Arc::new(InMemoryLedger::new()),
+        );
+        Some(Fixture {
+            dir,
+            db,
+            moto,
+            proxy,
+            token,
+            cloud,
+        })
+    }
+
+    /// Writes the service's config file (2 s ticks, 6 s leases) plus `extra` lines.
+    pub fn config(&self, extra: &str) -> PathBuf {
+        let path = self.dir.path().join("capstan.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "reconcile_interval_s = 2\nlease_ttl_s = 6\nlaunch_grace_s = 20\nboot_estimate_s = 5\n\
+                 provider_call_timeout_s = 10\norphan_sweep_cron = \"*/3 * * * * *\"\norphan_grace_s = 6\n\
+                 {extra}\n[providers.aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n",
+                self.proxy.endpoint
+            ),
+        )
+        .unwrap();
+        path
+    }
+
+    /// Starts `capstan serve` named `name` (its log goes to `<dir>/<name>.log`),
+    /// healthy; `env` adds variables (a crash point).
+    pub fn serve(&self, name: &str, env: &[(&str, String)]) -> Service {
+        let port = free_port();
+        let log = std::fs::File::create(self.log_path(name)).unwrap();
+        let mut cmd = bare(self.dir.path());
+        cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--database-url", &self.db.url])
+            .arg("--config")
+            .arg(self.dir.path().join("capstan.toml"))
+            .env("CAPSTAN_LOG", "info,capstan=debug")
+            .stdout(Stdio::null())
+            .stderr(log);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        // The health check runs its own runtime: off the test's.
+        std::thread::spawn(move || Service::spawn_healthy(cmd, port))
+            .join()
+            .unwrap_or_else(|_| {
+                panic!(
+                    "capstan serve {name} did not become healthy\n{}",
+                    self.logs()
+                )
+            })
+    }
+
+    /// Where replica `name` logs.
+    pub fn log_path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("{name}.log"))
+    }
+
+    /// Every log written so far, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for entry in std::fs::read_dir(self.dir.path()).unwrap().flatten() {
+            let p = entry.path();
+            if p.extension().is_some_and(|e| e == "log") {
+                let text = std::fs::read_to_string(&p).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(60).collect();
+                out.push_str(&format!("--- {} (last 60 lines)\n", p.display()));
+                for l in tail.into_iter().rev() {
+                    out.push_str(l);
+                    out.push('\n');
+                }
+            }
+        }
+        out
+    }
+
+    /// An HTTP call with the admin token; (status, JSON body or Null).
+    pub async fn call(
+        &self,
+        svc: &Service,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let client = reqwest::Client::new();
+        let url = format!("{}{path}", svc.url());
+        let mut req = client
+            .request(method.parse().unwrap(), url)
+            .bearer_auth(&self.token)
+            .timeout(Duration::from_secs(10));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// Instances of `pool` alive in the emulator.
+    pub async fn alive(&self, pool: &str) -> Vec<Instance> {
+        let scope = ListScope::Pool(PoolId::new(pool).unwrap());
+        self.cloud
+            .list(&scope)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|i| i.state.is_alive())
+            .collect()
+    }
+
+    /// Every capstan-tagged instance alive in the emulator.
+    pub async fn alive_anywhere(&self) -> Vec<Instance> {
+        self.cloud
+            .list(&ListScope::All)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|i| i.state.is_alive())
+            .collect()
+    }
+
+    /// Polls `check` every 250 ms until it answers `Some` or `within` passes; panics
+    /// with `what` and the logs on timeout.
+    pub async fn wait_for<T, F, Fut>(&self, what: &str, within: Duration, mut check: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Option<T>>,
+    {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(v) = check().await {
+                return v;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "timed out after {within:?} waiting for {what}\n{}",
+                    self.logs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+/// A pool spec on EC2 with two launch configs: `preferred` (c5.large) and `fallback`
+/// (t3.micro), reactive, workers that must register within `registration_s`.
+pub fn ec2_pool(id: &str, registration_s: u64) -> Value {
+    serde_json::json!({
+        "id": id,
+        "provider": "aws",
+        "max_capacity": 10,
+        "launch_configs": [
+            {"id": "preferred", "region": "us-east-1", "instance_type": "c5.large", "priority": 0,
+             "provider_config": {"image_id": AMI}},
+            {"id": "fallback", "region": "us-east-1", "instance_type": "t3.micro", "priority": 1,
+             "provider_config": {"image_id": AMI}}
+        ],
+        "scaling": {"policy": "reactive", "max_launches_per_minute": 100},
+        "lifecycle": {"registration_timeout_s": registration_s}
+    })
+}
+
+/// The URL path of a pool (ids keep their slashes).
+pub fn pool_path(id: &str, rest: &str) -> String {
+    format!("/v1/pools/{id}{rest}")
+}
