@@ -175,6 +175,23 @@ impl Service {
         )
     }
 
+    /// One full pass without the loop: takes and renews leases, then runs one round of
+    /// every pool held and waits for all of them. Answers how many pools were held.
+    /// For benchmarks and tools; `run` is the service.
+    pub async fn run_once(&self) -> Result<usize, StoreError> {
+        let ttl_ms = i64::try_from(self.shared.cfg.lease_ttl.as_millis()).unwrap_or(i64::MAX);
+        let leases = self
+            .shared
+            .store
+            .acquire_leases(&self.shared.cfg.owner, ttl_ms)
+            .await?;
+        self.shared.install_leases(leases);
+        let ids = self.shared.held();
+        let n = ids.len();
+        pass(self.shared.clone(), ids, true).await;
+        Ok(n)
+    }
+
     /// Runs until `shutdown` resolves, then waits for rounds in flight (each bounded by
     /// the call timeouts) and releases every lease.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
