@@ -1,23 +1,26 @@
 //! The control loop end to end, the way an operator runs it: `capstan serve` on
-//! PostgreSQL with the EC2 emulator (moto, through the real `aws-sdk-ec2` client)
-//! behind a fault proxy, driven over plain HTTP.
+//! PostgreSQL with the EC2 emulator (moto, through the real `aws-sdk-ec2` client) or
+//! the Compute Engine emulator (gcplocal, through `google-cloud-compute-v1`) behind a
+//! fault proxy, driven over plain HTTP.
 
 mod common;
 
 use std::time::Duration;
 
-use common::loop_fixture::{Fixture, ec2_pool, pool_path};
-use providers::fault_proxy::{Rule, ec2_fault};
-use serde_json::json;
+use common::Service;
+use common::loop_fixture::{Cloud, Fixture, GCP_PROJECT, ec2_pool, gce_pool, pool_path};
+use providers::Instance;
+use providers::fault_proxy::{Action, Rule, ec2_fault, http_call};
+use serde_json::{Value, json};
 
 /// A pool created through the API, queue samples pushed: instances run in the
 /// emulator within two ticks, from the second launch config since the first one has
 /// no capacity (one deduplicated pool error says so); with no worker registering they
 /// are terminated after the registration timeout and nothing is left in the emulator.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serve_launches_for_a_backlog_falls_back_and_retires_unregistered_instances() {
-    let test = "serve_launches_for_a_backlog_falls_back_and_retires_unregistered_instances";
-    let Some(f) = Fixture::start(test).await else {
+async fn ec2_launches_for_a_backlog_falls_back_and_retires_unregistered_instances() {
+    let test = "ec2_launches_for_a_backlog_falls_back_and_retires_unregistered_instances";
+    let Some(f) = Fixture::start_on(test, Cloud::Aws).await else {
         return;
     };
     f.proxy.add(Rule::on_body(
@@ -31,15 +34,116 @@ async fn serve_launches_for_a_backlog_falls_back_and_retires_unregistered_instan
     f.config("");
     let svc = f.serve("a", &[]);
     let id = "ci/e2e";
-    let (status, body) = f
-        .call(&svc, "PUT", &pool_path(id, ""), Some(ec2_pool(id, 12)))
-        .await;
-    assert_eq!(status, 201, "{body}");
+    let running = launch_with_fallback(&f, &svc, id, ec2_pool(id, 12)).await;
+    assert!(
+        running.iter().all(|i| i.instance_type == "t3.micro"),
+        "{running:?}"
+    );
+    retire_unregistered(&f, &svc, id).await;
 
+    // The metrics saw it all.
+    let resp = reqwest::Client::new()
+        .get(format!("{}/metrics", svc.url()))
+        .bearer_auth(&f.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let metrics = resp.text().await.unwrap();
+    assert!(
+        metrics.contains(r#"capstan_launches_total{pool="ci/e2e",offering="fallback"} 3"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"kind="insufficient_capacity""#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"reason="registration_timeout""#),
+        "{metrics}"
+    );
+    promtool_check(&metrics);
+}
+
+/// The same on Compute Engine (gcplocal, through the real `google-cloud-compute-v1`
+/// client): the preferred zone is exhausted, the fallback launches; a preempted SPOT
+/// VM is replaced at once; unregistered VMs are deleted after the timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gce_launches_falls_back_replaces_preempted_vms_and_retires_unregistered_ones() {
+    let test = "gce_launches_falls_back_replaces_preempted_vms_and_retires_unregistered_ones";
+    let Some(f) = Fixture::start_on(test, Cloud::Gcp).await else {
+        return;
+    };
+    // Stockouts arrive as a finished insert operation carrying the error.
+    let stockout = serde_json::json!({
+        "kind": "compute#operation", "id": "7001", "name": "operation-7001",
+        "operationType": "insert", "status": "DONE", "progress": 100,
+        "zone": format!("projects/{GCP_PROJECT}/zones/us-central1-b"),
+        "error": {"errors": [{"code": "ZONE_RESOURCE_POOL_EXHAUSTED",
+            "message": "The zone 'projects/capstan-test/zones/us-central1-b' does not have enough resources available to fulfill the request."}]},
+        "httpErrorStatusCode": 503, "httpErrorMessage": "SERVICE UNAVAILABLE"
+    });
+    f.proxy.add(Rule::on_path(
+        "POST",
+        "zones/us-central1-b/instances?",
+        Action::Respond {
+            status: 200,
+            content_type: "application/json",
+            body: stockout.to_string(),
+        },
+    ));
+    f.config("");
+    let svc = f.serve("a", &[]);
+    let id = "ci/gce";
+    let running = launch_with_fallback(&f, &svc, id, gce_pool(id, 25)).await;
+    assert!(
+        running
+            .iter()
+            .all(|i| i.zone.as_deref() == Some("us-central1-a")),
+        "{running:?}"
+    );
+
+    // GCE preempts one: the loop sees it at its next round and launches a replacement.
+    let victim = running[0].id.clone();
+    let (zone, name) = victim.split_once('/').unwrap();
+    let (status, body) = http_call(
+        "POST",
+        &format!(
+            "{}/_capstan/preempt/{GCP_PROJECT}/{zone}/{name}",
+            f.emulator.endpoint
+        ),
+        "",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let preempted = std::time::Instant::now();
+    f.wait_for(
+        "a replacement for the preempted VM",
+        Duration::from_secs(10),
+        || async {
+            let alive = f.alive(id).await;
+            (alive.len() == 3 && alive.iter().all(|i| i.id != victim)).then_some(())
+        },
+    )
+    .await;
+    assert!(
+        preempted.elapsed() < Duration::from_secs(8),
+        "took {:?}",
+        preempted.elapsed()
+    );
+    retire_unregistered(&f, &svc, id).await;
+}
+
+/// Creates the pool, pushes a backlog of 3, and waits for 3 instances of the
+/// `fallback` launch config (the `preferred` one fails for capacity); checks the one
+/// deduplicated pool error and the plan. Answers the instances.
+async fn launch_with_fallback(f: &Fixture, svc: &Service, id: &str, spec: Value) -> Vec<Instance> {
+    let (status, body) = f.call(svc, "PUT", &pool_path(id, ""), Some(spec)).await;
+    assert_eq!(status, 201, "{body}");
     let pushed = std::time::Instant::now();
     let (status, body) = f
         .call(
-            &svc,
+            svc,
             "POST",
             &pool_path(id, "/queue"),
             Some(json!({"samples": [{"pending": 3, "running": 0}]})),
@@ -64,16 +168,13 @@ async fn serve_launches_for_a_backlog_falls_back_and_retires_unregistered_instan
     );
     assert_eq!(running.len(), 3, "{running:?}");
     assert!(
-        running.iter().all(|i| i.instance_type == "t3.micro"),
-        "{running:?}"
-    );
-    assert!(
         running
             .iter()
-            .all(|i| i.launch_config_id.as_deref() == Some("fallback"))
+            .all(|i| i.launch_config_id.as_deref() == Some("fallback")),
+        "{running:?}"
     );
 
-    let (status, errors) = f.call(&svc, "GET", &pool_path(id, "/errors"), None).await;
+    let (status, errors) = f.call(svc, "GET", &pool_path(id, "/errors"), None).await;
     assert_eq!(status, 200, "{errors}");
     let errors = errors["items"].as_array().cloned().unwrap_or_default();
     let capacity: Vec<_> = errors
@@ -83,13 +184,17 @@ async fn serve_launches_for_a_backlog_falls_back_and_retires_unregistered_instan
     assert_eq!(capacity.len(), 1, "one deduplicated entry: {errors:?}");
     assert_eq!(capacity[0]["launch_config_id"], "preferred");
 
-    let (status, plan) = f.call(&svc, "GET", &pool_path(id, "/plan"), None).await;
+    let (status, plan) = f.call(svc, "GET", &pool_path(id, "/plan"), None).await;
     assert_eq!(status, 200, "{plan}");
+    running
+}
 
-    // Demand goes away; nobody registers: the registration timeout retires them all.
+/// Demand goes away and nobody registers: the registration timeout retires every
+/// instance and nothing is left in the emulator.
+async fn retire_unregistered(f: &Fixture, svc: &Service, id: &str) {
     let (status, _) = f
         .call(
-            &svc,
+            svc,
             "POST",
             &pool_path(id, "/queue"),
             Some(json!({"samples": [{"pending": 0, "running": 0}]})),
@@ -98,13 +203,13 @@ async fn serve_launches_for_a_backlog_falls_back_and_retires_unregistered_instan
     assert_eq!(status, 202);
     f.wait_for(
         "every instance terminated",
-        Duration::from_secs(40),
+        Duration::from_secs(60),
         || async { f.alive_anywhere().await.is_empty().then_some(()) },
     )
     .await;
     let (_, workers) = f
         .call(
-            &svc,
+            svc,
             "GET",
             &pool_path(id, "/workers?state=terminated"),
             None,
@@ -112,29 +217,10 @@ async fn serve_launches_for_a_backlog_falls_back_and_retires_unregistered_instan
         .await;
     let workers = workers["items"].as_array().cloned().unwrap_or_default();
     assert!(workers.len() >= 3, "{workers:?}");
-
-    // The metrics saw it all.
-    let resp = reqwest::Client::new()
-        .get(format!("{}/metrics", svc.url()))
-        .bearer_auth(&f.token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let metrics = resp.text().await.unwrap();
     assert!(
-        metrics.contains(r#"capstan_launches_total{pool="ci/e2e",offering="fallback"} 3"#),
-        "{metrics}"
+        workers.iter().any(|w| w["failure"].is_null()),
+        "terminated by capstan's choice: {workers:?}"
     );
-    assert!(
-        metrics.contains(r#"kind="insufficient_capacity""#),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains(r#"reason="registration_timeout""#),
-        "{metrics}"
-    );
-    promtool_check(&metrics);
 }
 
 /// `promtool check metrics` (Debian's `prometheus` package) accepts the exposition;

@@ -11,6 +11,7 @@ use capstan_core::PoolId;
 use providers::aws::AwsProvider;
 use providers::emulator::{self, Emulator};
 use providers::fault_proxy::FaultProxy;
+use providers::gcp::GcpProvider;
 use providers::{InMemoryLedger, Instance, ListScope, Provider};
 use serde_json::Value;
 use store::scratch::ScratchDatabase;
@@ -20,20 +21,34 @@ use super::{Service, free_port};
 /// The AMI moto knows.
 pub const AMI: &str = "ami-03cf127a";
 
+/// The GCP project the GCE emulator serves.
+pub const GCP_PROJECT: &str = "capstan-test";
+
+/// Which cloud emulator the service talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cloud {
+    /// EC2 through moto.
+    Aws,
+    /// Compute Engine through gcplocal.
+    Gcp,
+}
+
 /// A database, the emulator, a proxy in front of it, and an admin token.
 pub struct Fixture {
     /// Scratch directory: config file and server logs.
     pub dir: tempfile::TempDir,
     /// The PostgreSQL database (dropped with the fixture).
     pub db: ScratchDatabase,
-    /// moto.
-    pub moto: Emulator,
+    /// The emulator (moto or gcplocal).
+    pub emulator: Emulator,
+    /// Which one.
+    pub kind: Cloud,
     /// The proxy the service talks to.
     pub proxy: FaultProxy,
     /// An API token with scope `*`.
     pub token: String,
     /// An SDK client on the emulator, for checking what exists there.
-    pub cloud: AwsProvider,
+    pub cloud: Arc<dyn Provider>,
 }
 
 /// The binary without the developer's CAPSTAN_* environment.
@@ -57,10 +72,21 @@ impl Fixture {
     /// Everything up, or `None` (skipped, with the reason printed) outside CI when
     /// moto or PostgreSQL is missing.
     pub async fn start(test: &str) -> Option<Fixture> {
-        let exe = emulator::require("CAPSTAN_MOTO_SERVER", "moto_server", test)?;
+        Self::start_on(test, Cloud::Aws).await
+    }
+
+    /// [`Fixture::start`] on the given cloud's emulator.
+    pub async fn start_on(test: &str, kind: Cloud) -> Option<Fixture> {
+        let exe = match kind {
+            Cloud::Aws => emulator::require("CAPSTAN_MOTO_SERVER", "moto_server", test)?,
+            Cloud::Gcp => emulator::require("CAPSTAN_GCPLOCAL", "gcplocal", test)?,
+        };
         let db = ScratchDatabase::create().await?;
-        let moto = emulator::start_moto(&exe);
-        let proxy = FaultProxy::start(&moto.endpoint).await;
+        let emulator = match kind {
+            Cloud::Aws => emulator::start_moto(&exe),
+            Cloud::Gcp => emulator::start_gcplocal(&exe),
+        };
+        let proxy = FaultProxy::start(&emulator.endpoint).await;
         let dir = tempfile::tempdir().unwrap();
         let out = bare(dir.path())
             .args(["clients", "create", "--name", "admin", "--scope", "*"])
@@ -74,17 +100,29 @@ impl Fixture {
         );
         let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
         assert!(token.starts_with("cap_"), "{token:?}");
-        let cloud = AwsProvider::for_endpoint(
-            &moto.endpoint,
-            "testing",
-            "testing",
-            vec!["us-east-1".into()],
-            Arc::new(InMemoryLedger::new()),
-        );
+        let cloud: Arc<dyn Provider> = match kind {
+            Cloud::Aws => Arc::new(AwsProvider::for_endpoint(
+                &emulator.endpoint,
+                "testing",
+                "testing",
+                vec!["us-east-1".into()],
+                Arc::new(InMemoryLedger::new()),
+            )),
+            Cloud::Gcp => Arc::new(
+                GcpProvider::for_endpoint(
+                    &emulator.endpoint,
+                    GCP_PROJECT,
+                    Arc::new(InMemoryLedger::new()),
+                )
+                .await
+                .expect("GCE client"),
+            ),
+        };
         Some(Fixture {
             dir,
             db,
-            moto,
+            emulator,
+            kind,
             proxy,
             token,
             cloud,
@@ -99,8 +137,17 @@ impl Fixture {
             format!(
                 "reconcile_interval_s = 2\nlease_ttl_s = 6\nlaunch_grace_s = 20\nboot_estimate_s = 5\n\
                  provider_call_timeout_s = 10\norphan_sweep_cron = \"*/3 * * * * *\"\norphan_grace_s = 6\n\
-                 {extra}\n[providers.aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n",
-                self.proxy.endpoint
+                 {extra}\n{}",
+                match self.kind {
+                    Cloud::Aws => format!(
+                        "[providers.aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n",
+                        self.proxy.endpoint
+                    ),
+                    Cloud::Gcp => format!(
+                        "[providers.gcp]\nproject = \"{GCP_PROJECT}\"\nendpoint = \"{}\"\n",
+                        self.proxy.endpoint
+                    ),
+                }
             ),
         )
         .unwrap();
@@ -250,4 +297,26 @@ pub fn ec2_pool(id: &str, registration_s: u64) -> Value {
 /// The URL path of a pool (ids keep their slashes).
 pub fn pool_path(id: &str, rest: &str) -> String {
     format!("/v1/pools/{id}{rest}")
+}
+
+/// A pool spec on Compute Engine with two launch configs: `preferred`
+/// (e2-standard-4 SPOT in us-central1-b) and `fallback` (e2-standard-2 in
+/// us-central1-a), reactive, workers that must register within `registration_s`.
+pub fn gce_pool(id: &str, registration_s: u64) -> Value {
+    let image = "projects/debian-cloud/global/images/family/debian-12";
+    serde_json::json!({
+        "id": id,
+        "provider": "gcp",
+        "max_capacity": 10,
+        "launch_configs": [
+            {"id": "preferred", "region": "us-central1", "zone": "us-central1-b",
+             "instance_type": "e2-standard-4", "market": "spot", "priority": 0,
+             "provider_config": {"image": image}},
+            {"id": "fallback", "region": "us-central1", "zone": "us-central1-a",
+             "instance_type": "e2-standard-2", "market": "spot", "priority": 1,
+             "provider_config": {"image": image}}
+        ],
+        "scaling": {"policy": "reactive", "max_launches_per_minute": 100},
+        "lifecycle": {"registration_timeout_s": registration_s}
+    })
 }
