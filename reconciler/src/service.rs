@@ -115,13 +115,30 @@ impl Providers {
 }
 
 /// Wakes the loop for one pool (a pool edit, a queue sample that needs capacity).
+///
+/// On PostgreSQL the wake-up goes to every replica through `NOTIFY`, so the one
+/// holding the pool's lease reconciles it at once whichever replica took the request;
+/// on SQLite it goes straight to this process's loop.
 #[derive(Debug, Clone)]
-pub struct Waker(mpsc::UnboundedSender<PoolId>);
+pub struct Waker {
+    local: mpsc::UnboundedSender<PoolId>,
+    store: Store,
+}
 
 impl Waker {
-    /// Asks for a round of `pool` now (ignored if this replica does not hold it).
+    /// Asks for a round of `pool` now (ignored by replicas not holding it).
     pub fn wake(&self, pool: &PoolId) {
-        let _ = self.0.send(pool.clone());
+        if self.store.kind() == store::BackendKind::Postgres {
+            let (store, pool, local) = (self.store.clone(), pool.clone(), self.local.clone());
+            tokio::spawn(async move {
+                if let Err(e) = store.notify_wake(&pool).await {
+                    tracing::warn!(pool = %pool, error = %e, "could not notify other replicas; waking this one");
+                    let _ = local.send(pool);
+                }
+            });
+        } else {
+            let _ = self.local.send(pool.clone());
+        }
     }
 }
 
@@ -144,6 +161,7 @@ pub(crate) struct Shared {
 pub struct Service {
     shared: Arc<Shared>,
     wake_rx: mpsc::UnboundedReceiver<PoolId>,
+    wake_tx: mpsc::UnboundedSender<PoolId>,
 }
 
 impl Service {
@@ -158,6 +176,10 @@ impl Service {
     ) -> (Self, Waker) {
         let (tx, rx) = mpsc::unbounded_channel();
         let rounds = Semaphore::new(cfg.concurrency.max(1));
+        let waker = Waker {
+            local: tx.clone(),
+            store: store.clone(),
+        };
         (
             Self {
                 shared: Arc::new(Shared {
@@ -170,8 +192,9 @@ impl Service {
                     rounds,
                 }),
                 wake_rx: rx,
+                wake_tx: tx,
             },
-            Waker(tx),
+            waker,
         )
     }
 
@@ -203,6 +226,11 @@ impl Service {
             Err(e) => tracing::warn!(error = %e, "lease acquisition failed; retrying"),
         }
         let leases = tokio::spawn(lease_loop(shared.clone(), stop_rx.clone()));
+        let listener = tokio::spawn(listen_for_wakes(
+            shared.store.clone(),
+            self.wake_tx.clone(),
+            stop_rx.clone(),
+        ));
         tokio::pin!(shutdown);
         let mut ticks = tokio::time::interval(shared.cfg.reconcile_interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -241,6 +269,7 @@ impl Service {
         tracing::info!("reconcile loop stopping; waiting for rounds in flight");
         while in_flight.join_next().await.is_some() {}
         let _ = leases.await;
+        listener.abort();
         match shared.store.release_leases(&shared.cfg.owner).await {
             Ok(n) => tracing::info!(released = n, "leases released"),
             Err(e) => {
@@ -307,6 +336,40 @@ impl Shared {
             }
         }
         self.metrics.leases_held.set(pools.len() as i64);
+    }
+}
+
+/// Forwards wake-ups from every replica (PostgreSQL `NOTIFY`) to this loop, until
+/// stopped; on SQLite there is nothing to listen to.
+async fn listen_for_wakes(
+    store: Store,
+    tx: mpsc::UnboundedSender<PoolId>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let mut listener = match store.wake_listener().await {
+            Ok(Some(l)) => l,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for wake-ups; retrying in 5 s");
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(5)) => continue,
+                    _ = stop.changed() => return,
+                }
+            }
+        };
+        loop {
+            tokio::select! {
+                r = listener.recv() => match r {
+                    Ok(pool) => { let _ = tx.send(pool); }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "wake-up listener failed; reconnecting");
+                        break;
+                    }
+                },
+                _ = stop.changed() => return,
+            }
+        }
     }
 }
 

@@ -141,3 +141,52 @@ impl Store {
         }
     }
 }
+
+/// The PostgreSQL channel wake-ups travel on between replicas.
+const WAKE_CHANNEL: &str = "capstan_wake";
+
+/// Wake-ups from every replica (PostgreSQL `LISTEN`); see [`Store::wake_listener`].
+#[derive(Debug)]
+pub struct WakeListener(sqlx::postgres::PgListener);
+
+impl WakeListener {
+    /// The next pool some replica asked to be reconciled now. Reconnects by itself
+    /// after a dropped connection (wake-ups sent meanwhile are lost; the tick catches
+    /// up).
+    pub async fn recv(&mut self) -> Result<PoolId, StoreError> {
+        loop {
+            let n = self.0.recv().await?;
+            if let Ok(id) = PoolId::new(n.payload()) {
+                return Ok(id);
+            }
+        }
+    }
+}
+
+impl Store {
+    /// Asks whichever replica holds `pool` to reconcile it now: a PostgreSQL
+    /// `NOTIFY` every replica hears. On SQLite (one replica) it does nothing; the
+    /// caller wakes its own loop.
+    pub async fn notify_wake(&self, pool: &PoolId) -> Result<(), StoreError> {
+        if let Backend::Postgres(p) = &self.backend {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(WAKE_CHANNEL)
+                .bind(pool.as_str())
+                .execute(p)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Listens for [`Store::notify_wake`] from every replica; `None` on SQLite.
+    pub async fn wake_listener(&self) -> Result<Option<WakeListener>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(None),
+            Backend::Postgres(p) => {
+                let mut l = sqlx::postgres::PgListener::connect_with(p).await?;
+                l.listen(WAKE_CHANNEL).await?;
+                Ok(Some(WakeListener(l)))
+            }
+        }
+    }
+}

@@ -52,7 +52,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 
 pub use audit::{AuditAction, AuditEntry};
 pub use clients::ClientRecord;
-pub use leases::{Fence, Lease};
+pub use leases::{Fence, Lease, WakeListener};
 pub use pool_errors::PoolError;
 pub use pools::{DeleteOutcome, PoolFilter, PoolRecord};
 pub use providers_state::{LedgerRow, StaticMachineRow};
