@@ -1,0 +1,356 @@
+//! The loop's rounds on the fake provider and an in-memory SQLite store, with a clock
+//! the tests move: dry-run, launches and replacements of interrupted instances,
+//! adoption of launches a crash left unrecorded, fallback after capacity errors,
+//! deletion by draining, and the orphan sweep.
+//!
+//! Each test runs on tokio's current-thread runtime, so every task the service spawns
+//! runs on the test's thread and reads the test's own clock.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use capstan_core::{PoolId, PoolSpec, QueueSample, Timestamp, Worker, WorkerId, WorkerState};
+use providers::clock::Clock;
+use providers::fake::{FakeProvider, FaultTarget};
+use providers::{ErrorKind, InstanceRequest, LaunchRequest, ListScope, Provider};
+use reconciler::{LoopConfig, Metrics, Providers, Service};
+use store::{DeleteOutcome, Store};
+
+thread_local! {
+    static NOW_MS: Cell<i64> = const { Cell::new(1_700_000_000_000) };
+}
+
+fn now() -> Timestamp {
+    NOW_MS.with(|c| Timestamp::from_unix_ms(c.get()))
+}
+
+fn advance(secs: i64) {
+    NOW_MS.with(|c| c.set(c.get() + secs * 1000));
+}
+
+#[derive(Debug)]
+struct TestClock;
+
+impl Clock for TestClock {
+    fn now(&self) -> Timestamp {
+        now()
+    }
+}
+
+struct Rig {
+    store: Store,
+    fake: Arc<FakeProvider>,
+    service: Service,
+}
+
+const OWNER: &str = "test-replica";
+
+async fn rig(spec_yaml: &str) -> (Rig, PoolSpec) {
+    let store = Store::connect("sqlite::memory:").await.unwrap();
+    let fake = Arc::new(FakeProvider::new(Arc::new(TestClock)));
+    let mut providers = Providers::new();
+    providers.insert(fake.clone() as Arc<dyn Provider>);
+    let mut cfg = LoopConfig::new(OWNER);
+    cfg.launch_grace = Duration::from_secs(60);
+    let (service, _waker) = Service::new(store.clone(), providers, cfg, Metrics::new(), now);
+    let spec = PoolSpec::from_yaml(spec_yaml).unwrap();
+    store.create_pool(&spec, "test", now()).await.unwrap();
+    (
+        Rig {
+            store,
+            fake,
+            service,
+        },
+        spec,
+    )
+}
+
+const POOL: &str = "id: ci/rounds\nprovider: fake\nmax_capacity: 10\nlaunch_configs:\n  - {id: a, instance_type: small, priority: 0}\n  - {id: b, instance_type: large, priority: 1}\nscaling: {max_launches_per_minute: 100}\n";
+
+impl Rig {
+    async fn push(&self, pool: &PoolId, pending: u32) {
+        self.store
+            .record_queue_samples(
+                pool,
+                &[QueueSample {
+                    at: now(),
+                    pending,
+                    running: 0,
+                    arrivals: pending,
+                    completions: 0,
+                }],
+            )
+            .await
+            .unwrap();
+    }
+
+    async fn live(&self, pool: &PoolId) -> Vec<Worker> {
+        self.store.list_workers(pool, false).await.unwrap()
+    }
+
+    async fn alive(&self, pool: &PoolId) -> usize {
+        self.fake
+            .list(&ListScope::Pool(pool.clone()))
+            .await
+            .unwrap()
+            .iter()
+            .filter(|i| i.state.is_alive())
+            .count()
+    }
+
+    async fn round(&self) {
+        advance(1);
+        self.service.run_once().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn dry_run_pools_record_plans_and_act_on_nothing() {
+    let yaml = POOL.replace(
+        "scaling: {max_launches_per_minute: 100}",
+        "scaling: {max_launches_per_minute: 100, dry_run: true}",
+    );
+    let (r, spec) = rig(&yaml).await;
+    r.push(&spec.id, 3).await;
+    r.round().await;
+    let status = r.store.pool_status(&spec.id).await.unwrap().unwrap();
+    assert_eq!(status.plan.launch_count(), 3, "{:?}", status.plan);
+    assert_eq!(status.owner, OWNER);
+    assert!(r.live(&spec.id).await.is_empty());
+    assert_eq!(r.alive(&spec.id).await, 0);
+}
+
+#[tokio::test]
+async fn a_backlog_launches_and_an_interrupted_instance_is_replaced_in_the_same_round() {
+    let (r, spec) = rig(POOL).await;
+    r.push(&spec.id, 2).await;
+    r.round().await;
+    let workers = r.live(&spec.id).await;
+    assert_eq!(workers.len(), 2);
+    assert!(
+        workers
+            .iter()
+            .all(|w| w.state == WorkerState::Booting && w.instance_id.is_some())
+    );
+    assert_eq!(r.alive(&spec.id).await, 2);
+
+    let victim = workers[0].clone();
+    assert!(r.fake.interrupt(victim.instance_id.as_deref().unwrap()));
+    r.round().await;
+    let gone = r.store.get_worker(&victim.id).await.unwrap().unwrap();
+    assert_eq!(gone.state, WorkerState::Terminated);
+    assert!(
+        gone.failure
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("interrupted"),
+        "{gone:?}"
+    );
+    let live = r.live(&spec.id).await;
+    assert_eq!(live.len(), 2, "replaced at once: {live:?}");
+    assert!(live.iter().all(|w| w.id != victim.id));
+    assert_eq!(r.alive(&spec.id).await, 2);
+}
+
+#[tokio::test]
+async fn launches_a_crash_left_unrecorded_are_adopted_and_missing_ones_given_up() {
+    let (r, spec) = rig(POOL).await;
+    let fence = r.store.acquire_leases(OWNER, 90_000).await.unwrap()[0]
+        .fence
+        .clone();
+    // Two intents were written; the create call happened for the first only, then the
+    // process died before recording anything.
+    let lc = spec.launch_config("a").unwrap().clone();
+    let intent = |n: u32| {
+        Worker::requested(
+            WorkerId::from_string(format!("w-crash-{n}")),
+            spec.id.clone(),
+            spec.provider,
+            Some("a".into()),
+            1,
+            format!("ci/rounds-1-0-{n}"),
+            now(),
+        )
+    };
+    for n in 0..2 {
+        r.store
+            .insert_worker_fenced(&fence, &intent(n))
+            .await
+            .unwrap();
+    }
+    let made = r
+        .fake
+        .launch(&LaunchRequest {
+            pool_id: spec.id.clone(),
+            launch_config: lc,
+            zone: None,
+            instances: vec![InstanceRequest {
+                worker_id: WorkerId::from_string("w-crash-0"),
+                idempotency_token: "ci/rounds-1-0-0".into(),
+                registration_token: "secret".into(),
+            }],
+        })
+        .await
+        .unwrap();
+    let instance = made.launched[0].id.clone();
+    // Demand is 2: the requested rows count as capacity, so nothing new launches.
+    r.push(&spec.id, 2).await;
+    r.round().await;
+    let adopted = r
+        .store
+        .get_worker(&WorkerId::from_string("w-crash-0"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(adopted.state, WorkerState::Booting);
+    assert_eq!(adopted.instance_id.as_deref(), Some(instance.as_str()));
+    let pending = r
+        .store
+        .get_worker(&WorkerId::from_string("w-crash-1"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        pending.state,
+        WorkerState::Requested,
+        "within the launch grace"
+    );
+    assert_eq!(r.alive(&spec.id).await, 1, "nothing launched twice");
+    // Past the grace, the intent whose instance never appeared is given up and the
+    // plan launches its replacement.
+    advance(61);
+    r.round().await;
+    let given_up = r
+        .store
+        .get_worker(&WorkerId::from_string("w-crash-1"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(given_up.state, WorkerState::Terminated);
+    assert!(
+        given_up
+            .failure
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("launch not confirmed"),
+        "{given_up:?}"
+    );
+    assert_eq!(r.alive(&spec.id).await, 2);
+}
+
+#[tokio::test]
+async fn a_capacity_error_falls_back_to_the_next_offering_and_is_recorded_once() {
+    let (r, spec) = rig(POOL).await;
+    r.fake
+        .inject(FaultTarget::Launch, ErrorKind::InsufficientCapacity, 1);
+    r.push(&spec.id, 2).await;
+    r.round().await;
+    assert_eq!(r.alive(&spec.id).await, 0);
+    r.round().await;
+    let live = r.live(&spec.id).await;
+    assert_eq!(live.len(), 2);
+    assert!(
+        live.iter()
+            .all(|w| w.launch_config_id.as_deref() == Some("b")),
+        "{live:?}"
+    );
+    let status = r.store.pool_status(&spec.id).await.unwrap().unwrap();
+    assert!(
+        status
+            .plan
+            .report
+            .skipped_offerings
+            .iter()
+            .any(|s| s.launch_config_id == "a"),
+        "the plan says why a is skipped: {:?}",
+        status.plan.report
+    );
+    r.round().await;
+    let errors = r.store.list_pool_errors(&spec.id).await.unwrap();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].kind, "insufficient_capacity");
+    assert_eq!(errors[0].launch_config_id.as_deref(), Some("a"));
+}
+
+#[tokio::test]
+async fn a_deleted_pool_is_drained_then_removed() {
+    let (r, spec) = rig(POOL).await;
+    r.push(&spec.id, 2).await;
+    r.round().await;
+    assert_eq!(r.alive(&spec.id).await, 2);
+    let generation = r
+        .store
+        .get_pool(&spec.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .generation;
+    let outcome = r
+        .store
+        .delete_pool(&spec.id, generation, "op", now())
+        .await
+        .unwrap();
+    assert!(matches!(outcome, DeleteOutcome::MarkedDeleting(_)));
+    r.round().await;
+    assert_eq!(r.alive(&spec.id).await, 0);
+    r.round().await;
+    assert!(r.store.get_pool(&spec.id).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn the_orphan_sweep_terminates_unowned_instances_after_the_grace_only() {
+    let (r, spec) = rig(POOL).await;
+    r.push(&spec.id, 1).await;
+    r.round().await;
+    let owned = r.live(&spec.id).await[0].clone();
+    let lc = spec.launch_config("a").unwrap().clone();
+    let orphan = r
+        .fake
+        .launch(&LaunchRequest {
+            pool_id: spec.id.clone(),
+            launch_config: lc,
+            zone: None,
+            instances: vec![InstanceRequest {
+                worker_id: WorkerId::from_string("w-nobody"),
+                idempotency_token: "lost-token".into(),
+                registration_token: "secret".into(),
+            }],
+        })
+        .await
+        .unwrap()
+        .launched[0]
+        .id
+        .clone();
+    let metrics = Metrics::new();
+    let seen = Mutex::new(HashMap::new());
+    let grace = Duration::from_millis(200);
+    let first = reconciler::jobs::sweep(&r.store, r.fake.as_ref(), &metrics, &seen, grace, now())
+        .await
+        .unwrap();
+    assert_eq!(first, 0, "seen once: within the grace");
+    tokio::time::sleep(grace).await;
+    let second = reconciler::jobs::sweep(&r.store, r.fake.as_ref(), &metrics, &seen, grace, now())
+        .await
+        .unwrap();
+    assert_eq!(second, 1);
+    let left: Vec<_> = r
+        .fake
+        .list(&ListScope::All)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|i| i.state.is_alive())
+        .map(|i| i.id)
+        .collect();
+    assert_eq!(left, vec![owned.instance_id.clone().unwrap()]);
+    assert!(!left.contains(&orphan));
+    let errors = r.store.list_pool_errors(&spec.id).await.unwrap();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.kind == "orphan_terminated" && e.message.contains(&orphan)),
+        "{errors:?}"
+    );
+}
