@@ -354,3 +354,26 @@ async fn the_orphan_sweep_terminates_unowned_instances_after_the_grace_only() {
         "{errors:?}"
     );
 }
+
+#[tokio::test]
+async fn throttling_backs_launches_off_without_marking_the_offering() {
+    let (r, spec) = rig(POOL).await;
+    r.fake.inject(FaultTarget::Launch, ErrorKind::Throttled, 1);
+    r.push(&spec.id, 2).await;
+    r.round().await;
+    assert_eq!(r.alive(&spec.id).await, 0);
+    // The next round comes well within the back-off (at least one tick, 30 s here):
+    // the plan still wants the instances but nothing is launched.
+    r.round().await;
+    assert_eq!(r.alive(&spec.id).await, 0, "backing off");
+    let status = r.store.pool_status(&spec.id).await.unwrap().unwrap();
+    assert!(status.plan.launch_count() > 0);
+    assert!(
+        status.plan.report.skipped_offerings.is_empty(),
+        "throttling is not a capacity problem of the offering: {:?}",
+        status.plan.report.skipped_offerings
+    );
+    let errors = r.store.list_pool_errors(&spec.id).await.unwrap();
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0].kind, "throttled");
+}
