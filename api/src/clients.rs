@@ -323,7 +323,13 @@ pub async fn revoke_client(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     caller.require_scope(&Scope::ClientsAdmin)?;
-    let Some(target) = state.store.get_client(&id).await? else {
+    // No id holds NUL, and PostgreSQL cannot even look one up.
+    let found = if id.contains('\0') {
+        None
+    } else {
+        state.store.get_client(&id).await?
+    };
+    let Some(target) = found else {
         return Err(ApiError::not_found(format!("no client {id}")));
     };
     if target.id != caller.id

@@ -194,6 +194,10 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// SQLSTATE 22021, `character_not_in_repertoire`: PostgreSQL's answer to text holding
+/// a NUL byte.
+const POSTGRES_CHARACTER_NOT_IN_REPERTOIRE: &str = "22021";
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
@@ -220,6 +224,16 @@ impl From<StoreError> for ApiError {
             e @ (StoreError::WorkerExists(_)
             | StoreError::Transition(_)
             | StoreError::WorkerConflict(_)) => Self::conflict(e.to_string()),
+            // PostgreSQL text cannot hold NUL: a request carrying one (a path segment,
+            // a query parameter, a continuation) is the client's mistake.
+            StoreError::Database(sqlx::Error::Database(e))
+                if e.code().as_deref() == Some(POSTGRES_CHARACTER_NOT_IN_REPERTOIRE) =>
+            {
+                Self::bad_request(
+                    "the request holds a NUL character (\\u0000, %00), which no name, id or \
+                     token contains; remove it",
+                )
+            }
             StoreError::Database(sqlx_error @ (sqlx::Error::PoolTimedOut | sqlx::Error::Io(_))) => {
                 tracing::error!(error = %sqlx_error, "store unavailable");
                 Self::new(

@@ -21,7 +21,7 @@
 //!   reconcile loop when the backlog outgrows the idle slots.
 //! - [`plans`]: what the reconcile loop decided for a pool (its latest plan, in JSON
 //!   and in words, with the recent plans that acted) and the forecast behind it.
-//! - [`metrics`]: `/metrics`, Prometheus/OpenMetrics text, behind `metrics:read`.
+//! - [`metrics`]: `/metrics`, Prometheus text, behind `metrics:read`.
 //! - [`probes`]: `/healthz` and `/readyz`, unauthenticated.
 //! - [`openapi`]: the OpenAPI 3.1 document, generated from the handlers' annotations,
 //!   served at `/openapi.json` with Swagger UI at `/docs` (assets vendored at build
@@ -139,9 +139,9 @@ impl std::fmt::Debug for Wake {
     }
 }
 
-/// Renders the process's metrics as OpenMetrics text for `GET /metrics` (the binary
-/// passes prometheus-client's encoder over its registry); [`MetricsSource::none`] (the
-/// default) renders an empty body.
+/// Renders the process's metrics for `GET /metrics`, in the Prometheus text format
+/// the route's content type names (the binary passes its registry's encoder);
+/// [`MetricsSource::none`] (the default) renders an empty body.
 #[derive(Clone)]
 pub struct MetricsSource(Arc<dyn Fn() -> String + Send + Sync>);
 

@@ -243,11 +243,13 @@ pub async fn remove_machine(
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let provider = provider(&state);
-    let machine = state
-        .store
-        .static_machine(&name)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no machine {name:?}")))?;
+    // No name holds NUL, and PostgreSQL cannot even look one up.
+    let found = if name.contains('\0') {
+        None
+    } else {
+        state.store.static_machine(&name).await?
+    };
+    let machine = found.ok_or_else(|| ApiError::not_found(format!("no machine {name:?}")))?;
     caller.require(Action::PoolsWrite, &machine.pool_id)?;
     provider.remove_machine(&name).await.map_err(static_error)?;
     tracing::info!(machine = %name, actor = %caller.actor(), "static machine removed");

@@ -34,7 +34,7 @@ use crate::{AppState, clients, machines, metrics, plans, pools, probes, queue, w
         (name = "workers", description = "The machines of pools"),
         (name = "machines", description = "Hardware of static pools"),
         (name = "clients", description = "API clients and their tokens"),
-        (name = "metrics", description = "Prometheus metrics (OpenMetrics text)"),
+        (name = "metrics", description = "Prometheus metrics (text format 0.0.4)"),
         (name = "probes", description = "Health and readiness, unauthenticated"),
     )
 )]

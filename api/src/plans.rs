@@ -290,6 +290,7 @@ pub mod doc {
         OverMax,
         Failed,
         HeartbeatLost,
+        PoolDeleted,
     }
 
     /// The term that decided the target.
@@ -462,6 +463,54 @@ mod tests {
         assert_eq!(serde_json::to_value(doc).unwrap(), json);
     }
 
+    /// Every terminate reason. The match fails to compile when core grows one: add it
+    /// here and to [`doc::TerminateReason`].
+    fn every_reason() -> Vec<TerminateReason> {
+        use TerminateReason::*;
+        let all = vec![
+            IdleTimeout,
+            MaxLifetime,
+            RegistrationTimeout,
+            OverMax,
+            Failed,
+            HeartbeatLost,
+            PoolDeleted,
+        ];
+        for r in &all {
+            match r {
+                IdleTimeout | MaxLifetime | RegistrationTimeout | OverMax | Failed
+                | HeartbeatLost | PoolDeleted => {}
+            }
+        }
+        all
+    }
+
+    /// Every target term; like [`every_reason`] for [`doc::TargetTerm`].
+    fn every_term() -> Vec<TargetTerm> {
+        use TargetTerm::*;
+        let all = vec![Min, Schedule, Forecast, Backlog, Max, Budget];
+        for t in &all {
+            match t {
+                Min | Schedule | Forecast | Backlog | Max | Budget => {}
+            }
+        }
+        all
+    }
+
+    /// Skip reasons and actions: the test below builds one of each; these matches fail
+    /// to compile when core grows a variant the document would lack.
+    #[allow(dead_code)]
+    fn every_variant_is_built_below(s: &SkipReason, a: &PlanAction) {
+        match s {
+            SkipReason::Unavailable { .. }
+            | SkipReason::OverOwnMax { .. }
+            | SkipReason::OverBudget { .. } => {}
+        }
+        match a {
+            PlanAction::Launch { .. } | PlanAction::Terminate { .. } => {}
+        }
+    }
+
     #[test]
     fn the_document_describes_the_json_of_plans_forecasts_and_samples() {
         let t = Timestamp::from_unix_secs(1_800_000_000);
@@ -479,14 +528,7 @@ mod tests {
                 idempotency_token: "p-1-1".into(),
             },
         ];
-        for reason in [
-            TerminateReason::IdleTimeout,
-            TerminateReason::MaxLifetime,
-            TerminateReason::RegistrationTimeout,
-            TerminateReason::OverMax,
-            TerminateReason::Failed,
-            TerminateReason::HeartbeatLost,
-        ] {
+        for reason in every_reason() {
             actions.push(PlanAction::Terminate {
                 worker: WorkerId::from_string("w"),
                 reason,
@@ -534,14 +576,7 @@ mod tests {
                 },
             ],
         };
-        for term in [
-            TargetTerm::Min,
-            TargetTerm::Schedule,
-            TargetTerm::Forecast,
-            TargetTerm::Backlog,
-            TargetTerm::Max,
-            TargetTerm::Budget,
-        ] {
+        for term in every_term() {
             documented::<doc::Plan>(&Plan {
                 actions: actions.clone(),
                 report: report(term),

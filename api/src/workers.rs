@@ -117,11 +117,13 @@ async fn worker_for(
     action: Action,
     id: &str,
 ) -> Result<Worker, ApiError> {
-    let worker = state
-        .store
-        .get_worker(&WorkerId::from_string(id))
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no worker {id}")))?;
+    // No id holds NUL, and PostgreSQL cannot even look one up.
+    let found = if id.contains('\0') {
+        None
+    } else {
+        state.store.get_worker(&WorkerId::from_string(id)).await?
+    };
+    let worker = found.ok_or_else(|| ApiError::not_found(format!("no worker {id}")))?;
     caller.require(action, worker.pool_id.as_str())?;
     Ok(worker)
 }
