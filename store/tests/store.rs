@@ -35,6 +35,7 @@ store::on_both_backends!(
     queue_samples_upsert_range_and_prune,
     pool_errors_are_deduplicated,
     leases_exclude_other_replicas_until_expiry,
+    lease_fences_only_go_up_and_concurrent_takers_split_the_pools,
     launch_ledger_keeps_the_first_record_per_token,
     static_machines_update_by_compare_and_set,
     pool_pages_filter_by_provider_and_prefix,
@@ -667,6 +668,67 @@ async fn leases_exclude_other_replicas_until_expiry(store: Store) {
     assert_eq!(store.release_leases("replica-b").await.unwrap(), 1);
     let a2 = store.acquire_leases("replica-a", 60_000).await.unwrap();
     assert!(a2[0].fence.token > b[0].fence.token);
+}
+
+async fn lease_fences_only_go_up_and_concurrent_takers_split_the_pools(store: Store) {
+    let ids: Vec<String> = (0..8).map(|i| format!("ci/lease-{i}")).collect();
+    for id in &ids {
+        let spec = PoolSpec::from_yaml(&format!(
+            "id: {id}\nprovider: fake\nmax_capacity: 4\nlaunch_configs: [{{id: s, instance_type: t}}]\n"
+        ))
+        .unwrap();
+        store.create_pool(&spec, "a", t(0)).await.unwrap();
+    }
+    // Two replicas taking leases at the same time: each pool goes to exactly one.
+    let (a, b) = tokio::join!(
+        store.acquire_leases("replica-a", 60_000),
+        store.acquire_leases("replica-b", 60_000)
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let pools = |l: &[store::Lease]| -> Vec<String> {
+        l.iter().map(|l| l.fence.pool_id.to_string()).collect()
+    };
+    let mut all = pools(&a);
+    all.extend(pools(&b));
+    all.sort();
+    assert_eq!(all, ids, "a: {a:?}\nb: {b:?}");
+    let holders = store.lease_holders().await.unwrap();
+    assert_eq!(holders.len(), ids.len());
+    for (pool, owner, fence) in &holders {
+        let mine = if owner == "replica-a" { &a } else { &b };
+        let lease = mine
+            .iter()
+            .find(|l| l.fence.pool_id.as_str() == pool)
+            .unwrap_or_else(|| panic!("{pool} held by {owner}, who was not told"));
+        assert_eq!(lease.fence.token, *fence);
+    }
+    // Again, concurrently: renewals keep every fence, nothing changes hands.
+    let fences = |l: &[store::Lease]| -> Vec<store::Fence> {
+        let mut f: Vec<_> = l.iter().map(|l| l.fence.clone()).collect();
+        f.sort_by(|x, y| x.pool_id.cmp(&y.pool_id));
+        f
+    };
+    let (a2, b2) = tokio::join!(
+        store.acquire_leases("replica-a", 300),
+        store.acquire_leases("replica-b", 60_000)
+    );
+    assert_eq!(fences(&a2.unwrap()), fences(&a));
+    assert_eq!(fences(&b2.unwrap()), fences(&b));
+    // a's leases lapse (300 ms now). a taking them back gets new fences all the same:
+    // a round it started under the old fence must not write, since another replica
+    // may have held the pool in between.
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let a3 = store.acquire_leases("replica-a", 60_000).await.unwrap();
+    assert_eq!(a3.len(), a.len());
+    for (old, new) in fences(&a).iter().zip(fences(&a3)) {
+        assert_eq!(old.pool_id, new.pool_id);
+        assert!(new.token > old.token, "{old:?} -> {new:?}");
+        assert!(matches!(
+            store.check_fence(old).await,
+            Err(StoreError::LeaseLost(_))
+        ));
+        store.check_fence(&new).await.unwrap();
+    }
 }
 
 #[tokio::test]

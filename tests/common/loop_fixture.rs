@@ -138,38 +138,66 @@ impl Fixture {
                 "reconcile_interval_s = 2\nlease_ttl_s = 6\nlaunch_grace_s = 20\nboot_estimate_s = 5\n\
                  provider_call_timeout_s = 10\norphan_sweep_cron = \"*/3 * * * * *\"\norphan_grace_s = 6\n\
                  {extra}\n{}",
-                match self.kind {
-                    Cloud::Aws => format!(
-                        "[providers.aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n",
-                        self.proxy.endpoint
-                    ),
-                    Cloud::Gcp => format!(
-                        "[providers.gcp]\nproject = \"{GCP_PROJECT}\"\nendpoint = \"{}\"\n",
-                        self.proxy.endpoint
-                    ),
-                }
+                self.provider_section()
             ),
         )
         .unwrap();
         path
     }
 
+    /// Writes config file `file` in the scratch directory: the keys of
+    /// [`Fixture::config`], each replaced by its value in `keys` when given there
+    /// (values in TOML syntax: `("replica_name", "\"a\"")`), plus the other keys of
+    /// `keys`. For tests that need other ticks or several replicas' configs.
+    pub fn config_with(&self, file: &str, keys: &[(&str, &str)]) -> PathBuf {
+        let defaults = [
+            ("reconcile_interval_s", "2"),
+            ("lease_ttl_s", "6"),
+            ("launch_grace_s", "20"),
+            ("boot_estimate_s", "5"),
+            ("provider_call_timeout_s", "10"),
+            ("orphan_sweep_cron", "\"*/3 * * * * *\""),
+            ("orphan_grace_s", "6"),
+        ];
+        let mut text = String::new();
+        for (k, v) in defaults {
+            let v = keys.iter().find(|(key, _)| *key == k).map_or(v, |(_, v)| v);
+            text.push_str(&format!("{k} = {v}\n"));
+        }
+        for (k, v) in keys {
+            if !defaults.iter().any(|(d, _)| d == k) {
+                text.push_str(&format!("{k} = {v}\n"));
+            }
+        }
+        text.push_str(&self.provider_section());
+        let path = self.dir.path().join(file);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// The `[providers.*]` table for the fixture's emulator (through the proxy).
+    fn provider_section(&self) -> String {
+        match self.kind {
+            Cloud::Aws => format!(
+                "[providers.aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n",
+                self.proxy.endpoint
+            ),
+            Cloud::Gcp => format!(
+                "[providers.gcp]\nproject = \"{GCP_PROJECT}\"\nendpoint = \"{}\"\n",
+                self.proxy.endpoint
+            ),
+        }
+    }
+
     /// Starts `capstan serve` named `name` (its log goes to `<dir>/<name>.log`),
     /// healthy; `env` adds variables (a crash point).
     pub fn serve(&self, name: &str, env: &[(&str, String)]) -> Service {
-        let port = free_port();
-        let log = std::fs::File::create(self.log_path(name)).unwrap();
-        let mut cmd = bare(self.dir.path());
-        cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .args(["--database-url", &self.db.url])
-            .arg("--config")
-            .arg(self.dir.path().join("capstan.toml"))
-            .env("CAPSTAN_LOG", "info,capstan=debug")
-            .stdout(Stdio::null())
-            .stderr(log);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
+        self.serve_with(name, &self.dir.path().join("capstan.toml"), env)
+    }
+
+    /// [`Fixture::serve`] with config file `config`.
+    pub fn serve_with(&self, name: &str, config: &Path, env: &[(&str, String)]) -> Service {
+        let (cmd, port) = self.serve_command(name, config, env);
         // The health check runs its own runtime: off the test's.
         std::thread::spawn(move || Service::spawn_healthy(cmd, port))
             .join()
@@ -179,6 +207,44 @@ impl Fixture {
                     self.logs()
                 )
             })
+    }
+
+    /// Spawns `capstan serve` named `name` with config file `config` and returns at
+    /// once, without waiting for it to be healthy: for a process that may die early
+    /// (a crash point reached in its first round).
+    pub fn spawn_serve(&self, name: &str, config: &Path, env: &[(&str, String)]) -> Service {
+        let (mut cmd, port) = self.serve_command(name, config, env);
+        Service {
+            child: cmd.spawn().unwrap(),
+            port,
+        }
+    }
+
+    /// The `capstan serve` command on the fixture's database, on a free port, logging
+    /// to `<dir>/<name>.log`.
+    fn serve_command(&self, name: &str, config: &Path, env: &[(&str, String)]) -> (Command, u16) {
+        let port = free_port();
+        let log = std::fs::File::create(self.log_path(name)).unwrap();
+        let mut cmd = bare(self.dir.path());
+        cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--database-url", &self.db.url])
+            .arg("--config")
+            .arg(config)
+            .env("CAPSTAN_LOG", "info,capstan=debug")
+            // Plain text logs: read by people in failure messages and by tests.
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(log);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        (cmd, port)
+    }
+
+    /// A store client on the fixture's database, for checking and driving what the
+    /// service reads.
+    pub async fn store(&self) -> store::Store {
+        store::Store::connect(&self.db.url).await.unwrap()
     }
 
     /// Where replica `name` logs.
