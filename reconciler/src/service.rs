@@ -3,10 +3,13 @@
 //!
 //! Shape of one replica:
 //!
-//! - **Leases.** A task renews and takes leases every third of the lease TTL
-//!   ([`store::Store::acquire_leases`]); the pools held, with their fences, are what the
-//!   ticks work on. A pool that changes hands gets a fresh [`PoolController`], warmed
-//!   from the stored queue history. Clean shutdown releases every lease.
+//! - **Leases.** A task renews and takes leases every quarter of the lease TTL
+//!   ([`store::Store::acquire_leases`]), each written to expire three quarters of the
+//!   TTL later: a holder can miss two renewals, and a replica that dies loses its pools
+//!   to another within one TTL (its lease runs out within ¾ TTL, the other replica
+//!   looks within ¼ TTL). The pools held, with their fences, are what the ticks work
+//!   on; a pool newly taken gets a round at once, with a fresh [`PoolController`]
+//!   warmed from the stored queue history. Clean shutdown releases every lease.
 //! - **Ticks.** Every `reconcile_interval` (and for one pool when [`Waker::wake`] is
 //!   called: a pool edit, a queue sample showing more pending tasks than idle slots),
 //!   each held pool whose previous round has finished gets a round, at most
@@ -154,6 +157,8 @@ pub(crate) struct Shared {
     /// round runs).
     pools: Mutex<HashMap<PoolId, Arc<tokio::sync::Mutex<PoolSlot>>>>,
     rounds: Semaphore,
+    /// This loop's wake-ups (a pool newly leased gets a round at once).
+    wake_tx: mpsc::UnboundedSender<PoolId>,
 }
 
 /// The control loop of one replica.
@@ -190,6 +195,7 @@ impl Service {
                     clock,
                     pools: Mutex::new(HashMap::new()),
                     rounds,
+                    wake_tx: tx.clone(),
                 }),
                 wake_rx: rx,
                 wake_tx: tx,
@@ -202,7 +208,7 @@ impl Service {
     /// every pool held and waits for all of them. Answers how many pools were held.
     /// For benchmarks and tools; `run` is the service.
     pub async fn run_once(&self) -> Result<usize, StoreError> {
-        let ttl_ms = i64::try_from(self.shared.cfg.lease_ttl.as_millis()).unwrap_or(i64::MAX);
+        let ttl_ms = self.shared.written_ttl_ms();
         let leases = self
             .shared
             .store
@@ -220,8 +226,11 @@ impl Service {
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
         let shared = self.shared.clone();
         let (stop_tx, stop_rx) = watch::channel(false);
-        let ttl_ms = i64::try_from(shared.cfg.lease_ttl.as_millis()).unwrap_or(i64::MAX);
-        match shared.store.acquire_leases(&shared.cfg.owner, ttl_ms).await {
+        match shared
+            .store
+            .acquire_leases(&shared.cfg.owner, shared.written_ttl_ms())
+            .await
+        {
             Ok(leases) => shared.install_leases(leases),
             Err(e) => tracing::warn!(error = %e, "lease acquisition failed; retrying"),
         }
@@ -280,6 +289,12 @@ impl Service {
 }
 
 impl Shared {
+    /// The expiry written with each lease: three quarters of the TTL (see the module
+    /// docs).
+    fn written_ttl_ms(&self) -> i64 {
+        i64::try_from(self.cfg.lease_ttl.as_millis() * 3 / 4).unwrap_or(i64::MAX)
+    }
+
     /// The pools held now.
     fn held(&self) -> Vec<PoolId> {
         let pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
@@ -330,9 +345,10 @@ impl Shared {
             if !same {
                 tracing::info!(pool = %id, fence = lease.fence.token, "lease acquired");
                 pools.insert(
-                    id,
+                    id.clone(),
                     Arc::new(tokio::sync::Mutex::new(PoolSlot::new(lease.fence))),
                 );
+                let _ = self.wake_tx.send(id);
             }
         }
         self.metrics.leases_held.set(pools.len() as i64);
@@ -373,10 +389,10 @@ async fn listen_for_wakes(
     }
 }
 
-/// Renews and takes leases every third of the TTL until stopped.
+/// Renews and takes leases every quarter of the TTL until stopped.
 async fn lease_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
-    let ttl_ms = i64::try_from(shared.cfg.lease_ttl.as_millis()).unwrap_or(i64::MAX);
-    let mut every = tokio::time::interval(shared.cfg.lease_ttl / 3);
+    let ttl_ms = shared.written_ttl_ms();
+    let mut every = tokio::time::interval(shared.cfg.lease_ttl / 4);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     every.tick().await; // The first renewal happened before the loop started.
     loop {
