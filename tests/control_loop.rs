@@ -256,3 +256,72 @@ fn promtool_check(metrics: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// With the default 30 s tick and 90 s lease, a pool created through the API and fed
+/// a backlog is planned and launched within a second or two: the wake-up makes the
+/// replica take the new pool's lease at once and reconcile it (SQLite, fake cloud).
+#[test]
+fn a_new_pool_with_a_backlog_launches_at_once_not_at_the_next_tick() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = common::loop_fixture::bare(dir.path())
+        .args(["clients", "create", "--name", "admin", "--scope", "*"])
+        .args(["--database-url", "sqlite://capstan.db"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let port = common::free_port();
+    let mut cmd = common::loop_fixture::bare(dir.path());
+    cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--database-url", "sqlite://capstan.db"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("serve.log")).unwrap());
+    let svc = Service::spawn_healthy(cmd, port);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let client = reqwest::Client::new();
+        let call = |method: &str, path: &str, body: Value| {
+            client
+                .request(method.parse().unwrap(), format!("{}{path}", svc.url()))
+                .bearer_auth(&token)
+                .json(&body)
+                .send()
+        };
+        let spec = json!({"id": "ci/now", "provider": "fake", "max_capacity": 8,
+            "launch_configs": [{"id": "od", "instance_type": "small"}]});
+        let r = call("PUT", "/v1/pools/ci/now", spec).await.unwrap();
+        assert_eq!(r.status(), 201);
+        let pushed = std::time::Instant::now();
+        let r = call(
+            "POST",
+            "/v1/pools/ci/now/queue",
+            json!({"samples": [{"pending": 2, "running": 0}]}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status(), 202);
+        loop {
+            let r = client
+                .get(format!("{}/v1/pools/ci/now/workers", svc.url()))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap();
+            let body: Value = r.json().await.unwrap();
+            if body["items"].as_array().is_some_and(|w| w.len() == 2) {
+                break;
+            }
+            assert!(
+                pushed.elapsed() < Duration::from_secs(5),
+                "no launch within 5 s of the sample: {body}\n{}",
+                std::fs::read_to_string(dir.path().join("serve.log")).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        eprintln!("sample to 2 workers: {:?}", pushed.elapsed());
+    });
+}

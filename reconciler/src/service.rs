@@ -159,6 +159,10 @@ pub(crate) struct Shared {
     rounds: Semaphore,
     /// This loop's wake-ups (a pool newly leased gets a round at once).
     wake_tx: mpsc::UnboundedSender<PoolId>,
+    /// When a wake-up for a pool not held last triggered an early lease acquisition.
+    early_acquire: Mutex<Option<Instant>>,
+    /// Pools woken while their round was running: they get another round right after.
+    woken_during_round: Mutex<HashSet<PoolId>>,
 }
 
 /// The control loop of one replica.
@@ -196,6 +200,8 @@ impl Service {
                     pools: Mutex::new(HashMap::new()),
                     rounds,
                     wake_tx: tx.clone(),
+                    early_acquire: Mutex::new(None),
+                    woken_during_round: Mutex::new(HashSet::new()),
                 }),
                 wake_rx: rx,
                 wake_tx: tx,
@@ -265,7 +271,19 @@ impl Service {
                         ids.insert(more);
                     }
                     let held: HashSet<PoolId> = shared.held().into_iter().collect();
-                    let ids: Vec<PoolId> = ids.into_iter().filter(|p| held.contains(p)).collect();
+                    let (ids, unknown): (Vec<PoolId>, Vec<PoolId>) =
+                        ids.into_iter().partition(|p| held.contains(p));
+                    if !unknown.is_empty() && shared.may_acquire_early() {
+                        // A new pool (or one whose holder died): take its lease now
+                        // rather than at the next renewal; a pool taken is woken.
+                        let shared = shared.clone();
+                        in_flight.spawn(async move {
+                            match shared.store.acquire_leases(&shared.cfg.owner, shared.written_ttl_ms()).await {
+                                Ok(leases) => shared.install_leases(leases),
+                                Err(e) => tracing::warn!(error = %e, "lease acquisition failed; retrying at the next renewal"),
+                            }
+                        });
+                    }
                     if !ids.is_empty() {
                         tracing::debug!(pools = ?ids, "woken");
                         in_flight.spawn(pass(shared.clone(), ids, false));
@@ -293,6 +311,17 @@ impl Shared {
     /// docs).
     fn written_ttl_ms(&self) -> i64 {
         i64::try_from(self.cfg.lease_ttl.as_millis() * 3 / 4).unwrap_or(i64::MAX)
+    }
+
+    /// Whether a wake-up for a pool not held may take leases now: at most once a
+    /// second, since on PostgreSQL every replica hears every wake-up.
+    fn may_acquire_early(&self) -> bool {
+        let mut last = self.early_acquire.lock().unwrap_or_else(|p| p.into_inner());
+        if last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+            return false;
+        }
+        *last = Some(Instant::now());
+        true
     }
 
     /// The pools held now.
@@ -417,7 +446,17 @@ async fn pass(shared: Arc<Shared>, ids: Vec<PoolId>, full: bool) {
             continue;
         };
         let Ok(permit_slot) = slot.try_lock_owned() else {
-            tracing::debug!(pool = %id, "previous round still running; skipped");
+            if full {
+                tracing::debug!(pool = %id, "previous round still running; tick skipped");
+            } else {
+                // Woken mid-round (an edit, a sample): the news may have come after the
+                // round read the store, so it gets another round when this one ends.
+                let mut woken = shared
+                    .woken_during_round
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                woken.insert(id);
+            }
             continue;
         };
         let shared = shared.clone();
@@ -435,6 +474,15 @@ async fn pass(shared: Arc<Shared>, ids: Vec<PoolId>, full: bool) {
                     shared.forget(&fence.pool_id);
                 }
                 Err(e) => tracing::warn!(pool = %fence.pool_id, error = %e, "round failed; retrying next tick"),
+            }
+            drop(slot);
+            let again = shared
+                .woken_during_round
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&fence.pool_id);
+            if again {
+                let _ = shared.wake_tx.send(fence.pool_id.clone());
             }
         });
     }
