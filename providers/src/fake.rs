@@ -13,7 +13,7 @@
 //! its tokens itself, so it has no [`crate::LaunchLedger`], and a create whose token
 //! already made an instance returns that instance without counting a call.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
@@ -47,6 +47,12 @@ struct FakeInstance {
 struct FakeCloud {
     next_id: u64,
     instances: BTreeMap<u64, FakeInstance>,
+    /// Each pool's instance ids, so listing one pool does not scan the whole cloud.
+    by_pool: HashMap<PoolId, BTreeSet<u64>>,
+    /// Instances still `pending`, by launch time: the ones `refresh` may start.
+    pending: BTreeSet<(Timestamp, u64)>,
+    /// Terminated and interrupted instances, by end time: the ones `refresh` forgets.
+    ended: BTreeSet<(Timestamp, u64)>,
     tokens: HashMap<String, u64>,
     boot_delay_secs: i64,
     forget_after_secs: i64,
@@ -93,6 +99,9 @@ impl FakeProvider {
             cloud: Mutex::new(FakeCloud {
                 next_id: 1,
                 instances: BTreeMap::new(),
+                by_pool: HashMap::new(),
+                pending: BTreeSet::new(),
+                ended: BTreeSet::new(),
                 tokens: HashMap::new(),
                 boot_delay_secs: 0,
                 forget_after_secs: 3600,
@@ -146,7 +155,10 @@ impl FakeProvider {
     pub fn interrupt(&self, id: &str) -> bool {
         let now = self.clock.now();
         let mut c = self.cloud();
-        let Some(fi) = parse_id(id).and_then(|n| c.instances.get_mut(&n)) else {
+        let Some(n) = parse_id(id) else {
+            return false;
+        };
+        let Some(fi) = c.instances.get_mut(&n) else {
             return false;
         };
         if fi.terminated_at.is_some() {
@@ -156,6 +168,7 @@ impl FakeProvider {
         fi.instance.state_reason =
             Some("fake.SpotInterruption: the cloud reclaimed the instance".into());
         fi.terminated_at = Some(now);
+        c.ended.insert((now, n));
         true
     }
 
@@ -189,22 +202,35 @@ impl FakeProvider {
 }
 
 impl FakeCloud {
-    /// Moves booted instances to running and forgets long-terminated ones.
+    /// Moves booted instances to running and forgets long-terminated ones. Only the
+    /// instances due are touched (the `pending` and `ended` queues are in time order),
+    /// so a call costs nothing when nothing changes, whatever the size of the cloud.
     fn refresh(&mut self, now: Timestamp) {
         let delay = self.boot_delay_secs;
-        let forget = self.forget_after_secs;
-        for fi in self.instances.values_mut() {
-            if fi.instance.state == InstanceState::Pending
-                && fi
-                    .instance
-                    .launched_at
-                    .is_some_and(|t| now >= t.plus_secs(delay))
+        while let Some(&(launched, n)) = self.pending.first()
+            && now >= launched.plus_secs(delay)
+        {
+            self.pending.pop_first();
+            if let Some(fi) = self.instances.get_mut(&n)
+                && fi.instance.state == InstanceState::Pending
             {
                 fi.instance.state = InstanceState::Running;
             }
         }
-        self.instances
-            .retain(|_, fi| fi.terminated_at.is_none_or(|t| now < t.plus_secs(forget)));
+        let forget = self.forget_after_secs;
+        while let Some(&(ended, n)) = self.ended.first()
+            && now >= ended.plus_secs(forget)
+        {
+            self.ended.pop_first();
+            if let Some(pool) = self.instances.remove(&n).and_then(|fi| fi.instance.pool_id)
+                && let Some(ids) = self.by_pool.get_mut(&pool)
+            {
+                ids.remove(&n);
+                if ids.is_empty() {
+                    self.by_pool.remove(&pool);
+                }
+            }
+        }
     }
 
     fn live(&self) -> usize {
@@ -255,7 +281,9 @@ impl Creator for FakeCreator<'_> {
         {
             return Ok(fi.instance.clone());
         }
-        let live = c.live() as u32;
+        // Counting is a scan of the whole cloud: only when a limit needs it.
+        let limited = c.quota.is_some() || c.capacity.is_some();
+        let live = if limited { c.live() as u32 } else { 0 };
         c.call(true)?;
         if c.quota.is_some_and(|q| live >= q) {
             return Err(fake_error(ErrorKind::QuotaExceeded));
@@ -283,6 +311,13 @@ impl Creator for FakeCreator<'_> {
             launched_at: Some(now),
         };
         c.tokens.insert(req.idempotency_token.clone(), n);
+        c.by_pool
+            .entry(request.pool_id.clone())
+            .or_default()
+            .insert(n);
+        if state == InstanceState::Pending {
+            c.pending.insert((now, n));
+        }
         c.instances.insert(
             n,
             FakeInstance {
@@ -320,12 +355,14 @@ impl Provider for FakeProvider {
         let mut c = self.cloud();
         c.call(false)?;
         c.refresh(now);
-        if let Some(fi) = parse_id(instance_id).and_then(|n| c.instances.get_mut(&n))
+        if let Some(n) = parse_id(instance_id)
+            && let Some(fi) = c.instances.get_mut(&n)
             && fi.terminated_at.is_none()
         {
             fi.instance.state = InstanceState::Terminated;
             fi.instance.state_reason = Some("fake.UserInitiatedShutdown".into());
             fi.terminated_at = Some(now);
+            c.ended.insert((now, n));
         }
         Ok(())
     }
@@ -352,11 +389,22 @@ impl Provider for FakeProvider {
         let mut c = self.cloud();
         c.call(false)?;
         c.refresh(now);
-        Ok(c.instances
-            .values()
-            .filter(|fi| scope.includes(fi.instance.pool_id.as_ref()))
-            .map(|fi| fi.instance.clone())
-            .collect())
+        Ok(match scope {
+            ListScope::Pool(pool) => c
+                .by_pool
+                .get(pool)
+                .into_iter()
+                .flatten()
+                .filter_map(|n| c.instances.get(n))
+                .map(|fi| fi.instance.clone())
+                .collect(),
+            ListScope::All => c
+                .instances
+                .values()
+                .filter(|fi| scope.includes(fi.instance.pool_id.as_ref()))
+                .map(|fi| fi.instance.clone())
+                .collect(),
+        })
     }
 
     async fn offerings(

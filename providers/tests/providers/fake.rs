@@ -6,7 +6,9 @@ use async_trait::async_trait;
 use capstan_core::{LaunchConfig, PoolId, Timestamp, WorkerId};
 use providers::clock::ManualClock;
 use providers::fake::{FakeProvider, FaultTarget};
-use providers::{ErrorKind, Instance, InstanceRequest, InstanceState, LaunchRequest, Provider};
+use providers::{
+    ErrorKind, Instance, InstanceRequest, InstanceState, LaunchRequest, ListScope, Provider,
+};
 
 use crate::conformance::{self, Harness};
 
@@ -126,16 +128,11 @@ async fn fake_forgets_terminated_instances_after_an_hour() {
 async fn fake_throttling_applies_to_any_call_when_asked() {
     let fake = FakeProvider::new(Arc::new(ManualClock::default()));
     fake.inject(FaultTarget::AnyCall, ErrorKind::Throttled, 2);
-    let e = fake.list(&providers::ListScope::All).await.unwrap_err();
+    let e = fake.list(&ListScope::All).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Throttled);
     assert_eq!(e.code(), "fake.RequestLimitExceeded");
     assert!(fake.describe("fake-1").await.is_err());
-    assert!(
-        fake.list(&providers::ListScope::All)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(fake.list(&ListScope::All).await.unwrap().is_empty());
     assert_eq!(fake.calls(), 3);
 }
 
@@ -149,4 +146,71 @@ async fn fake_spot_offerings_use_the_configured_spot_price() {
         .unwrap();
     assert_eq!(o[0].price_per_hour, Some(0.03));
     assert_eq!(o[0].slots, 2);
+}
+
+/// Listing one pool answers that pool's instances only (from its index, not a scan):
+/// booting ones turn running on time, ended ones stay listed until forgotten, and an
+/// instance interrupted while booting stays interrupted.
+#[tokio::test]
+async fn fake_lists_one_pool_as_its_instances_change() {
+    let clock = ManualClock::new(Timestamp::from_unix_secs(0));
+    let fake = FakeProvider::new(Arc::new(clock.clone()));
+    fake.set_boot_delay_secs(60);
+    let in_pool = |pool: &str, token: &str| LaunchRequest {
+        pool_id: PoolId::new(pool).unwrap(),
+        ..one(token)
+    };
+    let a1 = fake.launch(&in_pool("a", "a1")).await.unwrap().launched[0].clone();
+    let a2 = fake.launch(&in_pool("a", "a2")).await.unwrap().launched[0].clone();
+    let b1 = fake.launch(&in_pool("b", "b1")).await.unwrap().launched[0].clone();
+    let list = |pool: &str| {
+        let scope = ListScope::Pool(PoolId::new(pool).unwrap());
+        let fake = &fake;
+        async move {
+            let mut l: Vec<(String, InstanceState)> = fake
+                .list(&scope)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|i| (i.id, i.state))
+                .collect();
+            l.sort_by(|x, y| x.0.cmp(&y.0));
+            l
+        }
+    };
+    assert_eq!(
+        list("a").await,
+        [
+            (a1.id.clone(), InstanceState::Pending),
+            (a2.id.clone(), InstanceState::Pending)
+        ]
+    );
+    assert_eq!(list("b").await, [(b1.id.clone(), InstanceState::Pending)]);
+    assert!(list("c").await.is_empty());
+
+    assert!(fake.interrupt(&a2.id));
+    clock.advance_secs(60);
+    fake.terminate(&b1.id).await.unwrap();
+    assert_eq!(
+        list("a").await,
+        [
+            (a1.id.clone(), InstanceState::Running),
+            (a2.id.clone(), InstanceState::Interrupted)
+        ]
+    );
+    assert_eq!(
+        list("b").await,
+        [(b1.id.clone(), InstanceState::Terminated)]
+    );
+
+    // a2 ended at 0 s and b1 at 60 s: each is forgotten an hour later.
+    clock.advance_secs(3540);
+    assert_eq!(list("a").await, [(a1.id.clone(), InstanceState::Running)]);
+    assert_eq!(
+        list("b").await,
+        [(b1.id.clone(), InstanceState::Terminated)]
+    );
+    clock.advance_secs(60);
+    assert!(list("b").await.is_empty());
+    assert_eq!(fake.list(&ListScope::All).await.unwrap().len(), 1);
 }
