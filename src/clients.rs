@@ -14,7 +14,7 @@ use anyhow::bail;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::client::{ClientArgs, segment};
+use crate::client::{ClientArgs, parse_duration, segment};
 use crate::clock::wall_clock;
 use crate::config::{DatabaseArg, with_store};
 use crate::output::{self, OutputArg, cell, items, table};
@@ -208,27 +208,6 @@ fn scopes_of(client: &Value) -> String {
         .and_then(Value::as_array)
         .map(|s| s.iter().map(output::show).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|| "-".to_owned())
-}
-
-/// `30d`, `12h`, `90m`, `3600s` → seconds.
-fn parse_duration(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let bad = || format!("expected a number with a unit (30d, 12h, 90m, 3600s), got {s:?}");
-    let unit_at = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
-    let (n, unit) = s.split_at(unit_at);
-    let n: u64 = n.parse().map_err(|_| bad())?;
-    let per = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(bad()),
-    };
-    if n == 0 {
-        return Err(format!("must be more than zero, got {s:?}"));
-    }
-    n.checked_mul(per)
-        .ok_or_else(|| format!("{s:?} is too long"))
 }
 
 #[cfg(test)]

@@ -263,17 +263,7 @@ fn promtool_check(metrics: &str) {
 #[test]
 fn a_new_pool_with_a_backlog_launches_at_once_not_at_the_next_tick() {
     let dir = tempfile::tempdir().unwrap();
-    let out = common::loop_fixture::bare(dir.path())
-        .args(["clients", "create", "--name", "admin", "--scope", "*"])
-        .args(["--database-url", "sqlite://capstan.db"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let token = common::loop_fixture::bootstrap_admin(dir.path(), "sqlite://capstan.db");
     let port = common::free_port();
     let mut cmd = common::loop_fixture::bare(dir.path());
     cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])

@@ -46,12 +46,14 @@
 
 mod common;
 
+use common::wall_now as now;
+
 use std::collections::{HashMap, HashSet};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use capstan_core::{PoolId, PoolSpec, QueueSample, Timestamp, WorkerState};
+use capstan_core::{PoolId, PoolSpec, QueueSample, WorkerState};
 use common::Service;
 use common::loop_fixture::{AMI, Fixture};
 use providers::{Instance, ListScope};
@@ -116,14 +118,6 @@ enum Ended {
     /// The test killed it (a random-kill cycle, or the crash point was not reached in
     /// time).
     KilledByTest,
-}
-
-fn now() -> Timestamp {
-    let ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis();
-    Timestamp::from_unix_ms(i64::try_from(ms).unwrap())
 }
 
 fn pool_id() -> PoolId {

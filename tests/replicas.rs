@@ -9,11 +9,13 @@
 
 mod common;
 
+use common::wall_now as now;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use capstan_core::{PoolId, PoolSpec, Timestamp};
+use capstan_core::{PoolId, PoolSpec};
 use common::loop_fixture::{AMI, Fixture, bare, pool_path};
 use common::{Service, free_port, http_get};
 use serde_json::json;
@@ -22,14 +24,6 @@ use store::Store;
 /// The loop's tick and lease TTL (the fixture's defaults).
 const TICK: Duration = Duration::from_secs(2);
 const LEASE_TTL: Duration = Duration::from_secs(6);
-
-fn now() -> Timestamp {
-    let ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis();
-    Timestamp::from_unix_ms(i64::try_from(ms).unwrap())
-}
 
 /// A small EC2 pool whose workers never register: with demand, every few ticks have
 /// actions (launches, registration-timeout terminations, replacements).

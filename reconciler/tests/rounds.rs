@@ -100,6 +100,32 @@ impl Rig {
             .count()
     }
 
+    async fn worker(&self, id: &str) -> Worker {
+        self.store
+            .get_worker(&WorkerId::from_string(id))
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    /// Launches one instance straight through the fake (as a crashed replica's call,
+    /// or a stray launch, would have); answers its instance id.
+    async fn launch_directly(&self, spec: &PoolSpec, worker: &str, token: &str) -> String {
+        let request = LaunchRequest {
+            pool_id: spec.id.clone(),
+            launch_config: spec.launch_config("a").unwrap().clone(),
+            zone: None,
+            instances: vec![InstanceRequest {
+                worker_id: WorkerId::from_string(worker),
+                idempotency_token: token.into(),
+                registration_token: "secret".into(),
+            }],
+        };
+        self.fake.launch(&request).await.unwrap().launched[0]
+            .id
+            .clone()
+    }
+
     async fn round(&self) {
         advance(1);
         self.service.run_once().await.unwrap();
@@ -162,7 +188,6 @@ async fn launches_a_crash_left_unrecorded_are_adopted_and_missing_ones_given_up(
         .clone();
     // Two intents were written; the create call happened for the first only, then the
     // process died before recording anything.
-    let lc = spec.launch_config("a").unwrap().clone();
     let intent = |n: u32| {
         Worker::requested(
             WorkerId::from_string(format!("w-crash-{n}")),
@@ -180,38 +205,16 @@ async fn launches_a_crash_left_unrecorded_are_adopted_and_missing_ones_given_up(
             .await
             .unwrap();
     }
-    let made = r
-        .fake
-        .launch(&LaunchRequest {
-            pool_id: spec.id.clone(),
-            launch_config: lc,
-            zone: None,
-            instances: vec![InstanceRequest {
-                worker_id: WorkerId::from_string("w-crash-0"),
-                idempotency_token: "ci/rounds-1-0-0".into(),
-                registration_token: "secret".into(),
-            }],
-        })
-        .await
-        .unwrap();
-    let instance = made.launched[0].id.clone();
+    let instance = r
+        .launch_directly(&spec, "w-crash-0", "ci/rounds-1-0-0")
+        .await;
     // Demand is 2: the requested rows count as capacity, so nothing new launches.
     r.push(&spec.id, 2).await;
     r.round().await;
-    let adopted = r
-        .store
-        .get_worker(&WorkerId::from_string("w-crash-0"))
-        .await
-        .unwrap()
-        .unwrap();
+    let adopted = r.worker("w-crash-0").await;
     assert_eq!(adopted.state, WorkerState::Booting);
     assert_eq!(adopted.instance_id.as_deref(), Some(instance.as_str()));
-    let pending = r
-        .store
-        .get_worker(&WorkerId::from_string("w-crash-1"))
-        .await
-        .unwrap()
-        .unwrap();
+    let pending = r.worker("w-crash-1").await;
     assert_eq!(
         pending.state,
         WorkerState::Requested,
@@ -222,12 +225,7 @@ async fn launches_a_crash_left_unrecorded_are_adopted_and_missing_ones_given_up(
     // plan launches its replacement.
     advance(61);
     r.round().await;
-    let given_up = r
-        .store
-        .get_worker(&WorkerId::from_string("w-crash-1"))
-        .await
-        .unwrap()
-        .unwrap();
+    let given_up = r.worker("w-crash-1").await;
     assert_eq!(given_up.state, WorkerState::Terminated);
     assert!(
         given_up
@@ -305,24 +303,7 @@ async fn the_orphan_sweep_terminates_unowned_instances_after_the_grace_only() {
     r.push(&spec.id, 1).await;
     r.round().await;
     let owned = r.live(&spec.id).await[0].clone();
-    let lc = spec.launch_config("a").unwrap().clone();
-    let orphan = r
-        .fake
-        .launch(&LaunchRequest {
-            pool_id: spec.id.clone(),
-            launch_config: lc,
-            zone: None,
-            instances: vec![InstanceRequest {
-                worker_id: WorkerId::from_string("w-nobody"),
-                idempotency_token: "lost-token".into(),
-                registration_token: "secret".into(),
-            }],
-        })
-        .await
-        .unwrap()
-        .launched[0]
-        .id
-        .clone();
+    let orphan = r.launch_directly(&spec, "w-nobody", "lost-token").await;
     let metrics = Metrics::new();
     let seen = Mutex::new(HashMap::new());
     let grace = Duration::from_millis(200);

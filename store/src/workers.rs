@@ -9,66 +9,56 @@ use capstan_core::{PoolId, ProviderKind, Timestamp, Worker, WorkerId, WorkerStat
 use crate::leases::Fence;
 use crate::{Store, StoreError, on_backend, to_u32};
 
-type WorkerRow = (
-    String,
-    String,
-    String,
-    Option<String>,
-    Option<String>,
-    String,
-    String,
-    i64,
-    i64,
-    i64,
-    i64,
-    Option<i64>,
-    Option<i64>,
-    Option<i64>,
-    Option<String>,
-);
+/// A `workers` row as stored (times in Unix milliseconds).
+#[derive(sqlx::FromRow)]
+struct WorkerRow {
+    id: String,
+    pool_id: String,
+    provider: String,
+    launch_config_id: Option<String>,
+    instance_id: Option<String>,
+    idempotency_token: String,
+    state: String,
+    capacity: i64,
+    busy_slots: i64,
+    created_at: i64,
+    state_changed_at: i64,
+    registered_at: Option<i64>,
+    last_heartbeat_at: Option<i64>,
+    idle_since: Option<i64>,
+    failure: Option<String>,
+}
 
-/// A worker row preceded by its revision.
-type RevisionRow = (
-    i64,
-    String,
-    String,
-    String,
-    Option<String>,
-    Option<String>,
-    String,
-    String,
-    i64,
-    i64,
-    i64,
-    i64,
-    Option<i64>,
-    Option<i64>,
-    Option<i64>,
-    Option<String>,
-);
+/// A worker row with its compare-and-swap revision.
+#[derive(sqlx::FromRow)]
+struct RevisionRow {
+    revision: i64,
+    #[sqlx(flatten)]
+    worker: WorkerRow,
+}
 
 const COLUMNS: &str = "id, pool_id, provider, launch_config_id, instance_id, idempotency_token, \
      state, capacity, busy_slots, created_at, state_changed_at, registered_at, \
      last_heartbeat_at, idle_since, failure";
 
 fn worker(row: WorkerRow) -> Result<Worker, StoreError> {
-    let (
+    let WorkerRow {
         id,
         pool_id,
         provider,
         launch_config_id,
         instance_id,
-        token,
+        idempotency_token: token,
         state,
         capacity,
-        busy,
-        created,
-        changed,
-        registered,
-        heartbeat,
-        idle,
+        busy_slots: busy,
+        created_at: created,
+        state_changed_at: changed,
+        registered_at: registered,
+        last_heartbeat_at: heartbeat,
+        idle_since: idle,
         failure,
-    ) = row;
+    } = row;
     let ts = |v: Option<i64>| v.map(Timestamp::from_unix_ms);
     Ok(Worker {
         id: WorkerId::from_string(id),
@@ -335,10 +325,8 @@ impl Store {
                 .fetch_optional(pool)
                 .await?
         });
-        row.map(|(rev, a, b, c, d, e, f, g, h, i, j, k, l, m, n, o)| {
-            worker((a, b, c, d, e, f, g, h, i, j, k, l, m, n, o)).map(|w| (w, rev))
-        })
-        .transpose()
+        row.map(|r| worker(r.worker).map(|w| (w, r.revision)))
+            .transpose()
     }
 
     /// Moves worker `id` to `to` at `now` through the state machine.

@@ -68,6 +68,24 @@ pub fn bare(dir: &Path) -> Command {
     cmd
 }
 
+/// `capstan clients create --name admin --scope '*' --database-url URL` in `dir`:
+/// the first admin's token, created on the store directly.
+pub fn bootstrap_admin(dir: &Path, database_url: &str) -> String {
+    let out = bare(dir)
+        .args(["clients", "create", "--name", "admin", "--scope", "*"])
+        .args(["--database-url", database_url])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(token.starts_with("cap_"), "{token:?}");
+    token
+}
+
 impl Fixture {
     /// Everything up, or `None` (skipped, with the reason printed) outside CI when
     /// moto or PostgreSQL is missing.
@@ -88,18 +106,7 @@ impl Fixture {
         };
         let proxy = FaultProxy::start(&emulator.endpoint).await;
         let dir = tempfile::tempdir().unwrap();
-        let out = bare(dir.path())
-            .args(["clients", "create", "--name", "admin", "--scope", "*"])
-            .args(["--database-url", &db.url])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-        assert!(token.starts_with("cap_"), "{token:?}");
+        let token = bootstrap_admin(dir.path(), &db.url);
         let cloud: Arc<dyn Provider> = match kind {
             Cloud::Aws => Arc::new(AwsProvider::for_endpoint(
                 &emulator.endpoint,

@@ -8,6 +8,15 @@ use std::net::TcpListener;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+/// The wall clock as a [`capstan_core::Timestamp`].
+pub fn wall_now() -> capstan_core::Timestamp {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    capstan_core::Timestamp::from_unix_ms(i64::try_from(ms).unwrap())
+}
+
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
