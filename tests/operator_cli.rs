@@ -695,11 +695,9 @@ fn pools_validate_needs_no_server() {
     );
 }
 
-/// Puts a `ready` worker into the pool straight into the store, as the reconciler
-/// would once a machine registered.
-fn insert_ready_worker(dir: &Path, pool: &str, id: &str) {
-    use capstan_core::worker::{Worker, WorkerState};
-    use capstan_core::{PoolId, Timestamp, WorkerId};
+/// Runs `f` on the server's store (`capstan.db` in `dir`) directly, as another process
+/// sharing it would, and closes it.
+fn with_store<T>(dir: &Path, f: impl AsyncFnOnce(&store::Store) -> T) -> T {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -707,6 +705,18 @@ fn insert_ready_worker(dir: &Path, pool: &str, id: &str) {
     rt.block_on(async {
         let url = format!("sqlite://{}", dir.join("capstan.db").display());
         let store = store::Store::connect(&url).await.unwrap();
+        let out = f(&store).await;
+        store.close().await;
+        out
+    })
+}
+
+/// Puts a `ready` worker into the pool straight into the store, as the reconciler
+/// would once a machine registered.
+fn insert_ready_worker(dir: &Path, pool: &str, id: &str) {
+    use capstan_core::worker::{Worker, WorkerState};
+    use capstan_core::{PoolId, Timestamp, WorkerId};
+    with_store(dir, async |store| {
         let now = Timestamp::from_unix_ms(1_800_000_000_000);
         let mut w = Worker::requested(
             WorkerId::from_string(id),
@@ -720,7 +730,6 @@ fn insert_ready_worker(dir: &Path, pool: &str, id: &str) {
         w.state = WorkerState::Ready;
         w.registered_at = Some(now);
         store.insert_worker(&w).await.unwrap();
-        store.close().await;
     });
 }
 
@@ -791,17 +800,10 @@ fn record_plan_directly(dir: &Path, pool: &str) -> bool {
     use capstan_core::{
         Action, Forecast, ForecastPoint, Plan, PlanReport, Quantile, ScalingPolicy, TargetTerm,
     };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let url = format!("sqlite://{}", dir.join("capstan.db").display());
-        let store = store::Store::connect(&url).await.unwrap();
+    with_store(dir, async |store| {
         let leases = store.acquire_leases("cli-test", 60_000).await.unwrap();
         let Some(lease) = leases.iter().find(|l| l.fence.pool_id.as_str() == pool) else {
             store.release_leases("cli-test").await.unwrap();
-            store.close().await;
             return false;
         };
         let now = store.db_now().await.unwrap();
@@ -850,7 +852,6 @@ fn record_plan_directly(dir: &Path, pool: &str) -> bool {
             .await
             .unwrap();
         store.release_leases("cli-test").await.unwrap();
-        store.close().await;
         true
     })
 }
@@ -891,25 +892,20 @@ fn queue_samples_are_pushed_and_plans_and_forecasts_shown() {
     ]);
     let reader_token = text(&out.stdout).trim().to_owned();
     let reader = op.as_token(&reader_token);
-    let err = reader.fails(&[
-        "pools",
-        "push-queue",
-        "ci/linux",
-        "--pending",
-        "1",
-        "--running",
-        "0",
-    ]);
+    let refused_push = |op: &Operator<'_>, pool| {
+        op.fails(&[
+            "pools",
+            "push-queue",
+            pool,
+            "--pending",
+            "1",
+            "--running",
+            "0",
+        ])
+    };
+    let err = refused_push(&reader, "ci/linux");
     assert!(err.contains("queue:write:ci/linux"), "{err}");
-    let err = op.fails(&[
-        "pools",
-        "push-queue",
-        "ci/none",
-        "--pending",
-        "1",
-        "--running",
-        "0",
-    ]);
+    let err = refused_push(&op, "ci/none");
     assert!(err.contains("no pool ci/none"), "{err}");
 
     // The plan: the server's loop plans the pool once it holds its lease (at once when

@@ -50,11 +50,34 @@ impl Answer {
             .unwrap_or("")
     }
 
+    /// Asserts the status, showing the body when it is another.
+    fn expect(&self, status: StatusCode) -> &Self {
+        assert_eq!(self.status, status, "{:#}", self.body);
+        self
+    }
+
+    /// The fields named by the problems of a 422.
+    fn problem_fields(&self) -> Vec<&str> {
+        self.body["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["field"].as_str().unwrap())
+            .collect()
+    }
+
     /// Asserts the status and that the body is the one error shape.
     fn error(&self, status: StatusCode, code: &str) -> &Self {
-        assert_eq!(self.status, status, "{:#}", self.body);
+        self.expect(status);
         assert_eq!(self.body["error"], code, "{:#}", self.body);
         assert!(self.body["message"].as_str().is_some_and(|m| !m.is_empty()));
+        self
+    }
+
+    /// Asserts a 403 naming `scope` as the one missing.
+    fn forbidden(&self, scope: &str) -> &Self {
+        self.error(StatusCode::FORBIDDEN, "forbidden");
+        assert_eq!(self.body["missing_scope"], scope, "{:#}", self.body);
         self
     }
 }
@@ -155,18 +178,59 @@ impl Ctx {
         self.json(Method::PUT, path, token, headers, body).await
     }
 
+    async fn patch(
+        &self,
+        path: &str,
+        token: &str,
+        headers: &[(&str, &str)],
+        body: &Value,
+    ) -> Answer {
+        self.json(Method::PATCH, path, token, headers, body).await
+    }
+
+    async fn post(&self, path: &str, token: &str, body: &Value) -> Answer {
+        self.json(Method::POST, path, token, &[], body).await
+    }
+
+    async fn delete(&self, path: &str, token: &str, headers: &[(&str, &str)]) -> Answer {
+        self.send(Method::DELETE, path, Some(token), headers, None)
+            .await
+    }
+
+    /// `POST /v1/workers/{worker}/drain`.
+    async fn drain(&self, worker: &str, token: &str) -> Answer {
+        let path = format!("/v1/workers/{worker}/drain");
+        self.send(Method::POST, &path, Some(token), &[], None).await
+    }
+
+    /// Pushes queue samples to `pool` (as it goes in the path).
+    async fn push(&self, pool: &str, token: &str, samples: Value) -> Answer {
+        let path = format!("/v1/pools/{pool}/queue");
+        self.post(&path, token, &json!({ "samples": samples }))
+            .await
+    }
+
+    /// Pushes queue samples to `pool` as the admin, and insists they are stored.
+    async fn pushed(&self, pool: &str, samples: Value) -> Answer {
+        let a = self.push(pool, &self.admin, samples).await;
+        a.expect(StatusCode::ACCEPTED);
+        a
+    }
+
+    async fn insert_worker(&self, worker: &Worker) {
+        self.store.insert_worker(worker).await.unwrap();
+    }
+
+    /// `token` asks to create a client `name` holding `scopes`.
+    async fn create_client(&self, token: &str, name: &str, scopes: &[&str]) -> Answer {
+        let body = json!({"name": name, "scopes": scopes});
+        self.post("/v1/clients", token, &body).await
+    }
+
     /// A client holding `scopes`, created by the admin through the API.
     async fn client(&self, name: &str, scopes: &[&str]) -> String {
-        let a = self
-            .json(
-                Method::POST,
-                "/v1/clients",
-                &self.admin,
-                &[],
-                &json!({"name": name, "scopes": scopes}),
-            )
-            .await;
-        assert_eq!(a.status, StatusCode::CREATED, "{:#}", a.body);
+        let a = self.create_client(&self.admin, name, scopes).await;
+        a.expect(StatusCode::CREATED);
         a.body["token"].as_str().unwrap().to_owned()
     }
 }
@@ -220,7 +284,7 @@ store::on_both_backends!(
 async fn pools_are_created_read_replaced_patched_and_deleted(c: Ctx) {
     // Created by PUT on the path as a user types it, slash and all.
     let a = c.put("/v1/pools/ci/linux", &c.admin, &[], &spec(10)).await;
-    assert_eq!(a.status, StatusCode::CREATED, "{:#}", a.body);
+    a.expect(StatusCode::CREATED);
     assert_eq!(a.header("etag"), "\"1\"");
     assert_eq!(a.header("location"), "/v1/pools/ci/linux");
     assert_eq!(a.header("cache-control"), "no-store");
@@ -244,7 +308,7 @@ async fn pools_are_created_read_replaced_patched_and_deleted(c: Ctx) {
             None,
         )
         .await;
-    assert_eq!(not_modified.status, StatusCode::NOT_MODIFIED);
+    not_modified.expect(StatusCode::NOT_MODIFIED);
 
     // Replace with If-Match.
     let a = c
@@ -291,7 +355,7 @@ async fn pools_are_created_read_replaced_patched_and_deleted(c: Ctx) {
             )),
         )
         .await;
-    assert_eq!(a.status, StatusCode::OK, "{:#}", a.body);
+    a.expect(StatusCode::OK);
     assert_eq!(a.body["generation"], 3);
     assert_eq!(a.body["spec"]["scaling"]["idle_timeout_s"], 900);
     assert_eq!(
@@ -300,8 +364,7 @@ async fn pools_are_created_read_replaced_patched_and_deleted(c: Ctx) {
     );
     assert_eq!(a.body["spec"]["max_capacity"], 20);
     let a = c
-        .json(
-            Method::PATCH,
+        .patch(
             "/v1/pools/ci/linux",
             &c.admin,
             &[("if-match", "\"3\"")],
@@ -312,15 +375,9 @@ async fn pools_are_created_read_replaced_patched_and_deleted(c: Ctx) {
 
     // Delete with If-Match: gone.
     let a = c
-        .send(
-            Method::DELETE,
-            "/v1/pools/ci/linux",
-            Some(&c.admin),
-            &[("if-match", "\"4\"")],
-            None,
-        )
+        .delete("/v1/pools/ci/linux", &c.admin, &[("if-match", "\"4\"")])
         .await;
-    assert_eq!(a.status, StatusCode::NO_CONTENT, "{:#}", a.body);
+    a.expect(StatusCode::NO_CONTENT);
     c.get("/v1/pools/ci/linux", &c.admin)
         .await
         .error(StatusCode::NOT_FOUND, "not_found");
@@ -342,8 +399,7 @@ async fn writes_to_existing_pools_need_the_current_generation(c: Ctx) {
     c.put("/v1/pools/ci/linux", &c.admin, &[], &spec(11))
         .await
         .error(StatusCode::PRECONDITION_REQUIRED, "precondition_required");
-    c.json(
-        Method::PATCH,
+    c.patch(
         "/v1/pools/ci/linux",
         &c.admin,
         &[],
@@ -351,15 +407,9 @@ async fn writes_to_existing_pools_need_the_current_generation(c: Ctx) {
     )
     .await
     .error(StatusCode::PRECONDITION_REQUIRED, "precondition_required");
-    c.send(
-        Method::DELETE,
-        "/v1/pools/ci/linux",
-        Some(&c.admin),
-        &[],
-        None,
-    )
-    .await
-    .error(StatusCode::PRECONDITION_REQUIRED, "precondition_required");
+    c.delete("/v1/pools/ci/linux", &c.admin, &[])
+        .await
+        .error(StatusCode::PRECONDITION_REQUIRED, "precondition_required");
     // Another operator moves it to generation 2 ...
     c.put(
         "/v1/pools/ci/linux",
@@ -416,7 +466,7 @@ async fn writes_to_existing_pools_need_the_current_generation(c: Ctx) {
             &spec(14),
         )
         .await;
-    assert_eq!(a.status, StatusCode::CREATED);
+    a.expect(StatusCode::CREATED);
     // If-Match on a pool that does not exist cannot hold.
     let a = c
         .put(
@@ -555,8 +605,7 @@ async fn bad_requests_get_one_error_shape_and_change_nothing(c: Ctx) {
         .await
         .error(StatusCode::BAD_REQUEST, "bad_request");
     // Pools that do not exist, for every route that needs one.
-    c.json(
-        Method::PATCH,
+    c.patch(
         "/v1/pools/ci/ghost",
         &c.admin,
         &[("if-match", "\"1\"")],
@@ -564,20 +613,12 @@ async fn bad_requests_get_one_error_shape_and_change_nothing(c: Ctx) {
     )
     .await
     .error(StatusCode::NOT_FOUND, "not_found");
-    c.send(
-        Method::DELETE,
-        "/v1/pools/ci/ghost",
-        Some(&c.admin),
-        &[("if-match", "\"1\"")],
-        None,
-    )
-    .await
-    .error(StatusCode::NOT_FOUND, "not_found");
-    c.json(
-        Method::POST,
+    c.delete("/v1/pools/ci/ghost", &c.admin, &[("if-match", "\"1\"")])
+        .await
+        .error(StatusCode::NOT_FOUND, "not_found");
+    c.post(
         "/v1/pools/ci/ghost/machines",
         &c.admin,
-        &[],
         &json!({"name": "m", "capacity": 1}),
     )
     .await
@@ -617,12 +658,7 @@ async fn invalid_specs_report_every_problem_with_its_field(c: Ctx) {
     });
     let a = c.put("/v1/pools/ci/linux", &c.admin, &[], &bad).await;
     a.error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_spec");
-    let fields: Vec<&str> = a.body["problems"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["field"].as_str().unwrap())
-        .collect();
+    let fields = a.problem_fields();
     for f in [
         "min_capacity",
         "launch_configs[0].capacity",
@@ -640,8 +676,7 @@ async fn invalid_specs_report_every_problem_with_its_field(c: Ctx) {
     // A patch that breaks the spec is refused whole.
     c.put("/v1/pools/ci/linux", &c.admin, &[], &spec(10)).await;
     let a = c
-        .json(
-            Method::PATCH,
+        .patch(
             "/v1/pools/ci/linux",
             &c.admin,
             &[("if-match", "\"1\"")],
@@ -678,7 +713,7 @@ async fn lists_filter_paginate_and_show_only_readable_pools(c: Ctx) {
             s["launch_configs"] = json!([]);
         }
         let a = c.put(&format!("/v1/pools/{id}"), &c.admin, &[], &s).await;
-        assert_eq!(a.status, StatusCode::CREATED, "{:#}", a.body);
+        a.expect(StatusCode::CREATED);
     }
     let ids = |a: &Answer| -> Vec<String> {
         a.body["items"]
@@ -693,7 +728,7 @@ async fn lists_filter_paginate_and_show_only_readable_pools(c: Ctx) {
     let mut path = "/v1/pools?limit=2".to_owned();
     loop {
         let a = c.get(&path, &c.admin).await;
-        assert_eq!(a.status, StatusCode::OK);
+        a.expect(StatusCode::OK);
         seen.extend(ids(&a));
         match a.body["continuation"].as_str() {
             Some(token) => path = format!("/v1/pools?limit=2&continuation={token}"),
@@ -723,8 +758,7 @@ async fn lists_filter_paginate_and_show_only_readable_pools(c: Ctx) {
     // Without any pools:read scope, listing is refused.
     let writer = c.client("writer", &["pools:write:*"]).await;
     let a = c.get("/v1/pools", &writer).await;
-    a.error(StatusCode::FORBIDDEN, "forbidden");
-    assert_eq!(a.body["missing_scope"], "pools:read:*");
+    a.forbidden("pools:read:*");
 }
 
 async fn tokens_are_checked_on_every_route(c: Ctx) {
@@ -817,11 +851,10 @@ async fn scoped_clients_are_refused_outside_their_pools(c: Ctx) {
         .client("ci-writer", &["pools:write:ci/*", "pools:read:ci/*"])
         .await;
     let a = c.put("/v1/pools/ci/linux", &ci, &[], &spec(3)).await;
-    assert_eq!(a.status, StatusCode::CREATED);
+    a.expect(StatusCode::CREATED);
     assert!(a.body["id"] == "ci/linux");
     let a = c.put("/v1/pools/prod/x", &ci, &[], &spec(3)).await;
-    a.error(StatusCode::FORBIDDEN, "forbidden");
-    assert_eq!(a.body["missing_scope"], "pools:write:prod/x");
+    a.forbidden("pools:write:prod/x");
     assert!(
         c.store
             .get_pool(&PoolId::new("prod/x").unwrap())
@@ -831,27 +864,13 @@ async fn scoped_clients_are_refused_outside_their_pools(c: Ctx) {
     );
     // Deleting needs its own scope.
     let a = c
-        .send(
-            Method::DELETE,
-            "/v1/pools/ci/linux",
-            Some(&ci),
-            &[("if-match", "\"1\"")],
-            None,
-        )
+        .delete("/v1/pools/ci/linux", &ci, &[("if-match", "\"1\"")])
         .await;
-    assert_eq!(a.body["missing_scope"], "pools:delete:ci/linux");
+    a.forbidden("pools:delete:ci/linux");
     // Creating clients needs clients:admin ...
-    let a = c
-        .json(
-            Method::POST,
-            "/v1/clients",
-            &ci,
-            &[],
-            &json!({"name": "x", "scopes": ["pools:write:*"]}),
-        )
-        .await;
-    a.error(StatusCode::FORBIDDEN, "forbidden");
-    assert_eq!(a.body["missing_scope"], "clients:admin");
+    c.create_client(&ci, "x", &["pools:write:*"])
+        .await
+        .forbidden("clients:admin");
     // The audit names the client.
     let entry = &c.get("/v1/pools/ci/linux/audit", &ci).await.body["items"][0];
     assert!(
@@ -871,62 +890,43 @@ async fn clients_grant_only_what_they_hold_and_revocation_is_immediate(c: Ctx) {
         )
         .await;
     // ... and even with it, a client only grants what it holds.
+    c.create_client(&lead, "x", &["pools:write:*"])
+        .await
+        .forbidden("pools:write:*");
     let a = c
-        .json(
-            Method::POST,
+        .post(
             "/v1/clients",
             &lead,
-            &[],
-            &json!({"name": "x", "scopes": ["pools:write:*"]}),
-        )
-        .await;
-    a.error(StatusCode::FORBIDDEN, "forbidden");
-    assert_eq!(a.body["missing_scope"], "pools:write:*");
-    let a = c
-        .json(
-            Method::POST,
-            "/v1/clients",
-            &lead,
-            &[],
             &json!({"name": "bot", "scopes": ["pools:read:ci/linux"], "expires_in_s": 3600}),
         )
         .await;
-    assert_eq!(a.status, StatusCode::CREATED, "{:#}", a.body);
+    a.expect(StatusCode::CREATED);
     let bot = a.body["token"].as_str().unwrap().to_owned();
     let bot_id = a.body["client"]["id"].as_str().unwrap().to_owned();
     assert!(bot.starts_with(&format!("cap_{bot_id}_")));
     assert_eq!(a.body["client"]["expires"], "2027-01-15T09:00:00.000Z");
     // Bad requests name every bad field.
     let a = c
-        .json(
-            Method::POST,
+        .post(
             "/v1/clients",
             &c.admin,
-            &[],
             &json!({"name": "", "scopes": ["pools:fly:x", "*"], "expires_in_s": 5}),
         )
         .await;
     a.error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
-    let fields: Vec<&str> = a.body["problems"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["field"].as_str().unwrap())
-        .collect();
+    let fields = a.problem_fields();
     assert_eq!(fields, ["name", "scopes[0]", "expires_in_s"]);
     let a = c
-        .json(
-            Method::POST,
+        .post(
             "/v1/clients",
             &c.admin,
-            &[],
             &json!({"name": "x", "scopes": ["*"], "admin": true}),
         )
         .await;
     a.error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
     // The list never shows a secret or its hash.
     let a = c.get("/v1/clients", &c.admin).await;
-    assert_eq!(a.status, StatusCode::OK);
+    a.expect(StatusCode::OK);
     let text = a.body.to_string();
     assert!(!text.contains(&bot[22..]), "secret leaked");
     assert!(!text.contains("sha256"), "hash leaked");
@@ -935,37 +935,17 @@ async fn clients_grant_only_what_they_hold_and_revocation_is_immediate(c: Ctx) {
     assert_eq!(c.get("/v1/pools", &bot).await.status, StatusCode::OK);
     let admin_id = &c.admin[4..20];
     let a = c
-        .send(
-            Method::DELETE,
-            &format!("/v1/clients/{admin_id}"),
-            Some(&lead),
-            &[],
-            None,
-        )
+        .delete(&format!("/v1/clients/{admin_id}"), &lead, &[])
         .await;
     a.error(StatusCode::FORBIDDEN, "forbidden");
-    let a = c
-        .send(
-            Method::DELETE,
-            &format!("/v1/clients/{bot_id}"),
-            Some(&lead),
-            &[],
-            None,
-        )
-        .await;
-    assert_eq!(a.status, StatusCode::NO_CONTENT, "{:#}", a.body);
+    let a = c.delete(&format!("/v1/clients/{bot_id}"), &lead, &[]).await;
+    a.expect(StatusCode::NO_CONTENT);
     let a = c.get("/v1/pools", &bot).await;
     a.error(StatusCode::UNAUTHORIZED, "unauthorized");
     assert!(a.body["message"].as_str().unwrap().contains("revoked"));
-    c.send(
-        Method::DELETE,
-        "/v1/clients/ffffffffffffffff",
-        Some(&c.admin),
-        &[],
-        None,
-    )
-    .await
-    .error(StatusCode::NOT_FOUND, "not_found");
+    c.delete("/v1/clients/ffffffffffffffff", &c.admin, &[])
+        .await
+        .error(StatusCode::NOT_FOUND, "not_found");
     // Last use is recorded (off the request path).
     let mut used = None;
     for _ in 0..50 {
@@ -1013,10 +993,7 @@ fn worker(id: &str, pool: &str) -> Worker {
 async fn workers_are_listed_read_and_drained(c: Ctx) {
     c.put("/v1/pools/ci/linux", &c.admin, &[], &spec(10)).await;
     for id in ["w1", "w2", "w3"] {
-        c.store
-            .insert_worker(&worker(id, "ci/linux"))
-            .await
-            .unwrap();
+        c.insert_worker(&worker(id, "ci/linux")).await;
     }
     for (id, states) in [
         ("w1", &[WorkerState::Booting, WorkerState::Ready][..]),
@@ -1079,73 +1056,31 @@ async fn workers_are_listed_read_and_drained(c: Ctx) {
         c.get("/v1/workers/w1", &reader).await.status,
         StatusCode::OK
     );
-    let a = c
-        .send(
-            Method::POST,
-            "/v1/workers/w1/drain",
-            Some(&reader),
-            &[],
-            None,
-        )
-        .await;
-    a.error(StatusCode::FORBIDDEN, "forbidden");
-    assert_eq!(a.body["missing_scope"], "workers:drain:ci/linux");
-    let a = c
-        .send(
-            Method::POST,
-            "/v1/workers/w1/drain",
-            Some(&c.admin),
-            &[],
-            None,
-        )
-        .await;
+    let a = c.drain("w1", &reader).await;
+    a.forbidden("workers:drain:ci/linux");
+    let a = c.drain("w1", &c.admin).await;
     assert_eq!(
         (a.status, a.body["state"].as_str()),
         (StatusCode::OK, Some("draining"))
     );
-    let a = c
-        .send(
-            Method::POST,
-            "/v1/workers/w1/drain",
-            Some(&c.admin),
-            &[],
-            None,
-        )
-        .await;
+    let a = c.drain("w1", &c.admin).await;
     assert_eq!(
         (a.status, a.body["state"].as_str()),
         (StatusCode::OK, Some("draining")),
         "drain is idempotent"
     );
-    let a = c
-        .send(
-            Method::POST,
-            "/v1/workers/w2/drain",
-            Some(&c.admin),
-            &[],
-            None,
-        )
-        .await;
+    let a = c.drain("w2", &c.admin).await;
     a.error(StatusCode::CONFLICT, "conflict");
     assert!(a.body["message"].as_str().unwrap().contains("booting"));
 }
 
 async fn deleting_a_pool_with_live_workers_drains_it_first(c: Ctx) {
     c.put("/v1/pools/ci/linux", &c.admin, &[], &spec(10)).await;
-    c.store
-        .insert_worker(&worker("w1", "ci/linux"))
-        .await
-        .unwrap();
+    c.insert_worker(&worker("w1", "ci/linux")).await;
     let a = c
-        .send(
-            Method::DELETE,
-            "/v1/pools/ci/linux",
-            Some(&c.admin),
-            &[("if-match", "\"1\"")],
-            None,
-        )
+        .delete("/v1/pools/ci/linux", &c.admin, &[("if-match", "\"1\"")])
         .await;
-    assert_eq!(a.status, StatusCode::ACCEPTED, "{:#}", a.body);
+    a.expect(StatusCode::ACCEPTED);
     assert_eq!(
         (a.body["status"].as_str(), a.body["generation"].as_i64()),
         (Some("deleting"), Some(2))
@@ -1162,15 +1097,9 @@ async fn deleting_a_pool_with_live_workers_drains_it_first(c: Ctx) {
     assert_eq!(got.body["status"], "deleting");
     // Asking again is harmless.
     let a = c
-        .send(
-            Method::DELETE,
-            "/v1/pools/ci/linux",
-            Some(&c.admin),
-            &[("if-match", "\"2\"")],
-            None,
-        )
+        .delete("/v1/pools/ci/linux", &c.admin, &[("if-match", "\"2\"")])
         .await;
-    assert_eq!(a.status, StatusCode::ACCEPTED);
+    a.expect(StatusCode::ACCEPTED);
 }
 
 async fn errors_and_audit_are_served(c: Ctx) {
@@ -1198,7 +1127,7 @@ async fn errors_and_audit_are_served(c: Ctx) {
             .unwrap();
     }
     let a = c.get("/v1/pools/ci/linux/errors", &c.admin).await;
-    assert_eq!(a.status, StatusCode::OK);
+    a.expect(StatusCode::OK);
     assert_eq!(a.body["items"][0]["count"], 3);
     assert_eq!(a.body["items"][0]["launch_config_id"], "small");
     let a = c.get("/v1/pools/ci/linux/audit?limit=3", &c.admin).await;
@@ -1235,17 +1164,15 @@ async fn static_machines_are_registered_listed_and_removed(c: Ctx) {
             &json!({"provider": "static", "max_capacity": 8}),
         )
         .await;
-    assert_eq!(a.status, StatusCode::CREATED, "{:#}", a.body);
+    a.expect(StatusCode::CREATED);
     let a = c
-        .json(
-            Method::POST,
+        .post(
             "/v1/pools/lab/macs/machines",
             &c.admin,
-            &[],
             &json!({"name": "mac-01", "capacity": 2, "labels": {"arch": "arm64"}}),
         )
         .await;
-    assert_eq!(a.status, StatusCode::CREATED, "{:#}", a.body);
+    a.expect(StatusCode::CREATED);
     let secret = a.body["secret"].as_str().unwrap().to_owned();
     assert!(secret.starts_with("csm_"));
     let a = c.get("/v1/pools/lab/macs/machines", &c.admin).await;
@@ -1254,67 +1181,35 @@ async fn static_machines_are_registered_listed_and_removed(c: Ctx) {
     assert!(!a.body.to_string().contains(&secret[4..]));
     // The same name again, a zero capacity, a cloud pool: refused.
     let again = json!({"name": "mac-01", "capacity": 2});
-    c.json(
-        Method::POST,
-        "/v1/pools/lab/macs/machines",
-        &c.admin,
-        &[],
-        &again,
-    )
-    .await
-    .error(StatusCode::CONFLICT, "conflict");
+    c.post("/v1/pools/lab/macs/machines", &c.admin, &again)
+        .await
+        .error(StatusCode::CONFLICT, "conflict");
     let a = c
-        .json(
-            Method::POST,
+        .post(
             "/v1/pools/lab/macs/machines",
             &c.admin,
-            &[],
             &json!({"name": "mac-02", "capacity": 0}),
         )
         .await;
     a.error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
     assert_eq!(a.body["problems"][0]["field"], "capacity");
     c.put("/v1/pools/ci/linux", &c.admin, &[], &spec(10)).await;
-    c.json(
-        Method::POST,
+    c.post(
         "/v1/pools/ci/linux/machines",
         &c.admin,
-        &[],
         &json!({"name": "m", "capacity": 1}),
     )
     .await
     .error(StatusCode::CONFLICT, "conflict");
     // Removing needs pools:write on the machine's pool.
     let other = c.client("other", &["pools:write:ci/*"]).await;
-    let a = c
-        .send(
-            Method::DELETE,
-            "/v1/machines/mac-01",
-            Some(&other),
-            &[],
-            None,
-        )
-        .await;
-    assert_eq!(a.body["missing_scope"], "pools:write:lab/macs");
-    let a = c
-        .send(
-            Method::DELETE,
-            "/v1/machines/mac-01",
-            Some(&c.admin),
-            &[],
-            None,
-        )
-        .await;
-    assert_eq!(a.status, StatusCode::NO_CONTENT);
-    c.send(
-        Method::DELETE,
-        "/v1/machines/mac-01",
-        Some(&c.admin),
-        &[],
-        None,
-    )
-    .await
-    .error(StatusCode::NOT_FOUND, "not_found");
+    let a = c.delete("/v1/machines/mac-01", &other, &[]).await;
+    a.forbidden("pools:write:lab/macs");
+    let a = c.delete("/v1/machines/mac-01", &c.admin, &[]).await;
+    a.expect(StatusCode::NO_CONTENT);
+    c.delete("/v1/machines/mac-01", &c.admin, &[])
+        .await
+        .error(StatusCode::NOT_FOUND, "not_found");
 }
 
 /// A wake hook that records the pools it was called for.
@@ -1347,31 +1242,18 @@ async fn stored_samples(c: &Ctx, pool: &str) -> Vec<QueueSample> {
         .unwrap()
 }
 
-async fn push(c: &Ctx, path: &str, token: &str, samples: Value) -> Answer {
-    c.json(
-        Method::POST,
-        path,
-        token,
-        &[],
-        &json!({ "samples": samples }),
-    )
-    .await
-}
-
 async fn queue_samples_are_stored_with_estimated_arrivals(c: Ctx) {
     c.put("/v1/pools/ci/linux", &c.admin, &[], &spec(10)).await;
-    let a = push(
-        &c,
-        "/v1/pools/ci/linux/queue",
-        &c.admin,
-        json!([
-            {"at": at(-30), "pending": 4, "running": 2, "arrivals": 7, "completions": 1},
-            {"at": at(-20), "pending": 9, "running": 2, "completions": 3},
-            {"at": at(-10), "pending": 1, "running": 2},
-        ]),
-    )
-    .await;
-    assert_eq!(a.status, StatusCode::ACCEPTED, "{:#}", a.body);
+    let a = c
+        .pushed(
+            "ci/linux",
+            json!([
+                {"at": at(-30), "pending": 4, "running": 2, "arrivals": 7, "completions": 1},
+                {"at": at(-20), "pending": 9, "running": 2, "completions": 3},
+                {"at": at(-10), "pending": 1, "running": 2},
+            ]),
+        )
+        .await;
     assert_eq!(a.body, json!({"accepted": 3}));
     // Arrivals: given; grew 5 plus 3 completions; shrank with no completions.
     let got = stored_samples(&c, "ci/linux").await;
@@ -1393,14 +1275,11 @@ async fn queue_samples_are_stored_with_estimated_arrivals(c: Ctx) {
     );
     // The next batch differences against the latest stored sample; `at` defaults to
     // now. The pool id may be sent encoded too.
-    let a = push(
-        &c,
-        "/v1/pools/ci%2Flinux/queue",
-        &c.admin,
+    c.pushed(
+        "ci%2Flinux",
         json!([{"pending": 6, "running": 2, "completions": 2}]),
     )
     .await;
-    assert_eq!(a.status, StatusCode::ACCEPTED, "{:#}", a.body);
     let got = stored_samples(&c, "ci/linux").await;
     assert_eq!(
         got.last().unwrap(),
@@ -1413,75 +1292,49 @@ async fn queue_samples_are_stored_with_estimated_arrivals(c: Ctx) {
         }
     );
     // Re-pushing an instant replaces it.
-    let a = push(
-        &c,
-        "/v1/pools/ci/linux/queue",
-        &c.admin,
+    c.pushed(
+        "ci/linux",
         json!([{"at": at(0), "pending": 6, "running": 2, "arrivals": 1}]),
     )
     .await;
-    assert_eq!(a.status, StatusCode::ACCEPTED, "{:#}", a.body);
     let got = stored_samples(&c, "ci/linux").await;
     assert_eq!((got.len(), got[3].arrivals), (4, 1));
     // A pool's first sample without arrivals counts its completions only.
     c.put("/v1/pools/queue", &c.admin, &[], &spec(10)).await;
-    let a = push(
-        &c,
-        "/v1/pools/queue/queue",
-        &c.admin,
+    c.pushed(
+        "queue",
         json!([{"pending": 50, "running": 0, "completions": 4}]),
     )
     .await;
-    assert_eq!(a.status, StatusCode::ACCEPTED, "{:#}", a.body);
     assert_eq!(stored_samples(&c, "queue").await[0].arrivals, 4);
     assert_eq!(stored_samples(&c, "ci/linux").await.len(), 4);
 
     // The scope is queue:write on the pool; pools:write is not it.
     let writer = c.client("writer", &["pools:write:*", "pools:read:*"]).await;
-    let a = push(
-        &c,
-        "/v1/pools/ci/linux/queue",
-        &writer,
-        json!([{"pending": 1, "running": 0}]),
-    )
-    .await;
-    a.error(StatusCode::FORBIDDEN, "forbidden");
-    assert_eq!(a.body["missing_scope"], "queue:write:ci/linux");
-    let pusher = c.client("pusher", &["queue:write:ci/*"]).await;
-    let a = push(
-        &c,
-        "/v1/pools/ci/linux/queue",
-        &pusher,
-        json!([{"at": at(5), "pending": 1, "running": 0}]),
-    )
-    .await;
-    assert_eq!(a.status, StatusCode::ACCEPTED, "{:#}", a.body);
-    // No such pool: 404; a pool being deleted: 409.
-    push(
-        &c,
-        "/v1/pools/ci/none/queue",
-        &c.admin,
-        json!([{"pending": 1, "running": 0}]),
-    )
-    .await
-    .error(StatusCode::NOT_FOUND, "not_found");
-    c.store
-        .insert_worker(&worker("w1", "ci/linux"))
-        .await
-        .unwrap();
     let a = c
-        .send(
-            Method::DELETE,
-            "/v1/pools/ci/linux",
-            Some(&c.admin),
-            &[("if-match", "\"1\"")],
-            None,
+        .push("ci/linux", &writer, json!([{"pending": 1, "running": 0}]))
+        .await;
+    a.forbidden("queue:write:ci/linux");
+    let pusher = c.client("pusher", &["queue:write:ci/*"]).await;
+    let a = c
+        .push(
+            "ci/linux",
+            &pusher,
+            json!([{"at": at(5), "pending": 1, "running": 0}]),
         )
         .await;
-    assert_eq!(a.status, StatusCode::ACCEPTED, "{:#}", a.body);
-    push(
-        &c,
-        "/v1/pools/ci/linux/queue",
+    a.expect(StatusCode::ACCEPTED);
+    // No such pool: 404; a pool being deleted: 409.
+    c.push("ci/none", &c.admin, json!([{"pending": 1, "running": 0}]))
+        .await
+        .error(StatusCode::NOT_FOUND, "not_found");
+    c.insert_worker(&worker("w1", "ci/linux")).await;
+    let a = c
+        .delete("/v1/pools/ci/linux", &c.admin, &[("if-match", "\"1\"")])
+        .await;
+    a.expect(StatusCode::ACCEPTED);
+    c.push(
+        "ci/linux",
         &c.admin,
         json!([{"at": at(10), "pending": 1, "running": 0}]),
     )
@@ -1492,33 +1345,28 @@ async fn queue_samples_are_stored_with_estimated_arrivals(c: Ctx) {
 
 async fn bad_queue_batches_name_every_field_and_store_nothing(c: Ctx) {
     c.put("/v1/pools/ci/linux", &c.admin, &[], &spec(10)).await;
-    let a = push(
-        &c,
-        "/v1/pools/ci/linux/queue",
-        &c.admin,
-        json!([
-            {"at": at(-50), "pending": 1, "running": 0},
-            {"at": at(61), "pending": 1, "running": 0},
-            {"at": at(-35 * 86_400 - 1), "pending": 1, "running": 0},
-            {"at": at(-40), "pending": 1_000_001, "running": 0, "arrivals": 1_000_001, "completions": 1_000_001},
-            {"at": at(-30), "pending": 1, "running": 1_000_001},
-            {"at": at(-30), "pending": 1, "running": 0},
-            {"at": "noon", "pending": 1, "running": 0},
-            {"pending": -1, "running": 0},
-            {"pending": 1, "running": 0, "queued": 3},
-            {"running": 0},
-            {"pending": 1, "running": 0},
-            {"pending": 1, "running": 0},
-        ]),
-    )
-    .await;
+    let a = c
+        .push(
+            "ci/linux",
+            &c.admin,
+            json!([
+                {"at": at(-50), "pending": 1, "running": 0},
+                {"at": at(61), "pending": 1, "running": 0},
+                {"at": at(-35 * 86_400 - 1), "pending": 1, "running": 0},
+                {"at": at(-40), "pending": 1_000_001, "running": 0, "arrivals": 1_000_001, "completions": 1_000_001},
+                {"at": at(-30), "pending": 1, "running": 1_000_001},
+                {"at": at(-30), "pending": 1, "running": 0},
+                {"at": "noon", "pending": 1, "running": 0},
+                {"pending": -1, "running": 0},
+                {"pending": 1, "running": 0, "queued": 3},
+                {"running": 0},
+                {"pending": 1, "running": 0},
+                {"pending": 1, "running": 0},
+            ]),
+        )
+        .await;
     a.error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
-    let fields: Vec<&str> = a.body["problems"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["field"].as_str().unwrap())
-        .collect();
+    let fields = a.problem_fields();
     assert_eq!(
         fields,
         [
@@ -1552,16 +1400,16 @@ async fn bad_queue_batches_name_every_field_and_store_nothing(c: Ctx) {
     assert!(message(11).contains("pending"), "{}", message(11));
     assert!(message(12).contains("only the newest"), "{}", message(12));
     // One bad sample among good ones: nothing stored.
-    let a = push(
-        &c,
-        "/v1/pools/ci/linux/queue",
-        &c.admin,
-        json!([
-            {"at": at(-20), "pending": 1, "running": 0},
-            {"at": at(-10), "pending": 1, "running": "two"},
-        ]),
-    )
-    .await;
+    let a = c
+        .push(
+            "ci/linux",
+            &c.admin,
+            json!([
+                {"at": at(-20), "pending": 1, "running": 0},
+                {"at": at(-10), "pending": 1, "running": "two"},
+            ]),
+        )
+        .await;
     a.error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
     assert_eq!(a.body["problems"][0]["field"], "samples[1].running");
     assert!(stored_samples(&c, "ci/linux").await.is_empty());
@@ -1572,22 +1420,14 @@ async fn bad_queue_batches_name_every_field_and_store_nothing(c: Ctx) {
         (json!({"samples": [], "pool": "x"}), "pool"),
         (json!({}), ""),
     ] {
-        let a = c
-            .json(
-                Method::POST,
-                "/v1/pools/ci/linux/queue",
-                &c.admin,
-                &[],
-                &body,
-            )
-            .await;
+        let a = c.post("/v1/pools/ci/linux/queue", &c.admin, &body).await;
         a.error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
         assert_eq!(a.body["problems"][0]["field"], field, "{body}");
     }
     let many: Vec<Value> = (0..1001)
         .map(|i| json!({"at": at(i - 2000), "pending": 0, "running": 0}))
         .collect();
-    let a = push(&c, "/v1/pools/ci/linux/queue", &c.admin, json!(many)).await;
+    let a = c.push("ci/linux", &c.admin, json!(many)).await;
     a.error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
     assert!(
         a.body["message"].as_str().unwrap().contains("1 to 1000"),
@@ -1618,7 +1458,7 @@ async fn bad_queue_batches_name_every_field_and_store_nothing(c: Ctx) {
     let many: Vec<Value> = (0..1000)
         .map(|i| json!({"at": at(i - 2000), "pending": 0, "running": 0}))
         .collect();
-    let a = push(&c, "/v1/pools/ci/linux/queue", &c.admin, json!(many)).await;
+    let a = c.push("ci/linux", &c.admin, json!(many)).await;
     assert_eq!(a.body, json!({"accepted": 1000}));
 }
 
@@ -1637,24 +1477,23 @@ async fn queue_pushes_and_pool_edits_wake_the_loop(mut c: Ctx) {
     .await;
     assert!(take(&woken).is_empty());
     let a = c
-        .json(
-            Method::PATCH,
+        .patch(
             "/v1/pools/ci/linux",
             &c.admin,
             &[("if-match", "\"1\"")],
             &json!({"max_capacity": 12}),
         )
         .await;
-    assert_eq!(a.status, StatusCode::OK, "{:#}", a.body);
+    a.expect(StatusCode::OK);
     assert_eq!(take(&woken), ["ci/linux"]);
 
     // No workers: any pending task outnumbers the idle slots.
-    let pushed =
+    let sample =
         |pending: u32, secs: i64| json!([{"at": at(secs), "pending": pending, "running": 0}]);
-    let path = "/v1/pools/ci/linux/queue";
-    push(&c, path, &c.admin, pushed(0, -100)).await;
+    let pool = "ci/linux";
+    c.pushed(pool, sample(0, -100)).await;
     assert!(take(&woken).is_empty(), "nothing pending");
-    push(&c, path, &c.admin, pushed(1, -90)).await;
+    c.pushed(pool, sample(1, -90)).await;
     assert_eq!(take(&woken), ["ci/linux"]);
 
     // Ready workers with 4 + 2 slots, 1 busy: 5 idle. A booting one does not count.
@@ -1667,39 +1506,32 @@ async fn queue_pushes_and_pool_edits_wake_the_loop(mut c: Ctx) {
         w.capacity = capacity;
         w.busy_slots = busy;
         w.state = state;
-        c.store.insert_worker(&w).await.unwrap();
+        c.insert_worker(&w).await;
     }
-    push(&c, path, &c.admin, pushed(5, -80)).await;
+    c.pushed(pool, sample(5, -80)).await;
     assert!(take(&woken).is_empty(), "5 pending fit 5 idle slots");
-    push(&c, path, &c.admin, pushed(6, -70)).await;
+    c.pushed(pool, sample(6, -70)).await;
     assert_eq!(take(&woken), ["ci/linux"]);
     // Only the newest sample of a batch counts.
-    let a = push(
-        &c,
-        path,
-        &c.admin,
+    c.pushed(
+        pool,
         json!([
             {"at": at(-60), "pending": 100, "running": 0},
             {"at": at(-50), "pending": 2, "running": 0},
         ]),
     )
     .await;
-    assert_eq!(a.status, StatusCode::ACCEPTED, "{:#}", a.body);
     assert!(take(&woken).is_empty());
     // A refused batch wakes nothing.
-    push(&c, path, &c.admin, pushed(100, 3600)).await;
+    c.push(pool, &c.admin, sample(100, 3600))
+        .await
+        .error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
     assert!(take(&woken).is_empty());
     // Marking the pool deleting wakes it (its workers drain).
     let a = c
-        .send(
-            Method::DELETE,
-            "/v1/pools/ci/linux",
-            Some(&c.admin),
-            &[("if-match", "\"2\"")],
-            None,
-        )
+        .delete("/v1/pools/ci/linux", &c.admin, &[("if-match", "\"2\"")])
         .await;
-    assert_eq!(a.status, StatusCode::ACCEPTED, "{:#}", a.body);
+    a.expect(StatusCode::ACCEPTED);
     assert_eq!(take(&woken), ["ci/linux"]);
 }
 
@@ -1806,7 +1638,7 @@ async fn plans_and_forecasts_are_served_once_the_loop_records_them(c: Ctx) {
     let latest = a_plan(-10, true);
 
     let a = c.get("/v1/pools/ci/linux/plan", &c.admin).await;
-    assert_eq!(a.status, StatusCode::OK, "{:#}", a.body);
+    a.expect(StatusCode::OK);
     assert_eq!(a.body["pool_id"], "ci/linux");
     assert_eq!(a.body["at"], at(-10));
     assert_eq!(a.body["owner"], "r");
@@ -1849,7 +1681,7 @@ async fn plans_and_forecasts_are_served_once_the_loop_records_them(c: Ctx) {
         .await
         .unwrap();
     let a = c.get("/v1/pools/ci/linux/forecast", &c.admin).await;
-    assert_eq!(a.status, StatusCode::OK, "{:#}", a.body);
+    a.expect(StatusCode::OK);
     assert_eq!(a.body["made_at"], at(-10));
     assert_eq!(
         a.body["forecast"],
@@ -1888,8 +1720,7 @@ async fn plans_and_forecasts_are_served_once_the_loop_records_them(c: Ctx) {
     let other = c.client("other", &["pools:read:prod/*"]).await;
     for route in ["plan", "forecast"] {
         let a = c.get(&format!("/v1/pools/ci/linux/{route}"), &other).await;
-        a.error(StatusCode::FORBIDDEN, "forbidden");
-        assert_eq!(a.body["missing_scope"], "pools:read:ci/linux");
+        a.forbidden("pools:read:ci/linux");
     }
     let reader = c.client("reader", &["pools:read:ci/*"]).await;
     assert_eq!(
@@ -1920,8 +1751,7 @@ async fn metrics_need_their_scope_and_serve_the_source(mut c: Ctx) {
         .error(StatusCode::UNAUTHORIZED, "unauthorized");
     let reader = c.client("reader", &["pools:read:*"]).await;
     let a = c.get("/metrics", &reader).await;
-    a.error(StatusCode::FORBIDDEN, "forbidden");
-    assert_eq!(a.body["missing_scope"], "metrics:read");
+    a.forbidden("metrics:read");
     let scraper = c.client("prometheus", &["metrics:read"]).await;
     for token in [&scraper, &c.admin] {
         let (status, headers, body) = c
@@ -1947,17 +1777,9 @@ async fn metrics_need_their_scope_and_serve_the_source(mut c: Ctx) {
         a.body
     );
     let admin_only = c.client("admins", &["clients:admin"]).await;
-    let a = c
-        .json(
-            Method::POST,
-            "/v1/clients",
-            &admin_only,
-            &[],
-            &json!({"name": "x", "scopes": ["metrics:read"]}),
-        )
-        .await;
-    a.error(StatusCode::FORBIDDEN, "forbidden");
-    assert_eq!(a.body["missing_scope"], "metrics:read");
+    c.create_client(&admin_only, "x", &["metrics:read"])
+        .await
+        .forbidden("metrics:read");
 }
 
 /// PostgreSQL refuses text holding a NUL byte; a request carrying one is a client
@@ -2009,15 +1831,7 @@ async fn nul_bytes_never_reach_the_database(c: Ctx) {
             &json!({"provider": "static", "max_capacity": 8}),
         )
         .await;
-        let a = c
-            .json(
-                Method::POST,
-                "/v1/pools/lab/macs/machines",
-                &c.admin,
-                &[],
-                &body,
-            )
-            .await;
+        let a = c.post("/v1/pools/lab/macs/machines", &c.admin, &body).await;
         if a.status.is_server_error() {
             bad.push(format!("{body}: {} {}", a.status, a.body));
         }

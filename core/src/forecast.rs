@@ -27,6 +27,7 @@ use crate::time::Timestamp;
 
 /// Capacity a pool needs, as forecast at one instant.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Forecast {
     /// When the forecast was made.
     pub made_at: Timestamp,
@@ -52,6 +53,7 @@ pub struct Forecast {
 
 /// Forecast busy slots at one future instant.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ForecastPoint {
     /// The instant forecast.
     pub at: Timestamp,
@@ -63,6 +65,7 @@ pub struct ForecastPoint {
 
 /// One quantile of a forecast distribution.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Quantile {
     /// Probability level in (0, 1).
     pub p: f64,

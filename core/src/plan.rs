@@ -20,6 +20,7 @@ use crate::time::Timestamp;
 
 /// What the planner decided at one tick.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Plan {
     /// Actions for the actuator, launches first then terminations.
     pub actions: Vec<Action>,
@@ -182,6 +183,9 @@ fn slots(n: u32) -> String {
 
 /// One thing for the actuator to do.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+// `PlanAction` in the OpenAPI document: a bare `Action` says little among the API's schemas.
+#[cfg_attr(feature = "openapi", schema(as = PlanAction))]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Action {
     /// Launch `count` instances of a launch config. The token is unique per action and
@@ -210,6 +214,7 @@ pub enum Action {
 
 /// Why the planner terminates a worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum TerminateReason {
     /// Idle longer than the pool's idle timeout, and not needed for the target.
@@ -229,6 +234,17 @@ pub enum TerminateReason {
 }
 
 impl TerminateReason {
+    /// Every reason, in the order they are documented.
+    pub const ALL: [TerminateReason; 7] = [
+        Self::IdleTimeout,
+        Self::MaxLifetime,
+        Self::RegistrationTimeout,
+        Self::OverMax,
+        Self::Failed,
+        Self::HeartbeatLost,
+        Self::PoolDeleted,
+    ];
+
     /// The name used on the wire.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -251,6 +267,7 @@ impl fmt::Display for TerminateReason {
 
 /// The term that decided a plan's target capacity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum TargetTerm {
     /// The pool's `min_capacity` floor.
@@ -267,8 +284,21 @@ pub enum TargetTerm {
     Budget,
 }
 
+impl TargetTerm {
+    /// Every term, in the order they are documented.
+    pub const ALL: [TargetTerm; 6] = [
+        Self::Min,
+        Self::Schedule,
+        Self::Forecast,
+        Self::Backlog,
+        Self::Max,
+        Self::Budget,
+    ];
+}
+
 /// Why an offering was not used for launches in this plan.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum SkipReason {
     /// Marked unavailable (insufficient capacity, quota) until `until`.
@@ -299,6 +329,7 @@ pub enum SkipReason {
 
 /// An offering the planner passed over, and why.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SkippedOffering {
     /// The offering's launch config.
     pub launch_config_id: String,
@@ -308,6 +339,7 @@ pub struct SkippedOffering {
 
 /// The explanation that travels with every plan.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PlanReport {
     /// When the plan was made.
     pub at: Timestamp,
@@ -396,6 +428,35 @@ impl LaunchLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn all_lists_every_terminate_reason_and_target_term_once() {
+        // Each variant's place in `ALL`: these matches stop compiling when a variant
+        // is added; add it to `ALL` as well.
+        let reason_at = |r: TerminateReason| match r {
+            TerminateReason::IdleTimeout => 0,
+            TerminateReason::MaxLifetime => 1,
+            TerminateReason::RegistrationTimeout => 2,
+            TerminateReason::OverMax => 3,
+            TerminateReason::Failed => 4,
+            TerminateReason::HeartbeatLost => 5,
+            TerminateReason::PoolDeleted => 6,
+        };
+        let term_at = |t: TargetTerm| match t {
+            TargetTerm::Min => 0,
+            TargetTerm::Schedule => 1,
+            TargetTerm::Forecast => 2,
+            TargetTerm::Backlog => 3,
+            TargetTerm::Max => 4,
+            TargetTerm::Budget => 5,
+        };
+        for (i, r) in TerminateReason::ALL.into_iter().enumerate() {
+            assert_eq!(reason_at(r), i, "{r}");
+        }
+        for (i, t) in TargetTerm::ALL.into_iter().enumerate() {
+            assert_eq!(term_at(t), i, "{t:?}");
+        }
+    }
 
     #[test]
     fn launch_log_counts_the_last_minute_only() {

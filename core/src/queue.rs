@@ -10,6 +10,7 @@ use crate::time::Timestamp;
 /// over the interval since the previous sample. Samples are pushed through the API or
 /// pulled by queue adapters, stored per pool, and are the predictor's input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct QueueSample {
     /// End of the interval.
@@ -19,9 +20,13 @@ pub struct QueueSample {
     /// Tasks running at `at`.
     pub running: u32,
     /// Tasks that entered the queue during the interval.
+    // Optional when read but always written, and the API only sends samples: required
+    // in the document.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub arrivals: u32,
     /// Tasks that finished during the interval.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub completions: u32,
 }
