@@ -8,6 +8,10 @@
 //! - [`controller`]: [`PoolController`], one pool's state between ticks (predictor,
 //!   offering health, launch log, measured lead time) and its one `tick`, shared by the
 //!   service, the simulator and the benches.
+//!
+//! The modules below need the default `service` feature; without it the crate is the
+//! pure planner and controller (what the simulator uses).
+//!
 //! - [`service`]: the running loop of one replica: fenced leases, ticks and wake-ups,
 //!   bounded concurrency ([`Service`], [`LoopConfig`], [`Providers`]).
 //! - `actuator`: one round of one pool — observe the store and the provider, reconcile
@@ -18,16 +22,24 @@
 //! - [`ledger`]: the providers' launch ledger over the store.
 //! - [`crash`]: named crash points for the crash-safety tests.
 
+#[cfg(feature = "service")]
 mod actuator;
 pub mod controller;
+#[cfg(feature = "service")]
 pub mod crash;
+#[cfg(feature = "service")]
 pub mod jobs;
+#[cfg(feature = "service")]
 pub mod ledger;
+#[cfg(feature = "service")]
 pub mod metrics;
 pub mod planning;
+#[cfg(feature = "service")]
 pub mod service;
 
 pub use controller::PoolController;
+#[cfg(feature = "service")]
 pub use metrics::Metrics;
 pub use planning::{PlanError, Planner, plan};
+#[cfg(feature = "service")]
 pub use service::{LoopConfig, Providers, Service, Waker};
