@@ -1,27 +1,31 @@
-//! Cost of one policy tick: `Predictor::observe` + `Predictor::forecast` +
-//! `Planner::plan`, the three calls the simulator makes every simulated 30 s.
+//! Cost of one policy tick: [`PoolController::observe`] + [`PoolController::tick`]
+//! (forecast, offering health, plan, launch log), the calls the service and the
+//! simulator make for a pool on every tick (every simulated 30 s in the simulator).
 //!
 //! `cargo bench -p reconciler --bench tick` (a harness-less binary). It replays
 //! 2,805,339 ticks (the SDSC Blue Horizon trace's 974 days) of a generated bursty
 //! queue for each policy and prints the best of three runs and the time per tick.
-//! Plans are applied to a minimal fleet (launches become ready after 4 ticks,
-//! terminations remove the worker, tasks take the first free slots), so the planner
-//! sees a realistic fleet; the fleet bookkeeping is included in the time.
+//! Plans are applied to a minimal fleet (launches become ready after 4 ticks and feed
+//! their 120 s boot to [`PoolController::observe_boot`], terminations remove the
+//! worker, tasks take the first free slots, a tick with completions feeds a 1,500 s
+//! run time to [`PoolController::observe_run_time`]), so the planner sees a realistic
+//! fleet; the fleet bookkeeping is included in the time.
 
 use std::hint::black_box;
 use std::time::Instant;
 
 use capstan_core::{
-    Action, LaunchLog, OfferingHealth, PoolId, PoolSpec, ProviderKind, QueueSample, ScalingPolicy,
-    Timestamp, Worker, WorkerId, WorkerState,
+    Action, PoolId, PoolSpec, ProviderKind, QueueSample, ScalingPolicy, Timestamp, Worker,
+    WorkerId, WorkerState,
 };
-use predictor::Predictor;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use reconciler::Planner;
+use reconciler::PoolController;
 
 const TICKS: i64 = 2_805_339;
 const TICK_S: i64 = 30;
+/// Launch-to-ready time of the bench fleet (4 ticks), also the controller's initial lead.
+const BOOT_S: f64 = 120.0;
 
 fn spec(policy: ScalingPolicy) -> PoolSpec {
     let mut s = PoolSpec::from_yaml(
@@ -47,15 +51,11 @@ fn worker(id: u64, now: Timestamp) -> Worker {
 }
 
 fn run(policy: ScalingPolicy) -> (f64, u64, usize) {
-    let spec = spec(policy);
-    let planner = Planner::new(&spec).expect("planner builds");
-    let mut predictor = Predictor::new();
+    let mut controller = PoolController::new(&spec(policy), BOOT_S).expect("controller builds");
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     let t0 = Timestamp::from_unix_secs(1_700_000_000);
     let mut workers: Vec<Worker> = Vec::new();
     let mut next_id = 0u64;
-    let health = OfferingHealth::new();
-    let mut launches = LaunchLog::new();
     let (mut pending, mut running) = (0u32, 0u32);
     let mut actions = 0u64;
     let mut peak = 0;
@@ -70,9 +70,13 @@ fn run(policy: ScalingPolicy) -> (f64, u64, usize) {
         let completions = (0..running).filter(|_| rng.gen_bool(0.02)).count() as u32;
         running -= completions;
         for w in &mut workers {
-            if w.state == WorkerState::Booting && now.secs_since(w.created_at) >= 120.0 {
-                w.state = WorkerState::Ready;
-                w.registered_at = Some(now);
+            if w.state == WorkerState::Booting {
+                let boot_s = now.secs_since(w.created_at);
+                if boot_s >= BOOT_S {
+                    w.state = WorkerState::Ready;
+                    w.registered_at = Some(now);
+                    controller.observe_boot(boot_s);
+                }
             }
         }
         let ready = workers
@@ -98,7 +102,7 @@ fn run(policy: ScalingPolicy) -> (f64, u64, usize) {
             };
             w.last_heartbeat_at = Some(now);
         }
-        predictor.observe(&QueueSample {
+        controller.observe(&QueueSample {
             at: now,
             pending,
             running,
@@ -106,12 +110,10 @@ fn run(policy: ScalingPolicy) -> (f64, u64, usize) {
             completions,
         });
         if completions > 0 {
-            predictor.observe_run_time(1500.0);
+            controller.observe_run_time(1500.0);
         }
-        let forecast = predictor.forecast(&spec, now, 120.0, workers.len() as u32);
-        let plan = planner.plan(&workers, &forecast, &health, now, &launches);
+        let (_, plan) = controller.tick(&workers, now);
         actions += plan.actions.len() as u64;
-        launches.record(now, plan.launch_count());
         for a in black_box(plan).actions {
             match a {
                 Action::Launch { count, .. } => {

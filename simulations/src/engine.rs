@@ -1,4 +1,4 @@
-//! The discrete-event engine: replays a trace against the real predictor and planner.
+//! The discrete-event engine: replays a trace against the real pool controller.
 //!
 //! A virtual clock (integer milliseconds) jumps from event to event:
 //!
@@ -8,11 +8,13 @@
 //! - **interruptions** take a spot instance away; its tasks go back to the front of
 //!   the queue and start over;
 //! - **ticks**, every `tick_s` (30 s by default): the pool's [`QueueSample`] for the
-//!   interval goes to [`predictor::Predictor::observe`], the forecast comes from
-//!   [`predictor::Predictor::forecast`], and [`reconciler::Planner::plan`] — the very
-//!   code production runs, never a reimplementation — decides launches and
-//!   terminations, which are applied at once (a launch may fail with insufficient
-//!   capacity, which marks the offering unavailable for a while).
+//!   interval goes to [`PoolController::observe`], and [`PoolController::tick`] — the
+//!   very observe → predict → plan code the service runs (predictor, offering health,
+//!   launch log, measured lead time), never a reimplementation — forecasts and decides
+//!   launches and terminations, which are applied at once. A launch may fail with
+//!   insufficient capacity, which goes to [`PoolController::offering_unavailable`] and
+//!   so skips the offering for the cloud model's `unavailable_ttl_s`; completions feed
+//!   [`PoolController::observe_run_time`], boots [`PoolController::observe_boot`].
 //!
 //! Queued tasks start as soon as a slot is free, not only on ticks: the planner decides
 //! capacity, the queue hands out tasks. A task goes to a ready worker that already runs
@@ -31,19 +33,19 @@
 //! **Speed.** The workers are one `Vec<core::Worker>` handed to the planner as a slice
 //! and updated in place; per-instance simulator data sits in a parallel `Vec`. A tick
 //! allocates nothing unless the plan has actions. Counters (`pending`, `running`,
-//! capacity slots, free ready slots) are maintained incrementally, so a quiet tick costs
-//! the predictor call, the planner call and one pass over the workers to refresh their
-//! heartbeats.
+//! capacity slots, free ready slots) are maintained incrementally, and heartbeats are
+//! refreshed once per heartbeat timeout rather than on every tick, so a quiet tick
+//! costs little more than the controller's tick (predictor and planner).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 
 use capstan_core::{
-    Action, LaunchConfig, LaunchLog, Market, OfferingHealth, PoolId, PoolSpec, ProviderKind,
-    QueueSample, Scaling, ScalingPolicy, SpecErrors, Timestamp, Worker, WorkerId, WorkerState,
+    Action, LaunchConfig, Market, PoolId, PoolSpec, ProviderKind, QueueSample, Scaling,
+    ScalingPolicy, SpecErrors, Timestamp, Worker, WorkerId, WorkerState,
 };
-use predictor::{AccuracyReport, AccuracyTracker, Predictor};
-use reconciler::{PlanError, Planner};
+use predictor::{AccuracyReport, AccuracyTracker};
+use reconciler::{PlanError, Planner, PoolController};
 use serde::Serialize;
 
 use crate::cloud::{CloudError, CloudModel, OfferingModel};
@@ -250,14 +252,13 @@ struct Instance {
 struct Engine<'a> {
     trace: &'a Trace,
     spec: &'a PoolSpec,
-    planner: Planner,
-    predictor: Predictor,
+    /// The pool's controller: predictor, offering health, launch log, lead time.
+    controller: PoolController,
     offerings: Vec<OfferingModel>,
+    /// Index in `spec.launch_configs` of the offering the planner tries first.
+    preferred: usize,
     /// Hourly price of each launch config.
     prices: Vec<f64>,
-    unavailable_ttl_ms: i64,
-    health: OfferingHealth,
-    launch_log: LaunchLog,
     rng_launch: SimRng,
     rng_boot: SimRng,
     rng_interrupt: SimRng,
@@ -284,7 +285,10 @@ struct Engine<'a> {
     completions_since_tick: u32,
     completed: u64,
     last_progress_ms: i64,
-    lead_s: f64,
+    /// The pool's `lifecycle.heartbeat_timeout_s` in ms, and when the ready workers'
+    /// heartbeats were last refreshed (see [`Engine::tick`]).
+    heartbeat_timeout_ms: i64,
+    heartbeats_refreshed_ms: Option<i64>,
 
     busy_slot_ms: i128,
     instance_ms: i128,
@@ -312,6 +316,9 @@ struct ForecastScoring {
     week: Vec<u32>,
     tick_ms: i64,
     tau: f64,
+    /// The last lead seen and its length in ticks (the lead changes only with boots, so
+    /// the division is mostly skipped).
+    lead: (f64, u64),
 }
 
 impl ForecastScoring {
@@ -323,6 +330,7 @@ impl ForecastScoring {
             week: vec![0; week_ticks],
             tick_ms,
             tau: service_level,
+            lead: (f64::NAN, 1),
         }
     }
 
@@ -330,7 +338,8 @@ impl ForecastScoring {
     /// `lead_s` ahead.
     fn record(&mut self, tick: u64, demand: u32, lead_s: f64, expected: f64, target: f64) {
         let len = self.week.len() as u64;
-        let naive = (tick > len).then(|| f64::from(self.week[(tick % len) as usize]));
+        let slot = (tick % len) as usize;
+        let naive = (tick > len).then(|| f64::from(self.week[slot]));
         while let Some(&(at, mean, upper)) = self.due.front() {
             if at > tick {
                 break;
@@ -341,9 +350,12 @@ impl ForecastScoring {
                     .record(f64::from(demand), mean, naive, 0.0, upper, self.tau);
             }
         }
-        self.week[(tick % len) as usize] = demand;
-        let lead_ticks = ((lead_s * 1000.0) / self.tick_ms as f64).ceil().max(1.0) as u64;
-        self.due.push_back((tick + lead_ticks, expected, target));
+        self.week[slot] = demand;
+        if lead_s.to_bits() != self.lead.0.to_bits() {
+            let ticks = ((lead_s * 1000.0) / self.tick_ms as f64).ceil().max(1.0) as u64;
+            self.lead = (lead_s, ticks);
+        }
+        self.due.push_back((tick + self.lead.1, expected, target));
     }
 }
 
@@ -363,8 +375,12 @@ pub fn simulate(
         return Err(SimError::ZeroTick);
     }
     let offerings = config.cloud.resolve(&config.spec)?;
-    let planner = Planner::new(&config.spec)?;
-    let mut engine = Engine::new(trace, config, planner, offerings);
+    // The controller looks ahead by the preferred offering's typical boot time until
+    // it has measured boots.
+    let preferred = preferred_offering(&Planner::new(&config.spec)?, &config.spec);
+    let controller = PoolController::new(&config.spec, offerings[preferred].boot.typical_s())?
+        .with_unavailable_ttl_s(whole_seconds_ttl(config.cloud.unavailable_ttl_s));
+    let mut engine = Engine::new(trace, config, controller, preferred, offerings);
     engine.run(config.tick_s as i64 * 1000, progress);
     let mut outcome = engine.finish(config);
     outcome.report.wall_seconds = started.elapsed().as_secs_f64();
@@ -375,12 +391,12 @@ impl<'a> Engine<'a> {
     fn new(
         trace: &'a Trace,
         config: &'a SimConfig,
-        planner: Planner,
+        controller: PoolController,
+        preferred: usize,
         offerings: Vec<OfferingModel>,
     ) -> Self {
         let n = trace.tasks.len();
         let mut root = SimRng::new(config.seed);
-        let preferred = preferred_offering(&planner, &config.spec);
         let prices = offerings
             .iter()
             .map(|o| o.price_per_hour.unwrap_or(0.0))
@@ -394,14 +410,10 @@ impl<'a> Engine<'a> {
         Self {
             trace,
             spec: &config.spec,
-            lead_s: offerings[preferred].boot.typical_s(),
-            planner,
-            predictor: Predictor::new(),
-            unavailable_ttl_ms: (config.cloud.unavailable_ttl_s * 1000.0).round() as i64,
+            controller,
             offerings,
+            preferred,
             prices,
-            health: OfferingHealth::new(),
-            launch_log: LaunchLog::new(),
             rng_launch: root.fork(1),
             rng_boot: root.fork(2),
             rng_interrupt: root.fork(3),
@@ -423,6 +435,10 @@ impl<'a> Engine<'a> {
             completions_since_tick: 0,
             completed: 0,
             last_progress_ms: 0,
+            heartbeat_timeout_ms: i64::try_from(config.spec.lifecycle.heartbeat_timeout_s)
+                .unwrap_or(i64::MAX / 1000)
+                .saturating_mul(1000),
+            heartbeats_refreshed_ms: None,
             busy_slot_ms: 0,
             instance_ms: 0,
             instance_slot_ms: 0,
@@ -587,7 +603,7 @@ impl<'a> Engine<'a> {
         self.completed += 1;
         self.completions_since_tick += 1;
         self.last_progress_ms = now;
-        self.predictor.observe_run_time(run as f64 / 1000.0);
+        self.controller.observe_run_time(run as f64 / 1000.0);
         self.dispatch(now);
     }
 
@@ -603,9 +619,9 @@ impl<'a> Engine<'a> {
             return;
         }
         self.free_ready_slots += w.capacity;
+        // The measured launch-to-ready time moves the controller's lead.
         let boot_s = (now - self.instances[pos].launched_ms) as f64 / 1000.0;
-        // The measured launch-to-ready time: a moving average of observed boots.
-        self.lead_s += 0.1 * (boot_s - self.lead_s);
+        self.controller.observe_boot(boot_s);
         self.instances[pos].freed_ms = now;
         self.dispatch(now);
     }
@@ -665,27 +681,39 @@ impl<'a> Engine<'a> {
         };
         self.arrivals_since_tick = 0;
         self.completions_since_tick = 0;
-        self.predictor.observe(&sample);
-        let forecast = self
-            .predictor
-            .forecast(self.spec, ts, self.lead_s, self.capacity_slots);
-        for w in &mut self.workers {
-            if matches!(w.state, WorkerState::Ready | WorkerState::Draining) {
-                w.last_heartbeat_at = Some(ts);
+        self.controller.observe(&sample);
+        // Simulated workers never go silent. The planner only asks whether a ready
+        // worker's last heartbeat is `heartbeat_timeout_s` old, so refreshing every
+        // heartbeat once the last refresh is that old gives the same plans as refreshing
+        // on every tick (a worker that became ready since has its registration as its
+        // heartbeat), for one pass over the fleet per timeout instead of per tick.
+        if self
+            .heartbeats_refreshed_ms
+            .is_none_or(|at| now - at >= self.heartbeat_timeout_ms)
+        {
+            self.heartbeats_refreshed_ms = Some(now);
+            for w in &mut self.workers {
+                if matches!(w.state, WorkerState::Ready | WorkerState::Draining) {
+                    w.last_heartbeat_at = Some(ts);
+                }
             }
         }
-        let plan = self
-            .planner
-            .plan(&self.workers, &forecast, &self.health, ts, &self.launch_log);
+        let (forecast, plan) = self.controller.tick(&self.workers, ts);
         if !plan.actions.is_empty() {
-            self.launch_log.record(ts, plan.launch_count());
             for action in plan.actions {
                 match action {
                     Action::Launch {
                         launch_config_id,
+                        zone,
                         count,
                         idempotency_token,
-                    } => self.launch(now, &launch_config_id, count, &idempotency_token),
+                    } => self.launch(
+                        now,
+                        &launch_config_id,
+                        zone.as_deref(),
+                        count,
+                        &idempotency_token,
+                    ),
                     Action::Terminate { worker, .. } => {
                         if let Some(pos) = self.workers.iter().position(|w| w.id == worker) {
                             self.terminations += 1;
@@ -699,14 +727,21 @@ impl<'a> Engine<'a> {
         self.scoring.record(
             self.ticks,
             sample.pending + sample.running,
-            self.lead_s,
+            self.controller.lead_s(),
             forecast.expected_busy_slots,
             f64::from(forecast.target_slots),
         );
         self.record_series(now, sample.pending, sample.running);
     }
 
-    fn launch(&mut self, now: i64, launch_config_id: &str, count: u32, token: &str) {
+    fn launch(
+        &mut self,
+        now: i64,
+        launch_config_id: &str,
+        zone: Option<&str>,
+        count: u32,
+        token: &str,
+    ) {
         let Some(offering) = self
             .spec
             .launch_configs
@@ -726,11 +761,9 @@ impl<'a> Engine<'a> {
         for i in 0..count {
             if in_window || self.rng_launch.chance(model.launch_failure_probability) {
                 self.launch_failures += 1;
-                self.health.mark_unavailable(
-                    launch_config_id,
-                    Timestamp::from_unix_ms(ts.unix_ms() + self.unavailable_ttl_ms),
-                    "InsufficientInstanceCapacity",
-                );
+                let key = health_key(self.controller.planner(), lc, zone);
+                self.controller
+                    .offering_unavailable(&key, "InsufficientInstanceCapacity", ts);
                 continue;
             }
             let uid = self.pos_of.len() as u64;
@@ -796,9 +829,8 @@ impl<'a> Engine<'a> {
     fn finish(self, config: &SimConfig) -> Outcome {
         let tasks = &self.trace.tasks;
         let n = tasks.len();
-        let preferred = preferred_offering(&self.planner, &config.spec);
-        let lc = &config.spec.launch_configs[preferred];
-        let boot_ms = (self.offerings[preferred].boot.typical_s() * 1000.0).round() as i64;
+        let lc = &config.spec.launch_configs[self.preferred];
+        let boot_ms = (self.offerings[self.preferred].boot.typical_s() * 1000.0).round() as i64;
         let oracle_ms = oracle_instance_ms(tasks, lc.capacity, boot_ms);
         let mut waits = self.wait_ms.clone();
         waits.sort_unstable();
@@ -859,6 +891,28 @@ impl<'a> Engine<'a> {
             series: self.series,
         }
     }
+}
+
+/// The cloud model's unavailable TTL (seconds, with up to millisecond precision) as
+/// the whole seconds [`PoolController::with_unavailable_ttl_s`] takes: the millisecond
+/// value rounded up to a second. Failures happen and health is checked only on ticks,
+/// which sit on a whole-second grid, so an offering is skipped at exactly the same
+/// ticks as with the millisecond deadline (`t + ms > t'` iff `t + ceil(ms / 1000) s >
+/// t'` when `t' - t` is whole seconds).
+fn whole_seconds_ttl(ttl_s: f64) -> i64 {
+    let ms = (ttl_s * 1000.0).round() as i64;
+    ms.div_euclid(1000) + i64::from(ms.rem_euclid(1000) != 0)
+}
+
+/// The key the planner knows the offering of a launch of `lc` in `zone` by (see
+/// [`capstan_core::Offering::key`]): the launch config id unless the launch names a
+/// zone the launch config leaves open.
+fn health_key(planner: &Planner, lc: &LaunchConfig, zone: Option<&str>) -> String {
+    planner
+        .offerings()
+        .iter()
+        .find(|o| o.launch_config_id == lc.id && o.zone.as_deref() == zone)
+        .map_or_else(|| lc.id.clone(), |o| o.key(lc.zone.as_deref()))
 }
 
 /// Index in `spec.launch_configs` of the offering the planner tries first.
@@ -970,6 +1024,33 @@ mod tests {
         assert_eq!(r.launch_failures, 4);
         assert_eq!(r.launches, 1);
         assert_eq!(r.wait_s.max, 1320.0);
+    }
+
+    #[test]
+    fn long_tasks_keep_their_workers_past_the_heartbeat_timeout() {
+        // Heartbeats are refreshed once per timeout, not on every tick: a worker busy
+        // for ten timeouts must never look silent to the planner.
+        let t = trace(&[(0, 3000), (600, 2400)]);
+        let mut config = SimConfig::default_setting(ScalingPolicy::Reactive, 1);
+        config.spec.lifecycle.heartbeat_timeout_s = 300;
+        let r = run(&t, &config);
+        assert_eq!((r.launches, r.terminations), (2, 0), "{r:?}");
+        // Launched at 0 and 600 (the tick that sees each task), both done at 3120.
+        assert_eq!(r.instance_seconds, 3120.0 + 2520.0);
+    }
+
+    #[test]
+    fn unavailable_ttls_round_up_to_whole_seconds() {
+        for (ttl_s, whole) in [
+            (300.0, 300),
+            (299.5, 300),
+            (30.2, 31),
+            (30.0004, 30),
+            (0.3, 1),
+            (0.0, 0),
+        ] {
+            assert_eq!(whole_seconds_ttl(ttl_s), whole, "{ttl_s}");
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! ```text
 //! trace (SWF/CSV file)  ─┐
 //!                        ├─► Trace { tasks } ─► engine::simulate ─► Report
-//! workload (generated)  ─┘          │            (real predictor + reconciler::plan)
+//! workload (generated)  ─┘          │            (the real reconciler::PoolController)
 //!                                   └─► oracle ─► the lower bound in the Report
 //! ```
 //!
