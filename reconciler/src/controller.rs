@@ -158,7 +158,9 @@ impl PoolController {
         let forecast = self
             .predictor
             .forecast(self.planner.spec(), now, self.lead_s, existing);
-        self.health.forget_expired(now);
+        if self.health.entries().next().is_some() {
+            self.health.forget_expired(now);
+        }
         let plan = self
             .planner
             .plan(workers, &forecast, &self.health, now, &self.launches);

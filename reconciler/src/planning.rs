@@ -177,12 +177,13 @@ impl Planner {
     /// term must see as existing, or a pool whose workers all time out would keep
     /// relaunching for demand that is gone.
     pub fn counted_slots(&self, workers: &[Worker], now: Timestamp) -> u32 {
-        workers
+        let slots: u64 = workers
             .iter()
             .filter(|w| w.state.counts_as_capacity())
             .filter(|w| self.cleanup_reason(w, now).is_none())
-            .map(|w| w.capacity)
-            .fold(0u32, u32::saturating_add)
+            .map(|w| u64::from(w.capacity))
+            .sum();
+        u32::try_from(slots).unwrap_or(u32::MAX)
     }
 
     /// Why `w` must go regardless of demand, if it must.
