@@ -335,6 +335,46 @@ mod tests {
     }
 
     #[test]
+    fn loop_settings_come_from_the_file_and_dry_run_from_the_flag() {
+        let file: FileConfig = toml::from_str(
+            "reconcile_interval_s = 5\nlease_ttl_s = 20\nreplica_name = \"r1\"\n[providers.aws]\nregion = \"eu-west-1\"\n",
+        )
+        .unwrap();
+        let cfg = ServiceConfig::resolve(
+            file,
+            Overrides {
+                dry_run: true,
+                ..Overrides::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(cfg.reconcile.reconcile_interval, Duration::from_secs(5));
+        assert_eq!(cfg.reconcile.lease_ttl, Duration::from_secs(20));
+        assert_eq!(cfg.reconcile.owner, "r1");
+        assert!(cfg.reconcile.dry_run);
+        assert!(cfg.providers.aws.is_some());
+        for (text, key) in [
+            ("lease_ttl_s = 10\n", "lease_ttl_s"),
+            ("reconcile_interval_s = 0\n", "reconcile_interval_s"),
+            (
+                "orphan_sweep_cron = \"every minute\"\n",
+                "orphan_sweep_cron",
+            ),
+            ("[providers.gcp]\nproject = \"\"\n", "providers.gcp.project"),
+            (
+                "[providers.aws]\nendpoint_url = \"localhost:5000\"\n",
+                "providers.aws.endpoint_url",
+            ),
+        ] {
+            let file: FileConfig = toml::from_str(text).unwrap();
+            let err = ServiceConfig::resolve(file, Overrides::default()).unwrap_err();
+            assert!(err.to_string().starts_with(key), "{text}: {err}");
+        }
+        let err = toml::from_str::<FileConfig>("[providers.azure]\n").unwrap_err();
+        assert!(err.to_string().contains("azure"), "{err}");
+    }
+
+    #[test]
     fn defaults_are_loopback_and_sqlite() {
         let cfg = ServiceConfig::resolve(FileConfig::default(), Overrides::default()).unwrap();
         assert_eq!(cfg.listen.to_string(), DEFAULT_LISTEN);

@@ -776,4 +776,60 @@ scaling:
         let err = Planner::new(&spec).unwrap_err();
         assert!(err.to_string().starts_with("schedules[0]: "), "{err}");
     }
+
+    #[test]
+    fn provider_offerings_bring_zones_and_prices_and_fall_back_zone_by_zone() {
+        let mut p = Planner::new(&spec()).unwrap();
+        let base = Offering::from_launch_config(
+            capstan_core::ProviderKind::Aws,
+            spec().launch_config("od-cheap-per-slot").unwrap(),
+        );
+        // The provider offers the zone-less launch config in two zones; b is cheaper
+        // now. Offerings of launch configs the spec does not have are ignored.
+        let zoned = |zone: &str, price: f64| Offering {
+            zone: Some(zone.into()),
+            price_per_hour: Some(price),
+            ..base.clone()
+        };
+        let stranger = Offering {
+            launch_config_id: "not-in-spec".into(),
+            price_per_hour: Some(0.0),
+            priority: -100,
+            ..base.clone()
+        };
+        p.set_offerings(vec![zoned("r-a", 0.4), zoned("r-b", 0.3), stranger]);
+        assert_eq!(p.offerings().len(), 2);
+        let plan = p.plan(
+            &[],
+            &forecast(8, 0),
+            &OfferingHealth::new(),
+            t(10_000),
+            &LaunchLog::new(),
+        );
+        assert_eq!(
+            plan.actions,
+            vec![Action::Launch {
+                launch_config_id: "od-cheap-per-slot".into(),
+                zone: Some("r-b".into()),
+                count: 2,
+                idempotency_token: "ci/small-10000000-0".into(),
+            }]
+        );
+        // A capacity error in r-b marks only that zone: the next plan uses r-a.
+        let mut health = OfferingHealth::new();
+        health.mark_unavailable(
+            "od-cheap-per-slot/r-b",
+            t(10_180),
+            "InsufficientInstanceCapacity",
+        );
+        let plan = p.plan(&[], &forecast(8, 0), &health, t(10_030), &LaunchLog::new());
+        assert!(
+            matches!(&plan.actions[..], [Action::Launch { zone: Some(z), count: 2, .. }] if z == "r-a"),
+            "{plan:?}"
+        );
+        assert_eq!(
+            plan.report.skipped_offerings[0].launch_config_id,
+            "od-cheap-per-slot/r-b"
+        );
+    }
 }
