@@ -701,20 +701,9 @@ impl Creator for AwsCreator<'_> {
         request: &LaunchRequest,
         instance: &InstanceRequest,
     ) -> Result<Instance, ProviderError> {
-        let result = self
-            .provider
+        self.provider
             .run_one(&self.client, request, &self.spec, instance)
-            .await;
-        if let Err(error) = &result {
-            tracing::warn!(
-                pool = %request.pool_id,
-                launch_config = %request.launch_config.id,
-                worker = %instance.worker_id,
-                %error,
-                "RunInstances failed"
-            );
-        }
-        result
+            .await
     }
 }
 

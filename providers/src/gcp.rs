@@ -623,20 +623,9 @@ impl Creator for GcpCreator<'_> {
         request: &LaunchRequest,
         instance: &InstanceRequest,
     ) -> Result<Instance, ProviderError> {
-        let result = self
-            .provider
+        self.provider
             .insert_one(request, &self.spec, &self.zone, instance)
-            .await;
-        if let Err(error) = &result {
-            tracing::warn!(
-                pool = %request.pool_id,
-                launch_config = %request.launch_config.id,
-                worker = %instance.worker_id,
-                %error,
-                "instances.insert failed"
-            );
-        }
-        result
+            .await
     }
 }
 

@@ -249,7 +249,20 @@ pub(crate) async fn launch_each(
                 out.failed.push(fail(error.clone()));
                 continue;
             }
-            (None, None) => creator.create_one(request, i).await,
+            (None, None) => {
+                let result = creator.create_one(request, i).await;
+                if let Err(error) = &result {
+                    tracing::warn!(
+                        provider = kind.as_str(),
+                        pool = %request.pool_id,
+                        launch_config = %request.launch_config.id,
+                        worker = %i.worker_id,
+                        %error,
+                        "create failed"
+                    );
+                }
+                result
+            }
         };
         match created {
             Ok(inst) => {
