@@ -39,6 +39,10 @@
 //! - `CAPSTAN_BENCH_SERVER_THREADS`: when set, the server gets its own runtime with
 //!   this many worker threads (default: one runtime shared with the load generator)
 
+#[path = "../../bench-support/proc_cpu.rs"]
+mod proc_cpu;
+
+use proc_cpu::process_cpu;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -136,40 +140,6 @@ struct CaseResult {
     machine_busy: f64,
     /// One example of a failure, for the report.
     first_error: Option<String>,
-}
-
-/// Process CPU time so far, from /proc/self/stat (Linux).
-fn process_cpu() -> Duration {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return Duration::ZERO;
-    };
-    // Fields after the parenthesised command name; utime and stime are fields 14, 15.
-    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-        return Duration::ZERO;
-    };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    // `rest` starts at field 3 (state), so field n is index n - 3.
-    let total = ticks(14 - 3) + ticks(15 - 3);
-    Duration::from_secs_f64(total as f64 / clock_ticks() as f64)
-}
-
-fn clock_ticks() -> u64 {
-    static TICKS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    *TICKS.get_or_init(|| {
-        std::process::Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .ok()
-            .and_then(|o| String::from_utf8(o.stdout).ok())
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(100)
-    })
 }
 
 /// (busy, total) jiffies of the whole machine, from /proc/stat.

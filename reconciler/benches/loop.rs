@@ -47,6 +47,10 @@
 //! - `CAPSTAN_BENCH_STATS_WAIT_SECS`: the wait before reading `pg_stat_database`
 //!   (default 11; 0 skips the query counts)
 
+#[path = "../../bench-support/proc_cpu.rs"]
+mod proc_cpu;
+
+use proc_cpu::process_cpu;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -119,25 +123,6 @@ fn spec(id: &str, max_capacity: usize) -> PoolSpec {
          lifecycle:\n  registration_timeout_s: 3600\n  heartbeat_timeout_s: 3600\n"
     ))
     .expect("bench spec is valid")
-}
-
-/// Process CPU time so far, from /proc/self/stat (Linux).
-fn process_cpu() -> Duration {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return Duration::ZERO;
-    };
-    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-        return Duration::ZERO;
-    };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    // `rest` starts at field 3 (state); utime and stime are fields 14 and 15.
-    Duration::from_secs_f64((ticks(14 - 3) + ticks(15 - 3)) as f64 / 100.0)
 }
 
 /// (busy, total) jiffies of the whole machine, from /proc/stat.
