@@ -418,6 +418,27 @@ fn set_gauges(
     shared.metrics.set_pool(id.as_str(), &g);
 }
 
+/// Links worker `id` to `instance` and moves it from `requested` to `booting`: the
+/// record after a launch, and the adoption of a launch a crash left unrecorded.
+async fn record_instance(
+    shared: &Shared,
+    fence: &Fence,
+    id: &WorkerId,
+    instance: &str,
+    now: Timestamp,
+) -> Result<Worker, StoreError> {
+    shared
+        .store
+        .modify_worker_fenced(fence, id, |w| {
+            w.instance_id = Some(instance.to_owned());
+            if w.state == WorkerState::Requested {
+                w.transition(WorkerState::Booting, now)?;
+            }
+            Ok(())
+        })
+        .await
+}
+
 /// Marks a worker gone: `terminating` (if not yet) then `terminated`, with `failure`
 /// when it did not end by capstan's choice.
 async fn retire(
@@ -477,17 +498,7 @@ async fn sync(
         let age_ms = now.unix_ms() - w.state_changed_at.unix_ms();
         match (w.state, inst) {
             (WorkerState::Requested, Some(i)) if i.state.is_alive() => {
-                let instance = i.id.clone();
-                *w = shared
-                    .store
-                    .modify_worker_fenced(fence, &w.id, |w| {
-                        w.instance_id = Some(instance.clone());
-                        if w.state == WorkerState::Requested {
-                            w.transition(WorkerState::Booting, now)?;
-                        }
-                        Ok(())
-                    })
-                    .await?;
+                *w = record_instance(shared, fence, &w.id, &i.id, now).await?;
                 tracing::info!(pool = %fence.pool_id, worker = %w.id, instance = %i.id, "adopted an instance whose launch was not recorded");
             }
             (WorkerState::Requested, Some(i)) => {
@@ -667,17 +678,7 @@ async fn launch(
         else {
             continue;
         };
-        let instance = inst.id.clone();
-        shared
-            .store
-            .modify_worker_fenced(fence, &worker, |w| {
-                w.instance_id = Some(instance.clone());
-                if w.state == WorkerState::Requested {
-                    w.transition(WorkerState::Booting, now)?;
-                }
-                Ok(())
-            })
-            .await?;
+        record_instance(shared, fence, &worker, &inst.id, now).await?;
         if n == 0 {
             crash::point("launch:first-recorded");
         }
