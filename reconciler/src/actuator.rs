@@ -100,9 +100,10 @@ pub(crate) async fn round(shared: &Shared, slot: &mut PoolSlot) -> Result<RoundE
     let spec = &record.spec;
     let now = (shared.clock)();
 
+    let mut workers = store.list_workers(&id, false).await?;
     // The controller: new on a new lease, warmed from the stored history.
     if slot.controller.is_none() {
-        slot.controller = Some(warm(shared, spec, now).await?);
+        slot.controller = Some(warm(shared, spec, &workers, now).await?);
         slot.boots_seen.clear();
     }
     let Some(ctl) = slot.controller.as_mut() else {
@@ -126,7 +127,6 @@ pub(crate) async fn round(shared: &Shared, slot: &mut PoolSlot) -> Result<RoundE
     if let Some(last) = samples.last() {
         slot.last_sample = Some(*last);
     }
-    let mut workers = store.list_workers(&id, false).await?;
     let Some(provider) = shared.providers.get(spec.provider).cloned() else {
         store
             .record_pool_error(
@@ -293,9 +293,9 @@ pub(crate) async fn round(shared: &Shared, slot: &mut PoolSlot) -> Result<RoundE
 async fn warm(
     shared: &Shared,
     spec: &PoolSpec,
+    workers: &[Worker],
     now: Timestamp,
 ) -> Result<PoolController, StoreError> {
-    let workers = shared.store.list_workers(&spec.id, false).await?;
     let mut boots: Vec<f64> = workers
         .iter()
         .filter_map(|w| Some(w.registered_at?.secs_since(w.created_at)))
