@@ -222,6 +222,7 @@ impl From<StoreError> for ApiError {
             StoreError::WorkerNotFound(id) => Self::not_found(format!("no worker {id}")),
             StoreError::ClientNotFound(id) => Self::not_found(format!("no client {id}")),
             e @ (StoreError::WorkerExists(_)
+            | StoreError::RegistrationUsed(_)
             | StoreError::Transition(_)
             | StoreError::WorkerConflict(_)) => Self::conflict(e.to_string()),
             // PostgreSQL text cannot hold NUL: a request carrying one (a path segment,

@@ -34,6 +34,7 @@
 
 mod audit;
 pub mod clients;
+pub mod github_jobs;
 mod leases;
 mod pool_errors;
 mod pools;
@@ -42,6 +43,7 @@ mod queue_samples;
 #[cfg(feature = "test-support")]
 pub mod scratch;
 mod status;
+mod worker_auth;
 mod workers;
 
 use std::str::FromStr;
@@ -57,6 +59,7 @@ pub use pool_errors::PoolError;
 pub use pools::{DeleteOutcome, PoolFilter, PoolRecord};
 pub use providers_state::{LedgerRow, StaticMachineRow};
 pub use status::{PlanLogEntry, PoolStatus};
+pub use worker_auth::{RegistrationUse, TaskRun, WorkerSecrets};
 
 /// Expands `$body` once per backend with `$pool` bound to that backend's connection
 /// pool, so one piece of SQL serves SQLite and PostgreSQL (the Rust around it is
@@ -119,6 +122,9 @@ pub enum StoreError {
     /// The worker's state changed under the caller, or the move is illegal.
     #[error(transparent)]
     Transition(#[from] capstan_core::TransitionError),
+    /// A one-time registration token was already exchanged for a credential.
+    #[error("worker {0} already registered: its registration token was already used")]
+    RegistrationUsed(String),
     /// The worker changed concurrently too often to apply the change.
     #[error("worker {0} was changed concurrently; retry")]
     WorkerConflict(String),

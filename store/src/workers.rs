@@ -11,7 +11,7 @@ use crate::{Store, StoreError, on_backend, to_u32};
 
 /// A `workers` row as stored (times in Unix milliseconds).
 #[derive(sqlx::FromRow)]
-struct WorkerRow {
+pub(crate) struct WorkerRow {
     id: String,
     pool_id: String,
     provider: String,
@@ -37,11 +37,11 @@ struct RevisionRow {
     worker: WorkerRow,
 }
 
-const COLUMNS: &str = "id, pool_id, provider, launch_config_id, instance_id, idempotency_token, \
+pub(crate) const COLUMNS: &str = "id, pool_id, provider, launch_config_id, instance_id, idempotency_token, \
      state, capacity, busy_slots, created_at, state_changed_at, registered_at, \
      last_heartbeat_at, idle_since, failure";
 
-fn worker(row: WorkerRow) -> Result<Worker, StoreError> {
+pub(crate) fn worker(row: WorkerRow) -> Result<Worker, StoreError> {
     let WorkerRow {
         id,
         pool_id,
@@ -87,7 +87,7 @@ impl Store {
     /// A second worker with the same id or idempotency token is
     /// [`StoreError::WorkerExists`]: this is what makes a retried launch safe.
     pub async fn insert_worker(&self, w: &Worker) -> Result<(), StoreError> {
-        self.insert_worker_inner(None, w).await
+        self.insert_worker_inner(None, w, None).await
     }
 
     /// [`Store::insert_worker`] for the holder of the pool's lease: the intent is
@@ -99,13 +99,33 @@ impl Store {
                 w.id, fence.pool_id
             )));
         }
-        self.insert_worker_inner(Some(fence), w).await
+        self.insert_worker_inner(Some(fence), w, None).await
+    }
+
+    /// The launch intent: [`Store::insert_worker_fenced`] together with the SHA-256
+    /// (hex) of the registration token the machine will boot with, in one write, so a
+    /// machine that exists always has a token it can register with.
+    pub async fn insert_launch_intent(
+        &self,
+        fence: &Fence,
+        w: &Worker,
+        registration_digest: &str,
+    ) -> Result<(), StoreError> {
+        if fence.pool_id != w.pool_id {
+            return Err(StoreError::Corrupt(format!(
+                "worker {} is not in pool {}",
+                w.id, fence.pool_id
+            )));
+        }
+        self.insert_worker_inner(Some(fence), w, Some(registration_digest))
+            .await
     }
 
     async fn insert_worker_inner(
         &self,
         fence: Option<&Fence>,
         w: &Worker,
+        registration_digest: Option<&str>,
     ) -> Result<(), StoreError> {
         let condition = match fence {
             Some(_) => self.fence_sql(16, 17),
@@ -113,8 +133,8 @@ impl Store {
         };
         let inserted = on_backend!(self, pool => {
             sqlx::query(&format!(
-                "INSERT INTO workers ({COLUMNS}) SELECT
-                 $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15
+                "INSERT INTO workers ({COLUMNS}, registration_digest) SELECT
+                 $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $18
                  WHERE {condition}
                  ON CONFLICT DO NOTHING"
             ))
@@ -135,6 +155,7 @@ impl Store {
             .bind(w.failure.as_deref())
             .bind(fence.map(|f| f.pool_id.as_str()))
             .bind(fence.map(|f| f.token))
+            .bind(registration_digest)
             .execute(pool)
             .await?
             .rows_affected()
