@@ -12,6 +12,8 @@
 //! - [`worker`]: a [`Worker`] (one machine of a pool) and its explicit state machine;
 //!   an illegal transition is an error, never a silent overwrite.
 //! - [`queue`]: [`QueueSample`], the demand signal of a pool.
+//! - [`queue_source`]: [`QueueSource`], the `queue:` field of a spec: which task queue
+//!   (Taskcluster, Buildkite, Prometheus, GitHub Actions) capstan polls for demand.
 //! - [`offering`]: [`Offering`] (a launch config as something to buy) and
 //!   [`OfferingHealth`] (which ones recently failed, until when).
 //! - [`forecast`]: [`Forecast`], the predictor's answer: slots needed at `now + lead`.
@@ -26,6 +28,7 @@ pub mod id;
 pub mod offering;
 pub mod plan;
 pub mod queue;
+pub mod queue_source;
 pub mod schedule;
 pub mod secret;
 pub mod spec;
@@ -40,6 +43,7 @@ pub use plan::{
     Action, LaunchLog, Plan, PlanReport, SkipReason, SkippedOffering, TargetTerm, TerminateReason,
 };
 pub use queue::QueueSample;
+pub use queue_source::QueueSource;
 pub use spec::{
     Budget, LaunchConfig, Lifecycle, Market, PoolSpec, ProviderKind, Scaling, ScalingPolicy,
     Schedule,

@@ -14,6 +14,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::id::PoolId;
+use crate::queue_source::QueueSource;
 
 /// A pool: a set of interchangeable workers fed by one task queue.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -49,6 +50,10 @@ pub struct PoolSpec {
     /// Spending ceiling. Default: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget: Option<Budget>,
+    /// The task queue capstan polls for this pool's demand (Taskcluster, Buildkite,
+    /// Prometheus, GitHub Actions). Default: none (samples are pushed to the API).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<QueueSource>,
 }
 
 /// The provider plugins capstan ships.

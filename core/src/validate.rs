@@ -18,6 +18,9 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use crate::id::{check_id, check_pool_id};
+use crate::queue_source::{
+    self, BuildkiteSource, GithubSource, PrometheusSource, QueueSource, TaskclusterSource,
+};
 use crate::spec::{
     Budget, LaunchConfig, Lifecycle, PoolSpec, ProviderKind, Scaling, ScalingPolicy, Schedule,
 };
@@ -300,6 +303,7 @@ const POOL_FIELDS: &[&str] = &[
     "lifecycle",
     "schedules",
     "budget",
+    "queue",
 ];
 
 fn decode_pool(value: Value, errors: &mut Vec<FieldError>) -> Option<PoolSpec> {
@@ -382,6 +386,10 @@ fn decode_pool(value: Value, errors: &mut Vec<FieldError>) -> Option<PoolSpec> {
         Some(v) => decode_budget(v, o.path_of("budget"), o.errors).map(Some),
         None => Some(None),
     };
+    let queue = match o.raw("queue") {
+        Some(v) => decode_queue(v, o.path_of("queue"), o.errors).map(Some),
+        None => Some(None),
+    };
     o.finish();
 
     Some(PoolSpec {
@@ -395,6 +403,7 @@ fn decode_pool(value: Value, errors: &mut Vec<FieldError>) -> Option<PoolSpec> {
         lifecycle: lifecycle?,
         schedules: schedules?,
         budget: budget?,
+        queue: queue?,
     })
 }
 
@@ -600,4 +609,204 @@ fn decode_budget(value: Value, path: String, errors: &mut Vec<FieldError>) -> Op
     Some(Budget {
         max_cost_per_hour: max?,
     })
+}
+
+const QUEUE_KINDS: &str = "one of taskcluster, buildkite, prometheus, github";
+const TASKCLUSTER_FIELDS: &[&str] = &[
+    "type",
+    "root_url",
+    "task_queue_id",
+    "credentials",
+    "poll_interval_s",
+];
+const BUILDKITE_FIELDS: &[&str] = &[
+    "type",
+    "queue",
+    "credentials",
+    "endpoint",
+    "poll_interval_s",
+];
+const PROMETHEUS_FIELDS: &[&str] = &[
+    "type",
+    "url",
+    "pending_query",
+    "running_query",
+    "credentials",
+    "poll_interval_s",
+];
+const GITHUB_FIELDS: &[&str] = &[
+    "type",
+    "repository",
+    "labels",
+    "api_url",
+    "credentials",
+    "poll_interval_s",
+];
+
+fn poll_interval(v: &u64) -> Result<(), String> {
+    let range = queue_source::MIN_POLL_INTERVAL_S..=queue_source::MAX_POLL_INTERVAL_S;
+    if range.contains(v) {
+        Ok(())
+    } else {
+        Err(format!(
+            "must be between {} and {} seconds, got {v}",
+            range.start(),
+            range.end()
+        ))
+    }
+}
+
+fn optional_credentials(o: &mut Object<'_>) -> Option<Option<String>> {
+    let name = o.optional::<String>("credentials").ok();
+    o.check("credentials", name, |n| match n {
+        Some(n) => queue_source::check_credentials_name(n),
+        None => Ok(()),
+    })
+}
+
+fn decode_queue(value: Value, path: String, errors: &mut Vec<FieldError>) -> Option<QueueSource> {
+    // The fields a source may have depend on its type, so the type is looked at first;
+    // with no usable type only `type` itself is reported, not every other field.
+    let kind = match &value {
+        Value::Object(map) => map.get("type").and_then(Value::as_str).map(str::to_owned),
+        _ => None,
+    };
+    let known: &'static [&'static str] = match kind.as_deref() {
+        Some("taskcluster") => TASKCLUSTER_FIELDS,
+        Some("buildkite") => BUILDKITE_FIELDS,
+        Some("prometheus") => PROMETHEUS_FIELDS,
+        Some("github") => GITHUB_FIELDS,
+        _ => &["type"],
+    };
+    let mut o = Object::open(value, path, known, errors)?;
+    let kind = o.required::<String>("type", QUEUE_KINDS);
+    let d = queue_source::DEFAULT_POLL_INTERVAL_S;
+    let source = match kind.as_deref() {
+        Some("taskcluster") => {
+            let root_url = o.required::<String>(
+                "root_url",
+                "the deployment's root URL, e.g. https://tc.example.com",
+            );
+            let root_url = o.check("root_url", root_url, |u| queue_source::check_base_url(u));
+            let id = o.required::<String>("task_queue_id", "<provisionerId>/<workerType>");
+            let id = o.check("task_queue_id", id, |i| {
+                queue_source::check_task_queue_id(i)
+            });
+            let credentials = optional_credentials(&mut o);
+            let poll = o.or("poll_interval_s", d);
+            let poll = o.check("poll_interval_s", poll, poll_interval);
+            (|| {
+                Some(QueueSource::Taskcluster(TaskclusterSource {
+                    root_url: root_url?,
+                    task_queue_id: id?,
+                    credentials: credentials?,
+                    poll_interval_s: poll?,
+                }))
+            })()
+        }
+        Some("buildkite") => {
+            let queue = o.optional::<String>("queue").ok();
+            let queue = o.check("queue", queue, |q| match q {
+                Some(q) => non_empty(q),
+                None => Ok(()),
+            });
+            let credentials = o.required::<String>(
+                "credentials",
+                "the name of a [queue_credentials.<name>] entry holding agent_token",
+            );
+            let credentials = o.check("credentials", credentials, |n| {
+                queue_source::check_credentials_name(n)
+            });
+            let endpoint = o.or(
+                "endpoint",
+                queue_source::DEFAULT_BUILDKITE_ENDPOINT.to_owned(),
+            );
+            let endpoint = o.check("endpoint", endpoint, |u| queue_source::check_base_url(u));
+            let poll = o.or("poll_interval_s", d);
+            let poll = o.check("poll_interval_s", poll, poll_interval);
+            (|| {
+                Some(QueueSource::Buildkite(BuildkiteSource {
+                    queue: queue?,
+                    credentials: credentials?,
+                    endpoint: endpoint?,
+                    poll_interval_s: poll?,
+                }))
+            })()
+        }
+        Some("prometheus") => {
+            let url =
+                o.required::<String>("url", "the server's base URL, e.g. http://prometheus:9090");
+            let url = o.check("url", url, |u| queue_source::check_base_url(u));
+            let pending = o.required::<String>(
+                "pending_query",
+                "a PromQL expression whose value is the number of pending tasks",
+            );
+            let pending = o.check("pending_query", pending, |q| non_empty(q));
+            let running = o.optional::<String>("running_query").ok();
+            let running = o.check("running_query", running, |q| match q {
+                Some(q) => non_empty(q),
+                None => Ok(()),
+            });
+            let credentials = optional_credentials(&mut o);
+            let poll = o.or("poll_interval_s", d);
+            let poll = o.check("poll_interval_s", poll, poll_interval);
+            (|| {
+                Some(QueueSource::Prometheus(PrometheusSource {
+                    url: url?,
+                    pending_query: pending?,
+                    running_query: running?,
+                    credentials: credentials?,
+                    poll_interval_s: poll?,
+                }))
+            })()
+        }
+        Some("github") => {
+            let repository = o.required::<String>("repository", "owner/name");
+            let repository = o.check("repository", repository, |r| {
+                queue_source::check_repository(r)
+            });
+            let labels = o.required::<Vec<String>>(
+                "labels",
+                "the runs-on labels a job must have, e.g. [self-hosted, linux]",
+            );
+            let labels = o.check("labels", labels, |l| {
+                if l.is_empty() {
+                    return Err("must hold at least one label".to_owned());
+                }
+                match l.iter().position(|x| x.trim().is_empty()) {
+                    Some(i) => Err(format!("label {i} is empty")),
+                    None => Ok(()),
+                }
+            });
+            let api_url = o.or("api_url", queue_source::DEFAULT_GITHUB_API_URL.to_owned());
+            let api_url = o.check("api_url", api_url, |u| queue_source::check_base_url(u));
+            let credentials = optional_credentials(&mut o);
+            let poll = o.or(
+                "poll_interval_s",
+                queue_source::DEFAULT_GITHUB_POLL_INTERVAL_S,
+            );
+            let poll = o.check("poll_interval_s", poll, poll_interval);
+            (|| {
+                Some(QueueSource::Github(GithubSource {
+                    repository: repository?,
+                    labels: labels?,
+                    api_url: api_url?,
+                    credentials: credentials?,
+                    poll_interval_s: poll?,
+                }))
+            })()
+        }
+        Some(other) => {
+            let field = o.path_of("type");
+            o.error(field, format!("got {other:?}, expected {QUEUE_KINDS}"));
+            o.map.clear();
+            None
+        }
+        None => {
+            o.map.clear();
+            None
+        }
+    };
+    o.finish();
+    source
 }

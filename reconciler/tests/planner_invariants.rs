@@ -124,6 +124,7 @@ fn case() -> impl Strategy<Value = Case> {
                     budget: budget.map(|b| Budget {
                         max_cost_per_hour: b,
                     }),
+                    queue: None,
                 };
                 spec.scaling.policy = ScalingPolicy::Forecast;
                 spec.scaling.max_launches_per_minute = rate;

@@ -117,6 +117,7 @@ pub fn default_pool(policy: ScalingPolicy, slots: u32, idle_timeout_s: u64) -> P
         lifecycle: Default::default(),
         schedules: Vec::new(),
         budget: None,
+        queue: None,
     }
 }
 
