@@ -35,6 +35,7 @@
 mod audit;
 pub mod clients;
 pub mod github_jobs;
+pub mod history;
 mod leases;
 mod pool_errors;
 mod pools;
