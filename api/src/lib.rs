@@ -21,6 +21,8 @@
 //!   reconcile loop when the backlog outgrows the idle slots.
 //! - [`plans`]: what the reconcile loop decided for a pool (its latest plan, in JSON
 //!   and in words, with the recent plans that acted) and the forecast behind it.
+//! - [`webhooks`]: `POST /v1/webhooks/github`, GitHub `workflow_job` deliveries,
+//!   authenticated by their HMAC signature instead of a bearer token.
 //! - [`metrics`]: `/metrics`, Prometheus text, behind `metrics:read`.
 //! - [`probes`]: `/healthz` and `/readyz`, unauthenticated.
 //! - [`openapi`]: the OpenAPI 3.1 document, generated from the handlers' annotations,
@@ -48,6 +50,7 @@ pub mod probes;
 pub mod queue;
 pub mod request;
 pub mod store_inventory;
+pub mod webhooks;
 pub mod workers;
 
 use std::sync::Arc;
@@ -191,6 +194,9 @@ pub struct AppState {
     pub wake: Wake,
     /// What `GET /metrics` serves.
     pub metrics: MetricsSource,
+    /// The secret GitHub signs webhook deliveries with; `None` turns
+    /// `POST /v1/webhooks/github` off.
+    pub github_webhook_secret: Option<webhooks::WebhookSecret>,
 }
 
 impl AppState {
@@ -204,6 +210,7 @@ impl AppState {
             last_used: auth::LastUsed::default(),
             wake: Wake::none(),
             metrics: MetricsSource::none(),
+            github_webhook_secret: None,
         }
     }
 
@@ -215,6 +222,14 @@ impl AppState {
     /// The same state, serving `metrics` at `GET /metrics`.
     pub fn with_metrics(self, metrics: MetricsSource) -> Self {
         Self { metrics, ..self }
+    }
+
+    /// The same state, taking GitHub webhooks signed with `secret` (`None`: off).
+    pub fn with_github_webhook_secret(self, secret: Option<webhooks::WebhookSecret>) -> Self {
+        Self {
+            github_webhook_secret: secret,
+            ..self
+        }
     }
 
     /// Now.

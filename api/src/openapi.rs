@@ -13,7 +13,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::{AppState, clients, machines, metrics, plans, pools, probes, queue, workers};
+use crate::{
+    AppState, clients, machines, metrics, plans, pools, probes, queue, webhooks, workers,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -34,6 +36,7 @@ use crate::{AppState, clients, machines, metrics, plans, pools, probes, queue, w
         (name = "workers", description = "The machines of pools"),
         (name = "machines", description = "Hardware of static pools"),
         (name = "clients", description = "API clients and their tokens"),
+        (name = "webhooks", description = "Pushes from queue systems, authenticated by their signatures"),
         (name = "metrics", description = "Prometheus metrics (text format 0.0.4)"),
         (name = "probes", description = "Health and readiness, unauthenticated"),
     )
@@ -77,6 +80,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(clients::create_client, clients::list_clients))
         .routes(routes!(clients::revoke_client))
         .routes(routes!(metrics::metrics))
+        .routes(routes!(webhooks::github_webhook))
 }
 
 /// The document alone (for the committed copy and its test).

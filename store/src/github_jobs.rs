@@ -205,6 +205,24 @@ pub fn merge(stored: Option<StoredJob>, incoming: &GithubJob, at: Timestamp) -> 
     })
 }
 
+/// Whether a job of `job_repository` (`owner/name`) asking for `job_labels` (its
+/// `runs-on`) is for a pool whose source names `repository` and `labels`: the same
+/// repository, and every one of the pool's labels among the job's. GitHub compares
+/// both case-insensitively, and so does this.
+pub fn job_matches(
+    repository: &str,
+    labels: &[String],
+    job_repository: &str,
+    job_labels: &[String],
+) -> bool {
+    repository.eq_ignore_ascii_case(job_repository)
+        && labels.iter().all(|want| {
+            job_labels
+                .iter()
+                .any(|have| have.eq_ignore_ascii_case(want))
+        })
+}
+
 /// The `task_runs.worker_id` a GitHub job's run time is booked under.
 pub fn github_job_worker_id(job_id: i64) -> String {
     format!("github-job:{job_id}")
@@ -570,6 +588,22 @@ mod tests {
         };
         assert_eq!(reversed.run_time_ms(), None);
         assert_eq!(job(GithubJobStatus::InProgress).run_time_ms(), None);
+    }
+
+    #[test]
+    fn jobs_match_the_repository_and_every_pool_label() {
+        let labels = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let pool = labels(&["self-hosted", "k8s"]);
+        let repo = "octo-org/octo-repo";
+        assert!(job_matches(
+            repo,
+            &pool,
+            "Octo-Org/Octo-Repo",
+            &labels(&["K8s", "self-hosted", "x64"])
+        ));
+        assert!(!job_matches(repo, &pool, repo, &labels(&["self-hosted"])));
+        assert!(!job_matches(repo, &pool, "octo-org/other", &pool));
+        assert!(job_matches(repo, &[], repo, &[]));
     }
 
     #[test]
