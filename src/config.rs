@@ -37,6 +37,9 @@ pub enum LogFormat {
 pub struct FileConfig {
     /// Address the API listens on.
     pub listen: Option<String>,
+    /// The API's address as machines reach it, written into their user-data for
+    /// `capstan agent` (default: `http://<listen>` unless listen is 0.0.0.0 or [::]).
+    pub public_url: Option<String>,
     /// `sqlite://PATH` or `postgres://...`.
     pub database_url: Option<String>,
     /// Days of queue samples kept for forecasting and what-if simulations.
@@ -69,6 +72,10 @@ pub struct FileConfig {
     /// This replica's name in leases (default: host name, process id and a random
     /// suffix).
     pub replica_name: Option<String>,
+    /// The secret of the GitHub webhooks that post `workflow_job` events to
+    /// `/v1/webhooks/github` (the same string as in GitHub's webhook settings). Default:
+    /// none, and that route answers 404. Never logged (its `Debug` is redacted).
+    pub github_webhook_secret: Option<api::webhooks::WebhookSecret>,
     /// Provider plugins: `[providers.aws]`, `[providers.gcp]`, `[providers.fake]`.
     #[serde(default)]
     pub providers: crate::providers::ProvidersConfig,
@@ -159,6 +166,8 @@ pub struct ServiceConfig {
     pub jobs: reconciler::jobs::JobsConfig,
     /// Provider plugins.
     pub providers: crate::providers::ProvidersConfig,
+    /// The GitHub webhook secret, if GitHub webhooks are taken.
+    pub github_webhook_secret: Option<api::webhooks::WebhookSecret>,
 }
 
 /// Values given as flags or environment variables (`None` when neither was given).
@@ -268,6 +277,21 @@ impl ServiceConfig {
             reconcile.boot_estimate_s = b;
         }
         reconcile.dry_run = overrides.dry_run;
+        reconcile.public_url = match file.public_url {
+            Some(url) => {
+                let ok = (url.starts_with("http://") || url.starts_with("https://"))
+                    && url.len() > "https://".len()
+                    && !url.contains(char::is_whitespace);
+                if !ok {
+                    bail!(
+                        "public_url: expected an http:// or https:// URL such as http://capstan.internal:8080, got {url:?}"
+                    );
+                }
+                Some(url.trim_end_matches('/').to_owned())
+            }
+            None if listen.ip().is_unspecified() => None,
+            None => Some(format!("http://{listen}")),
+        };
         let queue_sample_retention_days = match file.queue_sample_retention_days {
             Some(0) => bail!("queue_sample_retention_days: must be >= 1, got 0"),
             Some(days) => days,
@@ -306,6 +330,7 @@ impl ServiceConfig {
             reconcile,
             jobs,
             providers: file.providers,
+            github_webhook_secret: file.github_webhook_secret,
         })
     }
 }
@@ -412,5 +437,21 @@ mod tests {
         .unwrap_err();
         assert!(err.to_string().contains("database_url"), "{err}");
         assert!(!err.to_string().contains("secret"), "{err}");
+    }
+
+    #[test]
+    fn the_github_webhook_secret_is_read_and_never_shown() {
+        let file: FileConfig =
+            toml::from_str("github_webhook_secret = \"gh-hook-s3cret\"\n").unwrap();
+        let cfg = ServiceConfig::resolve(file, Overrides::default()).unwrap();
+        assert_eq!(
+            cfg.github_webhook_secret,
+            api::webhooks::WebhookSecret::new("gh-hook-s3cret")
+        );
+        assert!(!format!("{cfg:?}").contains("gh-hook-s3cret"));
+        let err = toml::from_str::<FileConfig>("github_webhook_secret = \"\"\n").unwrap_err();
+        assert!(err.to_string().contains("github_webhook_secret"), "{err}");
+        let cfg = ServiceConfig::resolve(FileConfig::default(), Overrides::default()).unwrap();
+        assert_eq!(cfg.github_webhook_secret, None);
     }
 }

@@ -365,6 +365,12 @@ impl FromRequestParts<AppState> for Caller {
                 ));
             }
         };
+        if crate::worker_api::is_worker_credential(token) {
+            return Err(ApiError::forbidden(
+                "an operator API token (cap_<id>_<secret>)".into(),
+                "a worker credential only works on its own worker's heartbeat and interruption routes",
+            ));
+        }
         let Some((id, secret)) = split_token(token) else {
             return Err(ApiError::unauthorized(
                 "malformed token: expected cap_<16 hex>_<64 hex>",

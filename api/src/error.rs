@@ -18,7 +18,7 @@ use utoipa::ToSchema;
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ErrorBody {
     /// Machine-readable code: `bad_request`, `invalid_json`, `unauthorized`,
-    /// `forbidden`, `not_found`, `method_not_allowed`, `conflict`,
+    /// `forbidden`, `not_found`, `method_not_allowed`, `conflict`, `not_leased`,
     /// `precondition_failed`, `payload_too_large`, `unsupported_media_type`,
     /// `invalid_spec`, `invalid_request`, `precondition_required`, `timeout`,
     /// `unavailable`, `internal`.
@@ -41,6 +41,7 @@ pub struct ErrorBody {
 pub struct ApiError {
     status: StatusCode,
     body: ErrorBody,
+    retry_after_s: Option<u64>,
 }
 
 impl ApiError {
@@ -54,12 +55,21 @@ impl ApiError {
                 missing_scope: None,
                 current_generation: None,
             },
+            retry_after_s: None,
         }
     }
 
     /// 400: a query parameter, header or path segment is wrong.
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    /// 409 `not_leased`: a static machine registered but no worker wants it now;
+    /// `Retry-After` says when to ask again.
+    pub fn not_leased(retry_after_s: u64, message: impl Into<String>) -> Self {
+        let mut e = Self::new(StatusCode::CONFLICT, "not_leased", message);
+        e.retry_after_s = Some(retry_after_s);
+        e
     }
 
     /// 400: the body is not JSON.
@@ -189,6 +199,11 @@ impl IntoResponse for ApiError {
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer realm=\"capstan\""),
             );
+        }
+        if let Some(s) = self.retry_after_s {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(s));
         }
         response
     }

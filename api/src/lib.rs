@@ -51,6 +51,7 @@ pub mod queue;
 pub mod request;
 pub mod store_inventory;
 pub mod webhooks;
+pub mod worker_api;
 pub mod workers;
 
 use std::sync::Arc;

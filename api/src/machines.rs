@@ -122,14 +122,14 @@ impl ProviderClock for StateClock {
     }
 }
 
-fn provider(state: &AppState) -> StaticProvider {
+pub(crate) fn provider(state: &AppState) -> StaticProvider {
     StaticProvider::new(
         Arc::new(StoreInventory(state.store.clone())),
         Arc::new(StateClock(state.clock.clone())),
     )
 }
 
-fn static_error(e: StaticError) -> ApiError {
+pub(crate) fn static_error(e: StaticError) -> ApiError {
     match e {
         StaticError::InvalidField { field, problem } => ApiError::invalid_field(field, problem),
         StaticError::UnknownMachine(name) => ApiError::not_found(format!("no machine {name:?}")),

@@ -14,7 +14,8 @@ use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::{
-    AppState, clients, machines, metrics, plans, pools, probes, queue, webhooks, workers,
+    AppState, clients, machines, metrics, plans, pools, probes, queue, webhooks, worker_api,
+    workers,
 };
 
 #[derive(OpenApi)]
@@ -35,6 +36,7 @@ use crate::{
         (name = "plans", description = "What the reconcile loop decided for a pool, and its forecast"),
         (name = "workers", description = "The machines of pools"),
         (name = "machines", description = "Hardware of static pools"),
+        (name = "worker agent", description = "Called by `capstan agent` on each worker: registration with a one-time token or a static machine's secret, then heartbeats and interruption notices with the worker's own credential"),
         (name = "clients", description = "API clients and their tokens"),
         (name = "webhooks", description = "Pushes from queue systems, authenticated by their signatures"),
         (name = "metrics", description = "Prometheus metrics (text format 0.0.4)"),
@@ -52,6 +54,9 @@ impl Modify for BearerAuth {
         let mut scheme = Http::new(HttpAuthScheme::Bearer);
         scheme.bearer_format = Some("cap_<id>_<secret>".into());
         components.add_security_scheme("bearer", SecurityScheme::Http(scheme));
+        let mut worker = Http::new(HttpAuthScheme::Bearer);
+        worker.bearer_format = Some("capw_<worker id>_<secret>".into());
+        components.add_security_scheme("worker", SecurityScheme::Http(worker));
     }
 }
 
@@ -75,6 +80,9 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(workers::list_workers))
         .routes(routes!(workers::get_worker))
         .routes(routes!(workers::drain_worker))
+        .routes(routes!(worker_api::register))
+        .routes(routes!(worker_api::heartbeat))
+        .routes(routes!(worker_api::interruption))
         .routes(routes!(machines::register_machine, machines::list_machines))
         .routes(routes!(machines::remove_machine))
         .routes(routes!(clients::create_client, clients::list_clients))

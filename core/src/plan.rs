@@ -231,11 +231,14 @@ pub enum TerminateReason {
     HeartbeatLost,
     /// Its pool is being deleted.
     PoolDeleted,
+    /// It was draining (an operator's drain, an interruption notice) and its last
+    /// heartbeat since reported no busy slot.
+    Drained,
 }
 
 impl TerminateReason {
     /// Every reason, in the order they are documented.
-    pub const ALL: [TerminateReason; 7] = [
+    pub const ALL: [TerminateReason; 8] = [
         Self::IdleTimeout,
         Self::MaxLifetime,
         Self::RegistrationTimeout,
@@ -243,6 +246,7 @@ impl TerminateReason {
         Self::Failed,
         Self::HeartbeatLost,
         Self::PoolDeleted,
+        Self::Drained,
     ];
 
     /// The name used on the wire.
@@ -255,6 +259,7 @@ impl TerminateReason {
             Self::Failed => "failed",
             Self::HeartbeatLost => "heartbeat_lost",
             Self::PoolDeleted => "pool_deleted",
+            Self::Drained => "drained",
         }
     }
 }

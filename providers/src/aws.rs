@@ -531,7 +531,7 @@ impl AwsProvider {
                 .build()
         };
         let user_data = base64::engine::general_purpose::STANDARD
-            .encode(UserData::for_instance(&request.pool_id, i).to_json());
+            .encode(UserData::for_instance(request, i).to_json());
         let mut call = client
             .run_instances()
             .image_id(&spec.image_id)

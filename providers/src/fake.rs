@@ -322,7 +322,7 @@ impl Creator for FakeCreator<'_> {
             n,
             FakeInstance {
                 instance: instance.clone(),
-                user_data: UserData::for_instance(&request.pool_id, req),
+                user_data: UserData::for_instance(request, req),
                 terminated_at: None,
             },
         );

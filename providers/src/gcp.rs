@@ -482,7 +482,7 @@ impl GcpProvider {
             (LABEL_LAUNCH_CONFIG, lc.id.clone()),
             (
                 METADATA_USER_DATA,
-                UserData::for_instance(&request.pool_id, i).to_json(),
+                UserData::for_instance(request, i).to_json(),
             ),
         ] {
             items.push(model::metadata::Items::new().set_key(k).set_value(v));

@@ -78,6 +78,9 @@ pub struct LaunchRequest {
     pub zone: Option<String>,
     /// The instances, one per worker.
     pub instances: Vec<InstanceRequest>,
+    /// Where the machines reach capstan's API (written into their user-data so the
+    /// agent needs no configuration); none leaves it to the agent's `--server`.
+    pub api_url: Option<String>,
 }
 
 impl LaunchRequest {
@@ -89,7 +92,7 @@ impl LaunchRequest {
 
 /// What each machine is told at boot, through EC2 user-data or GCE metadata.
 ///
-/// Serialized as JSON (`{"pool_id":…,"worker_id":…,"registration_token":…}`); the
+/// Serialized as JSON (`{"pool_id":…,"worker_id":…,"registration_token":…,"api_url":…}`); the
 /// worker agent reads it and registers with capstan using the token.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserData {
@@ -99,6 +102,9 @@ pub struct UserData {
     pub worker_id: String,
     /// The secret it registers with.
     pub registration_token: String,
+    /// capstan's API, when the service knows its public address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_url: Option<String>,
 }
 
 impl fmt::Debug for UserData {
@@ -107,17 +113,19 @@ impl fmt::Debug for UserData {
             .field("pool_id", &self.pool_id)
             .field("worker_id", &self.worker_id)
             .field("registration_token", &"<redacted>")
+            .field("api_url", &self.api_url)
             .finish()
     }
 }
 
 impl UserData {
     /// The user-data of instance `i` of `request`.
-    pub fn for_instance(pool_id: &PoolId, i: &InstanceRequest) -> Self {
+    pub fn for_instance(request: &LaunchRequest, i: &InstanceRequest) -> Self {
         Self {
-            pool_id: pool_id.as_str().to_owned(),
+            pool_id: request.pool_id.as_str().to_owned(),
             worker_id: i.worker_id.as_str().to_owned(),
             registration_token: i.registration_token.clone(),
+            api_url: request.api_url.clone(),
         }
     }
 
@@ -356,7 +364,10 @@ mod tests {
             registration_token: "s3cret".into(),
         };
         assert!(!format!("{i:?}").contains("s3cret"));
-        let u = UserData::for_instance(&PoolId::new("p").unwrap(), &i);
+        let mut request = request(&["w-1"]);
+        request.api_url = Some("http://capstan:8080".into());
+        let u = UserData::for_instance(&request, &i);
+        assert!(u.to_json().contains("\"api_url\":\"http://capstan:8080\""));
         assert!(!format!("{u:?}").contains("s3cret"));
         assert!(u.to_json().contains("s3cret"));
     }
@@ -393,6 +404,7 @@ mod tests {
 
     fn request(workers: &[&str]) -> LaunchRequest {
         LaunchRequest {
+            api_url: None,
             pool_id: PoolId::new("p").unwrap(),
             launch_config: serde_json::from_value(
                 serde_json::json!({"id": "lc", "instance_type": "t"}),

@@ -24,6 +24,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
+use capstan_core::secret::digest_hex;
 use capstan_core::{
     Action, Forecast, LaunchConfig, Plan, PoolId, PoolSpec, QueueSample, TerminateReason,
     Timestamp, Worker, WorkerId, WorkerState,
@@ -60,6 +61,8 @@ pub(crate) struct PoolSlot {
     /// Launches wait until then after throttling.
     backoff_until: Option<Instant>,
     backoff: Duration,
+    /// Task runs recorded up to then were fed to the controller.
+    runs_read_until: Timestamp,
 }
 
 impl PoolSlot {
@@ -72,6 +75,7 @@ impl PoolSlot {
             boots_seen: HashSet::new(),
             backoff_until: None,
             backoff: Duration::ZERO,
+            runs_read_until: Timestamp::from_unix_ms(0),
         }
     }
 }
@@ -105,6 +109,7 @@ pub(crate) async fn round(shared: &Shared, slot: &mut PoolSlot) -> Result<RoundE
     if slot.controller.is_none() {
         slot.controller = Some(warm(shared, spec, &workers, now).await?);
         slot.boots_seen.clear();
+        slot.runs_read_until = now.plus_secs(-i64::from(shared.cfg.warm_days) * 86_400);
     }
     let Some(ctl) = slot.controller.as_mut() else {
         return Ok(RoundEnd::Continue);
@@ -126,6 +131,14 @@ pub(crate) async fn round(shared: &Shared, slot: &mut PoolSlot) -> Result<RoundE
     ctl.observe_all(&samples);
     if let Some(last) = samples.last() {
         slot.last_sample = Some(*last);
+    }
+    // Run times of finished tasks, as the workers' heartbeats reported them.
+    let runs = store
+        .task_runs_recorded(&id, slot.runs_read_until, now)
+        .await?;
+    for (recorded_at, run) in &runs {
+        ctl.observe_run_time(run.duration_ms as f64 / 1000.0);
+        slot.runs_read_until = *recorded_at;
     }
     let Some(provider) = shared.providers.get(spec.provider).cloned() else {
         store
@@ -616,6 +629,7 @@ async fn launch(
             idempotency_token: format!("{token}-{i}"),
             registration_token: random_hex(32),
         };
+        let registration_digest = digest_hex(&request.registration_token);
         let w = Worker::requested(
             worker_id,
             pool.clone(),
@@ -625,7 +639,11 @@ async fn launch(
             request.idempotency_token.clone(),
             now,
         );
-        match shared.store.insert_worker_fenced(fence, &w).await {
+        match shared
+            .store
+            .insert_launch_intent(fence, &w, &registration_digest)
+            .await
+        {
             Ok(()) => instances.push(request),
             // The same token was recorded by an earlier attempt: that row is adopted
             // or given up by the sync, never launched again from here.
@@ -638,6 +656,7 @@ async fn launch(
     }
     crash::point("launch:intent-recorded");
     let request = LaunchRequest {
+        api_url: shared.cfg.public_url.clone(),
         pool_id: pool.clone(),
         launch_config: lc.clone(),
         zone: zone.clone(),

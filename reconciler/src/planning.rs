@@ -8,8 +8,9 @@
 //!
 //! 1. **Clean-up terminations.** Failed workers, workers that never registered within
 //!    `registration_timeout_s`, registered workers whose heartbeat is older than
-//!    `heartbeat_timeout_s`, and idle workers older than `max_lifetime_s` are
-//!    terminated whatever the target. They stop counting as capacity.
+//!    `heartbeat_timeout_s`, idle workers older than `max_lifetime_s`, and draining
+//!    workers whose heartbeat since the drain reports no busy slot are terminated
+//!    whatever the target. They stop counting as capacity.
 //! 2. **Target.** `max(forecast target, backlog target)`, raised to the pool's floor
 //!    (`min_capacity`, open schedule windows), cut to `max_capacity`. The report names
 //!    the term that decided it.
@@ -207,6 +208,14 @@ impl Planner {
                 if w.busy_slots == 0 && self.max_lifetime_ms.is_some_and(|max| age_ms >= max) =>
             {
                 Some(TerminateReason::MaxLifetime)
+            }
+            // Drained: a heartbeat since the drain began says nothing runs any more.
+            WorkerState::Draining
+                if w.busy_slots == 0
+                    && w.last_heartbeat_at
+                        .is_some_and(|hb| hb >= w.state_changed_at) =>
+            {
+                Some(TerminateReason::Drained)
             }
             _ => None,
         }

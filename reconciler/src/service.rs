@@ -61,6 +61,9 @@ pub struct LoopConfig {
     pub boot_estimate_s: f64,
     /// How often each pool's offerings (prices, zones) are asked of the provider.
     pub offerings_refresh: Duration,
+    /// The API address written into each machine's user-data, so `capstan agent`
+    /// finds the service without configuration. None: the agent needs `--server`.
+    pub public_url: Option<String>,
 }
 
 impl LoopConfig {
@@ -80,6 +83,7 @@ impl LoopConfig {
             warm_days: 14,
             boot_estimate_s: crate::controller::DEFAULT_BOOT_S,
             offerings_refresh: Duration::from_secs(300),
+            public_url: None,
         }
     }
 }

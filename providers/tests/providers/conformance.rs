@@ -37,6 +37,7 @@ pub trait Harness: Send + Sync {
 /// `reg-<token>`; shared by every provider's tests.
 pub(crate) fn request(pool: &PoolId, lc: &LaunchConfig, tokens: &[&str]) -> LaunchRequest {
     LaunchRequest {
+        api_url: None,
         pool_id: pool.clone(),
         launch_config: lc.clone(),
         zone: None,

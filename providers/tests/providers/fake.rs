@@ -71,6 +71,7 @@ async fn fake_passes_the_conformance_suite() {
 
 fn one(token: &str) -> LaunchRequest {
     LaunchRequest {
+        api_url: None,
         pool_id: PoolId::new("p").unwrap(),
         launch_config: launch_config(),
         zone: Some("fake-1a".into()),
@@ -157,6 +158,7 @@ async fn fake_lists_one_pool_as_its_instances_change() {
     let fake = FakeProvider::new(Arc::new(clock.clone()));
     fake.set_boot_delay_secs(60);
     let in_pool = |pool: &str, token: &str| LaunchRequest {
+        api_url: None,
         pool_id: PoolId::new(pool).unwrap(),
         ..one(token)
     };
