@@ -27,7 +27,7 @@
 use axum::Json;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
-use capstan_core::{FieldError, PoolId, QueueSample, Timestamp, WorkerState};
+use capstan_core::{FieldError, PoolId, QueueSample, Timestamp};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use store::{Store, StoreError};
@@ -229,8 +229,7 @@ pub fn estimate_arrivals(
         .iter()
         .map(|s| {
             let arrivals = s.arrivals.unwrap_or_else(|| {
-                let growth = previous.map_or(0, |p| s.level().saturating_sub(p));
-                growth + s.completions
+                capstan_core::queue::estimate_arrivals(s.level(), previous, s.completions)
             });
             previous = Some(s.level());
             QueueSample {
@@ -274,14 +273,8 @@ pub async fn backlog_exceeds_idle(
     if pending == 0 {
         return Ok(false);
     }
-    let idle: u64 = store
-        .list_workers(id, false)
-        .await?
-        .iter()
-        .filter(|w| w.state == WorkerState::Ready)
-        .map(|w| u64::from(w.capacity.saturating_sub(w.busy_slots)))
-        .sum();
-    Ok(u64::from(pending) > idle)
+    let workers = store.list_workers(id, false).await?;
+    Ok(capstan_core::queue::backlog_exceeds_idle(pending, &workers))
 }
 
 /// Push queue samples

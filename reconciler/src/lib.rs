@@ -21,6 +21,8 @@
 //! - [`metrics`]: the Prometheus metrics.
 //! - [`ledger`]: the providers' launch ledger over the store.
 //! - [`crash`]: named crash points for the crash-safety tests.
+//! - [`queues`]: queue adapters (Taskcluster, Buildkite, Prometheus) and the poller
+//!   that turns a pool's `queue:` source into queue samples.
 
 #[cfg(feature = "service")]
 mod actuator;
@@ -34,6 +36,8 @@ pub mod ledger;
 #[cfg(feature = "service")]
 pub mod metrics;
 pub mod planning;
+#[cfg(feature = "service")]
+pub mod queues;
 #[cfg(feature = "service")]
 pub mod service;
 

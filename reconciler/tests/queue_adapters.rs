@@ -1,0 +1,1 @@
+//! Queue adapters against local servers.
