@@ -115,7 +115,8 @@ async fn serve(config: ServiceConfig) -> anyhow::Result<()> {
             api::Clock::new(wall_clock),
         )
         .with_wake(api::Wake::new(move |pool| waker.wake(pool)))
-        .with_metrics(api::MetricsSource::new(move || metrics.render())),
+        .with_metrics(api::MetricsSource::new(move || metrics.render()))
+        .with_github_webhook_secret(config.github_webhook_secret.clone()),
     );
     readiness.set(true);
     tracing::info!(listen = %local, "capstan serving");
