@@ -7,6 +7,7 @@
 //! ([`client`]), except `pools validate` (offline) and `clients create
 //! --database-url` (store-direct, to bootstrap the first admin).
 
+mod agent;
 mod client;
 mod clients;
 mod clock;
@@ -46,6 +47,9 @@ enum Command {
     /// Manage API clients and their tokens, through the server (or on the store
     /// directly to bootstrap the first admin).
     Clients(clients::ClientsArgs),
+    /// Run on a worker machine: register with capstan, heartbeat, run the real worker
+    /// as a child (`capstan agent --bootstrap ec2 -- generic-worker run ...`).
+    Agent(agent::AgentArgs),
     /// Replay a job trace against a scaling policy and compare with the oracle bound.
     Simulate(simulate::SimulateArgs),
 }
@@ -59,6 +63,7 @@ fn main() -> ExitCode {
         Command::Machines(args) => machines::run(args),
         Command::Clients(args) => clients::run(args),
         Command::Simulate(args) => simulate::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Agent(args) => agent::run(args),
     };
     match result {
         Ok(code) => code,
