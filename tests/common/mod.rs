@@ -99,3 +99,4 @@ impl Drop for Service {
     }
 }
 pub mod loop_fixture;
+pub mod metadata_stub;
