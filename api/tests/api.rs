@@ -279,6 +279,7 @@ store::on_both_backends!(
     plans_and_forecasts_are_served_once_the_loop_records_them,
     metrics_need_their_scope_and_serve_the_source,
     nul_bytes_never_reach_the_database,
+    workers_register_once_and_their_credential_only_opens_their_own_routes,
 );
 
 async fn pools_are_created_read_replaced_patched_and_deleted(c: Ctx) {
@@ -774,12 +775,25 @@ async fn tokens_are_checked_on_every_route(c: Ctx) {
             .values()
             .all(|op| op["security"].as_array().is_some_and(|s| !s.is_empty()));
         if !secured {
+            // Probes, and routes whose body carries its own proof: a registration token
+            // or machine secret, a webhook signature.
             assert!(
-                ["/healthz", "/readyz"].contains(&path.as_str()),
+                [
+                    "/healthz",
+                    "/readyz",
+                    "/v1/workers/register",
+                    "/v1/webhooks/github"
+                ]
+                .contains(&path.as_str()),
                 "{path} is open"
             );
             continue;
         }
+        let worker_route = item.as_object().unwrap().values().all(|op| {
+            op["security"]
+                .as_array()
+                .is_some_and(|s| s.iter().all(|r| r.get("worker").is_some()))
+        });
         let concrete = path
             .replace("{pool_id}", "ci/linux")
             .replace("{worker_id}", "w1")
@@ -805,6 +819,34 @@ async fn tokens_are_checked_on_every_route(c: Ctx) {
                 "Bearer realm=\"capstan\"",
                 "{method} {path}"
             );
+            if worker_route {
+                // A worker's own routes take only its credential: operator tokens,
+                // valid or not, are refused.
+                for token in [c.admin.as_str(), "cap_garbage", nobody.as_str()] {
+                    let a = c
+                        .send(
+                            method.clone(),
+                            &concrete,
+                            Some(token),
+                            &headers,
+                            Some(Body::from(body.to_string())),
+                        )
+                        .await;
+                    a.error(StatusCode::FORBIDDEN, "forbidden");
+                }
+                let a = c
+                    .send(
+                        method.clone(),
+                        &concrete,
+                        Some(&format!("capw_w1_{}", "0".repeat(64))),
+                        &headers,
+                        Some(Body::from(body.to_string())),
+                    )
+                    .await;
+                a.error(StatusCode::UNAUTHORIZED, "unauthorized");
+                checked += 1;
+                continue;
+            }
             // A token that is not one, and one with a wrong secret.
             let flipped = if c.admin.ends_with('0') { "1" } else { "0" };
             let wrong_secret = format!("{}{flipped}", &c.admin[..c.admin.len() - 1]);
@@ -1849,4 +1891,290 @@ async fn nul_bytes_never_reach_the_database(c: Ctx) {
         bad.push(format!("PUT with NUL in the spec: {} {}", a.status, a.body));
     }
     assert!(bad.is_empty(), "{bad:#?}");
+}
+
+/// Records the launch intent of worker `id` of `pool` created `age_s` ago, booting
+/// with registration token `token`.
+async fn launched(c: &Ctx, pool: &str, id: &str, token: &str, age_s: i64) {
+    let leases = c.store.acquire_leases("test", 600_000).await.unwrap();
+    let fence = match leases.iter().find(|l| l.fence.pool_id.as_str() == pool) {
+        Some(l) => l.fence.clone(),
+        None => {
+            // Already held from an earlier call: re-acquiring renews and returns it.
+            c.store
+                .acquire_leases("test", 600_000)
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|l| l.fence.pool_id.as_str() == pool)
+                .expect("the test holds the lease")
+                .fence
+        }
+    };
+    let mut w = worker(id, pool);
+    w.created_at = now().plus_secs(-age_s);
+    w.state_changed_at = w.created_at;
+    c.store
+        .insert_launch_intent(&fence, &w, &capstan_core::secret::digest_hex(token))
+        .await
+        .unwrap();
+}
+
+async fn register(c: &Ctx, body: Value) -> Answer {
+    c.send(
+        Method::POST,
+        "/v1/workers/register",
+        None,
+        &[("content-type", "application/json")],
+        Some(Body::from(body.to_string())),
+    )
+    .await
+}
+
+async fn workers_register_once_and_their_credential_only_opens_their_own_routes(c: Ctx) {
+    c.put("/v1/pools/ci/linux", &c.admin, &[], &spec(10))
+        .await
+        .expect(StatusCode::CREATED);
+    c.put("/v1/pools/ci/other", &c.admin, &[], &spec(10))
+        .await
+        .expect(StatusCode::CREATED);
+    launched(&c, "ci/linux", "w-1", "token-one", 10).await;
+    launched(&c, "ci/linux", "w-2", "token-two", 10).await;
+    // Older than the pool's registration timeout (900 s by default).
+    launched(&c, "ci/linux", "w-old", "token-old", 901).await;
+
+    // Wrong token, unknown worker, expired token, malformed bodies.
+    register(
+        &c,
+        json!({"worker_id": "w-1", "registration_token": "token-two"}),
+    )
+    .await
+    .error(StatusCode::UNAUTHORIZED, "unauthorized");
+    register(
+        &c,
+        json!({"worker_id": "w-9", "registration_token": "token-one"}),
+    )
+    .await
+    .error(StatusCode::UNAUTHORIZED, "unauthorized");
+    let a = register(
+        &c,
+        json!({"worker_id": "w-old", "registration_token": "token-old"}),
+    )
+    .await;
+    a.error(StatusCode::UNAUTHORIZED, "unauthorized");
+    assert!(
+        a.body["message"].as_str().unwrap().contains("expired"),
+        "{:#}",
+        a.body
+    );
+    for bad in [
+        json!({"worker_id": "w-1"}),
+        json!({"worker_id": "w-1", "registration_token": "token-one", "machine": "m"}),
+        json!({"worker_id": "w-1", "registration_token": 7}),
+        json!({"worker_id": "w-1", "registration_token": "token-one", "extra": 1}),
+    ] {
+        register(&c, bad)
+            .await
+            .expect(StatusCode::UNPROCESSABLE_ENTITY);
+    }
+    let w1 = c
+        .store
+        .get_worker(&WorkerId::from_string("w-1"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        w1.state,
+        WorkerState::Requested,
+        "bad registrations change nothing"
+    );
+
+    // The right token: ready, with a credential; the same token again is refused.
+    let a = register(
+        &c,
+        json!({"worker_id": "w-1", "registration_token": "token-one"}),
+    )
+    .await;
+    a.expect(StatusCode::OK);
+    assert_eq!(a.body["pool_id"], "ci/linux");
+    assert_eq!(a.body["heartbeat_interval_s"], 60, "a quarter of the 300 s heartbeat timeout, at most 60");
+    let cred1 = a.body["credential"].as_str().unwrap().to_owned();
+    assert!(cred1.starts_with("capw_w-1_"), "{cred1}");
+    let a = register(
+        &c,
+        json!({"worker_id": "w-1", "registration_token": "token-one"}),
+    )
+    .await;
+    a.error(StatusCode::CONFLICT, "conflict");
+    assert!(
+        a.body["message"].as_str().unwrap().contains("already used"),
+        "{:#}",
+        a.body
+    );
+    let w1 = c
+        .store
+        .get_worker(&WorkerId::from_string("w-1"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(w1.state, WorkerState::Ready);
+    assert_eq!(w1.registered_at, Some(now()));
+    let cred2 = register(
+        &c,
+        json!({"worker_id": "w-2", "registration_token": "token-two"}),
+    )
+    .await
+    .body["credential"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Heartbeats: busy slots and finished tasks.
+    let hb = |cred: String, worker: &'static str, body: Value| {
+        let c = &c;
+        async move {
+            c.json(
+                Method::POST,
+                &format!("/v1/workers/{worker}/heartbeat"),
+                &cred,
+                &[],
+                &body,
+            )
+            .await
+        }
+    };
+    let finished = json!([{"finished_at": "2027-01-15T08:00:00.250Z", "duration_s": 12.5}]);
+    let a = hb(
+        cred1.clone(),
+        "w-1",
+        json!({"busy_slots": 1, "finished_tasks": finished}),
+    )
+    .await;
+    a.expect(StatusCode::OK);
+    assert_eq!(a.body["action"], "continue");
+    // Resent after a lost answer: the task is stored once.
+    hb(
+        cred1.clone(),
+        "w-1",
+        json!({"busy_slots": 1, "finished_tasks": finished}),
+    )
+    .await
+    .expect(StatusCode::OK);
+    let w1 = c
+        .store
+        .get_worker(&WorkerId::from_string("w-1"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((w1.busy_slots, w1.idle_since), (1, None));
+    let runs = c
+        .store
+        .task_runs_recorded(
+            &PoolId::new("ci/linux").unwrap(),
+            Timestamp::from_unix_ms(0),
+            now(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].1.duration_ms, 12_500);
+    let a = hb(cred1.clone(), "w-1", json!({"busy_slots": 2})).await;
+    a.error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+    assert_eq!(a.problem_fields(), ["busy_slots"]);
+    let a = hb(
+        cred1.clone(),
+        "w-1",
+        json!({"busy_slots": 0, "finished_tasks": [{"finished_at": "2027-01-15T08:00:00Z", "duration_s": -1}]}),
+    )
+    .await;
+    assert_eq!(a.problem_fields(), ["finished_tasks[0].duration_s"]);
+
+    // A credential opens its own worker's routes and nothing else.
+    hb(cred1.clone(), "w-2", json!({"busy_slots": 0}))
+        .await
+        .error(StatusCode::FORBIDDEN, "forbidden");
+    c.json(
+        Method::POST,
+        "/v1/workers/w-2/interruption",
+        &cred1,
+        &[],
+        &json!({"source": "ec2", "action": "terminate"}),
+    )
+    .await
+    .error(StatusCode::FORBIDDEN, "forbidden");
+    for path in [
+        "/v1/pools",
+        "/v1/pools/ci/linux",
+        "/v1/pools/ci/linux/workers",
+        "/v1/workers/w-1",
+        "/v1/workers/w-2",
+        "/metrics",
+    ] {
+        c.get(path, &cred1)
+            .await
+            .error(StatusCode::FORBIDDEN, "forbidden");
+    }
+    c.put("/v1/pools/ci/other", &cred1, &[], &spec(3))
+        .await
+        .error(StatusCode::FORBIDDEN, "forbidden");
+    c.drain("w-2", &cred1)
+        .await
+        .error(StatusCode::FORBIDDEN, "forbidden");
+    c.push("ci/linux", &cred1, json!([{"pending": 5}]))
+        .await
+        .error(StatusCode::FORBIDDEN, "forbidden");
+    let w2 = c
+        .store
+        .get_worker(&WorkerId::from_string("w-2"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(w2.state, WorkerState::Ready, "nothing changed for w-2");
+
+    // An operator drain reaches the worker through its heartbeat answer.
+    c.drain("w-1", &c.admin).await.expect(StatusCode::OK);
+    let a = hb(cred1.clone(), "w-1", json!({"busy_slots": 1})).await;
+    assert_eq!(a.body["action"], "drain");
+
+    // An interruption notice: draining, with the notice recorded for the operator.
+    let a = c
+        .json(
+            Method::POST,
+            "/v1/workers/w-2/interruption",
+            &cred2,
+            &[],
+            &json!({"source": "ec2", "action": "terminate", "at": "2027-01-15T08:02:00Z"}),
+        )
+        .await;
+    a.expect(StatusCode::ACCEPTED);
+    assert_eq!(a.body["action"], "drain");
+    let w2 = c
+        .store
+        .get_worker(&WorkerId::from_string("w-2"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(w2.state, WorkerState::Draining);
+    assert!(
+        w2.failure
+            .as_deref()
+            .unwrap()
+            .contains("interruption notice from EC2"),
+        "{w2:?}"
+    );
+
+    // Terminating: told to stop; terminated: the credential is revoked.
+    for to in [WorkerState::Terminating, WorkerState::Terminated] {
+        c.store
+            .transition_worker(&WorkerId::from_string("w-1"), to, now())
+            .await
+            .unwrap();
+    }
+    let a = hb(cred1.clone(), "w-1", json!({"busy_slots": 0})).await;
+    a.error(StatusCode::UNAUTHORIZED, "unauthorized");
+    assert!(
+        a.body["message"].as_str().unwrap().contains("revoked"),
+        "{:#}",
+        a.body
+    );
 }
