@@ -836,7 +836,7 @@ async fn poller_keeps_the_last_demand_while_the_source_fails_then_trusts_the_wor
     canned.set(&format!("{Q}|pending"), answer(200, ok("6")));
     canned.set(&format!("{Q}|running"), answer(200, ok("2")));
     let report = poller.pass().await.unwrap();
-    assert_eq!(report.polled, [pool.clone()]);
+    assert_eq!(report.polled, std::slice::from_ref(&pool));
     let s = latest(&store, &pool).await;
     assert_eq!((s.at, s.pending, s.running, s.arrivals), (now(), 6, 2, 0));
     assert_eq!(

@@ -77,12 +77,15 @@ impl PollerConfig {
     }
 }
 
+/// A pool's adapter, or why it could not be built (a missing credentials entry fails
+/// every poll until the config is fixed).
+type BuiltAdapter = Result<Arc<dyn Adapter>, String>;
+
 /// What the poller knows about one held pool between passes.
 #[derive(Debug)]
 struct PoolPoll {
-    /// The source the adapter was built for, and the adapter (or why it could not be
-    /// built: a missing credentials entry fails every poll until the config is fixed).
-    source: Option<(QueueSource, Result<Arc<dyn Adapter>, String>)>,
+    /// The source the adapter was built for, and the adapter.
+    source: Option<(QueueSource, BuiltAdapter)>,
     /// When to look again.
     next_at: Timestamp,
     /// The last good answer: when, pending, running.
@@ -203,9 +206,20 @@ impl QueuePoller {
                 continue;
             };
             if state.source.as_ref().map(|(s, _)| s) != Some(&source) {
-                let adapter =
-                    adapter_for(&source, &self.credentials, self.http.clone(), self.clock)
-                        .map_err(|e| e.to_string());
+                let adapter = match &source {
+                    // GitHub merges into the pool's stored jobs: it needs the store.
+                    QueueSource::Github(s) => super::github::GithubAdapter::new(
+                        id.clone(),
+                        s,
+                        &self.credentials,
+                        self.http.clone(),
+                        self.store.clone(),
+                        self.clock,
+                    )
+                    .map(|a| Arc::new(a) as Arc<dyn Adapter>),
+                    _ => adapter_for(&source, &self.credentials, self.http.clone(), self.clock),
+                }
+                .map_err(|e| e.to_string());
                 state.source = Some((source, adapter));
             }
             let Some((source, adapter)) = &state.source else {
@@ -248,6 +262,10 @@ impl QueuePoller {
         let Some(state) = self.pools.get_mut(id) else {
             return Ok(());
         };
+        if matches!(state.source, Some((QueueSource::Github(_), _))) {
+            return super::github::record_poll(&self.store, &self.wake, id, answer, now, report)
+                .await;
+        }
         let (pending, running) = match &answer {
             Ok(o) => {
                 state.last_good = Some((now, o.pending, o.running));
