@@ -30,6 +30,7 @@ use capstan_core::{QueueSample, QueueSource, Timestamp};
 use serde::Deserialize;
 
 pub mod buildkite;
+pub mod github;
 pub mod poller;
 pub mod prometheus;
 pub mod taskcluster;
