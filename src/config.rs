@@ -79,6 +79,14 @@ pub struct FileConfig {
     /// Provider plugins: `[providers.aws]`, `[providers.gcp]`, `[providers.fake]`.
     #[serde(default)]
     pub providers: crate::providers::ProvidersConfig,
+    /// Secrets for queue sources, `[queue_credentials.<name>]`, named by a pool spec's
+    /// `queue.credentials`: `client_id` + `access_token` (Taskcluster), `agent_token`
+    /// (Buildkite), `token` (Prometheus bearer token, GitHub). Never logged.
+    #[serde(default)]
+    pub queue_credentials: reconciler::queues::QueueCredentials,
+    /// Seconds a pool keeps its last known demand while its queue source fails, before
+    /// falling back to its workers' busy slots (default 600).
+    pub queue_stale_after_s: Option<u64>,
 }
 
 /// The `[log]` table.
@@ -168,6 +176,10 @@ pub struct ServiceConfig {
     pub providers: crate::providers::ProvidersConfig,
     /// The GitHub webhook secret, if GitHub webhooks are taken.
     pub github_webhook_secret: Option<api::webhooks::WebhookSecret>,
+    /// The queue poller's settings.
+    pub queues: reconciler::queues::PollerConfig,
+    /// Secrets for queue sources, by entry name.
+    pub queue_credentials: reconciler::queues::QueueCredentials,
 }
 
 /// Values given as flags or environment variables (`None` when neither was given).
@@ -316,6 +328,12 @@ impl ServiceConfig {
             None => 14,
         };
         file.providers.check()?;
+        let mut queues = reconciler::queues::PollerConfig::new(reconcile.owner.clone());
+        queues.stale_after = secs("queue_stale_after_s", file.queue_stale_after_s, 600)?;
+        for name in file.queue_credentials.0.keys() {
+            capstan_core::queue_source::check_credentials_name(name)
+                .map_err(|e| anyhow::anyhow!("queue_credentials.{name}: {e}"))?;
+        }
         Ok(Self {
             listen,
             database_url,
@@ -331,6 +349,8 @@ impl ServiceConfig {
             jobs,
             providers: file.providers,
             github_webhook_secret: file.github_webhook_secret,
+            queues,
+            queue_credentials: file.queue_credentials,
         })
     }
 }
@@ -397,6 +417,37 @@ mod tests {
         }
         let err = toml::from_str::<FileConfig>("[providers.azure]\n").unwrap_err();
         assert!(err.to_string().contains("azure"), "{err}");
+    }
+
+    #[test]
+    fn queue_credentials_are_read_and_never_printed() {
+        let file: FileConfig = toml::from_str(
+            "queue_stale_after_s = 120\nreplica_name = \"r2\"\n[queue_credentials.tc]\nclient_id = \"project/ci\"\naccess_token = \"tc-secret\"\n[queue_credentials.bk]\nagent_token = \"bk-secret\"\n",
+        )
+        .unwrap();
+        let cfg = ServiceConfig::resolve(file, Overrides::default()).unwrap();
+        assert_eq!(cfg.queues.stale_after, Duration::from_secs(120));
+        assert_eq!(cfg.queues.owner, "r2");
+        let shown = format!("{cfg:?}");
+        assert!(
+            !shown.contains("tc-secret") && !shown.contains("bk-secret"),
+            "{shown}"
+        );
+        let bk = &cfg.queue_credentials.0["bk"];
+        assert_eq!(bk.agent_token.as_ref().unwrap().expose(), "bk-secret");
+        let err = toml::from_str::<FileConfig>("[queue_credentials.tc]\naccess_tokn = \"x\"\n")
+            .unwrap_err();
+        assert!(err.to_string().contains("access_tokn"), "{err}");
+        let file: FileConfig = toml::from_str("queue_stale_after_s = 0\n").unwrap();
+        let err = ServiceConfig::resolve(file, Overrides::default()).unwrap_err();
+        assert!(err.to_string().starts_with("queue_stale_after_s"), "{err}");
+        let file: FileConfig =
+            toml::from_str("[queue_credentials.\"a b\"]\ntoken = \"x\"\n").unwrap();
+        let err = ServiceConfig::resolve(file, Overrides::default()).unwrap_err();
+        assert!(
+            err.to_string().starts_with("queue_credentials.a b"),
+            "{err}"
+        );
     }
 
     #[test]

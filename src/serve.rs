@@ -2,9 +2,9 @@
 //!
 //! Start-up: merge configuration, set up logging, take the single-replica lock on an
 //! SQLite file, open the store (applying migrations), bind the listener, build the
-//! provider plugins from the config, start the reconcile loop and the periodic jobs,
-//! then report ready. Shutdown on SIGINT or SIGTERM: report not-ready, stop accepting
-//! connections, let in-flight requests and reconcile rounds finish, release the
+//! provider plugins from the config, start the reconcile loop, the queue poller (for
+//! pools with a `queue:` source) and the periodic jobs, then report ready. Shutdown on
+//! SIGINT or SIGTERM: report not-ready, stop accepting connections, let in-flight requests and reconcile rounds finish, release the
 //! leases (another replica takes the pools at once), stop the jobs, close the store,
 //! exit 0.
 
@@ -97,6 +97,15 @@ async fn serve(config: ServiceConfig) -> anyhow::Result<()> {
         metrics.clone(),
         wall_clock,
     );
+    let poll_waker = waker.clone();
+    let poller = reconciler::queues::QueuePoller::new(
+        store.clone(),
+        config.queue_credentials.clone(),
+        config.queues.clone(),
+        wall_clock,
+        std::sync::Arc::new(move |pool: &capstan_core::PoolId| poll_waker.wake(pool)),
+    )
+    .context("cannot start the queue poller")?;
     let mut jobs = reconciler::jobs::start(
         store.clone(),
         providers,
@@ -126,6 +135,10 @@ async fn serve(config: ServiceConfig) -> anyhow::Result<()> {
     let control_loop = tokio::spawn(service.run(async move {
         let _ = stop_loop.wait_for(|s| *s).await;
     }));
+    let mut stop_poller = stop_rx.clone();
+    let queue_poller = tokio::spawn(poller.run(async move {
+        let _ = stop_poller.wait_for(|s| *s).await;
+    }));
     let draining = readiness.clone();
     let mut stop_http = stop_rx;
     let server = axum::serve(
@@ -145,6 +158,9 @@ async fn serve(config: ServiceConfig) -> anyhow::Result<()> {
     served.context("server failed")?;
     if let Err(e) = control_loop.await {
         tracing::warn!(error = %e, "reconcile loop ended abnormally");
+    }
+    if let Err(e) = queue_poller.await {
+        tracing::warn!(error = %e, "queue poller ended abnormally");
     }
     if let Err(e) = jobs.shutdown().await {
         tracing::warn!(error = %e, "periodic jobs did not stop cleanly");
