@@ -4,9 +4,9 @@
 //! SQLite file, open the store (applying migrations), bind the listener, build the
 //! provider plugins from the config, start the reconcile loop, the queue poller (for
 //! pools with a `queue:` source) and the periodic jobs, then report ready. Shutdown on
-//! SIGINT or SIGTERM: report not-ready, stop accepting connections, let in-flight requests and reconcile rounds finish, release the
-//! leases (another replica takes the pools at once), stop the jobs, close the store,
-//! exit 0.
+//! SIGINT or SIGTERM: report not-ready, stop accepting connections, let in-flight
+//! requests, reconcile rounds and queue polls finish, release the leases (another
+//! replica takes the pools at once), stop the jobs, close the store, exit 0.
 
 use std::path::PathBuf;
 
