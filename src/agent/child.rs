@@ -56,8 +56,8 @@ struct Run {
 
 #[derive(Debug)]
 enum State {
-    /// A child is running.
-    Running(Run),
+    /// A child is running (boxed: a `Child` is large and there is at most one).
+    Running(Box<Run>),
     /// The child exited; the next one starts at this instant.
     Restarting(Instant),
     /// No child, none to come (no command, `--once`, drained or stopped).
@@ -216,13 +216,13 @@ impl Supervisor {
                     .and_then(|id| i32::try_from(id).ok())
                     .map(Pid::from_raw);
                 tracing::info!(program = %program, pid = ?child.id(), "worker process started");
-                self.state = State::Running(Run {
+                self.state = State::Running(Box::new(Run {
                     child,
                     pid,
                     started: Instant::now(),
                     kill_at: None,
                     killed: false,
-                });
+                }));
             }
             Err(e) => {
                 let delay = self.backoff.next_delay();
