@@ -13,7 +13,8 @@
 //!
 //! **A credential is good for its own worker's routes only**: the heartbeat and the
 //! interruption notice of that worker. Presented anywhere else it is 403; presented for
-//! another worker, 403. It stops working (401) once the worker is terminated.
+//! another worker, 403. Once the worker is terminated it only hears `terminate`, and an
+//! hour later it is revoked (401).
 //!
 //! **Heartbeats** carry the busy slots and the tasks finished since the last
 //! acknowledged heartbeat (their run times feed the predictor), and answer what the
@@ -49,6 +50,9 @@ pub const CREDENTIAL_PREFIX: &str = "capw_";
 const NOT_LEASED_RETRY_S: u64 = 15;
 /// Longest a drained child is given to finish before the agent kills it.
 const DRAIN_GRACE_S: u64 = 300;
+/// How long after its worker is terminated a credential still hears `terminate` (a
+/// machine the cloud has not stopped yet learns why); later it is revoked (401).
+const REVOKED_AFTER_MS: i64 = 3_600_000;
 /// Most finished tasks one heartbeat may carry.
 const MAX_FINISHED_TASKS: usize = 1000;
 /// Longest task run accepted, in seconds (30 days).
@@ -248,7 +252,9 @@ impl FromRequestParts<AppState> for WorkerCaller {
                 "the credential for worker {id} is not valid"
             )));
         };
-        if worker.state == WorkerState::Terminated {
+        if worker.state == WorkerState::Terminated
+            && state.now().unix_ms() - worker.state_changed_at.unix_ms() > REVOKED_AFTER_MS
+        {
             return Err(ApiError::unauthorized(format!(
                 "worker {id} was terminated at {}; its credential is revoked",
                 worker.state_changed_at

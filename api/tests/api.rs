@@ -1746,17 +1746,61 @@ async fn plans_and_forecasts_are_served_once_the_loop_records_them(c: Ctx) {
     let a = c
         .get("/v1/pools/ci/linux/forecast?history_s=3024000", &c.admin)
         .await;
-    assert_eq!(pending(&a), [1, 2, 3, 4]);
+    // 35 days in the default 720 points: 2-hour buckets (1 hour would take 841). Now
+    // is a multiple of 2 h, so the samples an hour and 30 s ago share [now - 2 h, now)
+    // and the bucket shows their maximum.
+    assert_eq!(pending(&a), [1, 3, 4]);
+    assert_eq!(a.body["history"][1]["width_s"], 7200);
+    assert_eq!(a.body["history"][1]["samples"], 2);
+    assert_eq!(a.body["history"][1]["pending_mean"], 2.5);
+    // Downsampled: 35 days in at most 2 points. Widths are whole weeks past 7 days;
+    // 14, 21 and 28 days need 3 or 4 epoch-aligned buckets to cover the period, 35
+    // days (3,024,000 s) 2, and all four samples fall in the one starting at 595 ×
+    // 3,024,000 s = now - 720,000 s.
+    let a = c
+        .get(
+            "/v1/pools/ci/linux/forecast?history_s=3024000&max_points=2",
+            &c.admin,
+        )
+        .await;
+    a.expect(StatusCode::OK);
+    assert_eq!(
+        a.body["history"],
+        serde_json::json!([{
+            "at": at(-720_000),
+            "width_s": 3_024_000,
+            "samples": 4,
+            "pending": 4,
+            "pending_mean": 2.5,
+            "running": 1,
+            "running_mean": 1.0,
+            "arrivals": 4,
+            "completions": 4,
+        }])
+    );
+    // History may reach back as far as rollups are kept (up to ten years).
+    c.get("/v1/pools/ci/linux/forecast?history_s=316224000", &c.admin)
+        .await
+        .expect(StatusCode::OK);
     for bad in [
         "history_s=0",
-        "history_s=3024001",
+        "history_s=316224001",
         "history_s=6h",
+        "max_points=0",
+        "max_points=10001",
         "since=1",
     ] {
         c.get(&format!("/v1/pools/ci/linux/forecast?{bad}"), &c.admin)
             .await
             .error(StatusCode::BAD_REQUEST, "bad_request");
     }
+    let a = c
+        .get("/v1/pools/ci/linux/forecast?max_points=0", &c.admin)
+        .await;
+    assert_eq!(
+        a.body["message"],
+        "max_points: must be between 1 and 10000, got 0"
+    );
 
     // Reading needs pools:read on the pool.
     let other = c.client("other", &["pools:read:prod/*"]).await;
@@ -1997,7 +2041,10 @@ async fn workers_register_once_and_their_credential_only_opens_their_own_routes(
     .await;
     a.expect(StatusCode::OK);
     assert_eq!(a.body["pool_id"], "ci/linux");
-    assert_eq!(a.body["heartbeat_interval_s"], 60, "a quarter of the 300 s heartbeat timeout, at most 60");
+    assert_eq!(
+        a.body["heartbeat_interval_s"], 60,
+        "a quarter of the 300 s heartbeat timeout, at most 60"
+    );
     let cred1 = a.body["credential"].as_str().unwrap().to_owned();
     assert!(cred1.starts_with("capw_w-1_"), "{cred1}");
     let a = register(
@@ -2163,13 +2210,24 @@ async fn workers_register_once_and_their_credential_only_opens_their_own_routes(
         "{w2:?}"
     );
 
-    // Terminating: told to stop; terminated: the credential is revoked.
+    // Terminating, then terminated: told to stop; an hour after termination the
+    // credential is revoked.
     for to in [WorkerState::Terminating, WorkerState::Terminated] {
         c.store
             .transition_worker(&WorkerId::from_string("w-1"), to, now())
             .await
             .unwrap();
+        let a = hb(cred1.clone(), "w-1", json!({"busy_slots": 0})).await;
+        a.expect(StatusCode::OK);
+        assert_eq!(a.body["action"], "terminate");
     }
+    c.store
+        .modify_worker(&WorkerId::from_string("w-1"), |w| {
+            w.state_changed_at = now().plus_secs(-3601);
+            Ok(())
+        })
+        .await
+        .unwrap();
     let a = hb(cred1.clone(), "w-1", json!({"busy_slots": 0})).await;
     a.error(StatusCode::UNAUTHORIZED, "unauthorized");
     assert!(
@@ -2177,4 +2235,10 @@ async fn workers_register_once_and_their_credential_only_opens_their_own_routes(
         "{:#}",
         a.body
     );
+    // A credential with one digit changed is no credential.
+    let flipped = if cred2.ends_with('0') { "1" } else { "0" };
+    let forged = format!("{}{flipped}", &cred2[..cred2.len() - 1]);
+    hb(forged, "w-2", json!({"busy_slots": 0}))
+        .await
+        .error(StatusCode::UNAUTHORIZED, "unauthorized");
 }
