@@ -284,8 +284,9 @@ async fn heartbeat(
 ) -> Response {
     let mut c = state.lock().unwrap();
     if let Err(status) = authorize(&c, &id, &headers) {
+        let message = format!("worker {id}: credential revoked or not this worker's");
         c.refused.push((id, status.as_u16()));
-        return error(status, "unauthorized", &format!("worker {} is gone", "w-x"));
+        return error(status, "unauthorized", &message);
     }
     c.heartbeats.push(Heartbeat {
         worker_id: id,
@@ -560,6 +561,49 @@ fn registers_a_static_machine_from_a_toml_file_waiting_out_not_leased() {
         "Retry-After: 1 honoured, waited {waited:?}"
     );
     assert!(!agent.log().contains("machine-secret-1234"));
+}
+
+#[test]
+fn a_released_static_machine_registers_again_instead_of_exiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ContractServer::start();
+    server.with(|c| {
+        c.machines
+            .insert("rack1-08".into(), "machine-secret-5678".into());
+        c.action = "terminate".into();
+    });
+    let file = dir.path().join("agent.json");
+    std::fs::write(
+        &file,
+        json!({"server": server.url(), "machine": "rack1-08", "secret": "machine-secret-5678"})
+            .to_string(),
+    )
+    .unwrap();
+    let mut agent = Agent::spawn(
+        dir.path(),
+        &[
+            "--bootstrap",
+            &format!("file:{}", file.display()),
+            "--shutdown-command",
+            "touch shutdown-ran",
+        ],
+        &[],
+    );
+    wait_for(
+        &agent,
+        Duration::from_secs(10),
+        "a second registration",
+        || {
+            let granted = server.with(|c| c.registers.iter().filter(|r| r.1 == 200).count());
+            (granted >= 2).then_some(())
+        },
+    );
+    server.with(|c| c.action = "continue".into());
+    assert!(agent.is_running(), "{}", agent.log());
+    assert!(
+        !dir.path().join("shutdown-ran").exists(),
+        "a released static machine is not shut down"
+    );
 }
 
 #[test]
