@@ -20,6 +20,9 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://capstan.db";
 /// Default queue-sample retention: five weeks, enough for weekly seasonality plus a
 /// what-if replay of the last month.
 pub const DEFAULT_QUEUE_SAMPLE_RETENTION_DAYS: u32 = 35;
+/// Default retention of hourly history rollups: a year and a month, so last year's
+/// same week is still there.
+pub const DEFAULT_ROLLUP_HISTORY_DAYS: u32 = 400;
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -42,8 +45,13 @@ pub struct FileConfig {
     pub public_url: Option<String>,
     /// `sqlite://PATH` or `postgres://...`.
     pub database_url: Option<String>,
-    /// Days of queue samples kept for forecasting and what-if simulations.
+    /// Days raw queue samples and task runs are kept (default 35: what a what-if
+    /// replays exactly); older ones live on as hourly rollups.
+    pub raw_history_days: Option<u32>,
+    /// The older name of `raw_history_days`, still read.
     pub queue_sample_retention_days: Option<u32>,
+    /// Days hourly rollups of queue samples and task runs are kept (default 400).
+    pub rollup_history_days: Option<u32>,
     /// Logging settings.
     #[serde(default)]
     pub log: FileLogConfig,
@@ -304,13 +312,29 @@ impl ServiceConfig {
             None if listen.ip().is_unspecified() => None,
             None => Some(format!("http://{listen}")),
         };
-        let queue_sample_retention_days = match file.queue_sample_retention_days {
-            Some(0) => bail!("queue_sample_retention_days: must be >= 1, got 0"),
-            Some(days) => days,
-            None => DEFAULT_QUEUE_SAMPLE_RETENTION_DAYS,
+        let (raw_key, raw_days) = match (file.raw_history_days, file.queue_sample_retention_days) {
+            (Some(_), Some(_)) => bail!(
+                "raw_history_days: also given as queue_sample_retention_days (its older name); keep one"
+            ),
+            (Some(d), None) => ("raw_history_days", d),
+            (None, Some(d)) => ("queue_sample_retention_days", d),
+            (None, None) => ("raw_history_days", DEFAULT_QUEUE_SAMPLE_RETENTION_DAYS),
         };
+        let max_days = store::history::MAX_ROLLUP_HISTORY_DAYS;
+        let rollup_days = file
+            .rollup_history_days
+            .unwrap_or(DEFAULT_ROLLUP_HISTORY_DAYS);
+        if raw_days == 0 {
+            bail!("{raw_key}: must be >= 1 day, got 0");
+        }
+        if !(raw_days..=max_days).contains(&rollup_days) {
+            bail!(
+                "rollup_history_days: must be between {raw_key} ({raw_days}) and {max_days} days, got {rollup_days}"
+            );
+        }
         let mut jobs = reconciler::jobs::JobsConfig {
-            queue_retention_days: queue_sample_retention_days,
+            raw_history_days: raw_days,
+            rollup_history_days: rollup_days,
             ..Default::default()
         };
         if let Some(cron) = file.orphan_sweep_cron {
@@ -455,8 +479,45 @@ mod tests {
         let cfg = ServiceConfig::resolve(FileConfig::default(), Overrides::default()).unwrap();
         assert_eq!(cfg.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(cfg.database_url, DEFAULT_DATABASE_URL);
-        assert_eq!(cfg.jobs.queue_retention_days, 35);
+        assert_eq!(cfg.jobs.raw_history_days, 35);
+        assert_eq!(cfg.jobs.rollup_history_days, 400);
         assert_eq!(cfg.reconcile.reconcile_interval, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn history_retention_keys_are_checked_and_named() {
+        let cfg = |text: &str| {
+            ServiceConfig::resolve(toml::from_str(text).unwrap(), Overrides::default())
+        };
+        let ok = cfg("raw_history_days = 14\nrollup_history_days = 730\n").unwrap();
+        assert_eq!(
+            (ok.jobs.raw_history_days, ok.jobs.rollup_history_days),
+            (14, 730)
+        );
+        let old_name = cfg("queue_sample_retention_days = 20\n").unwrap();
+        assert_eq!(old_name.jobs.raw_history_days, 20);
+        for (text, starts) in [
+            ("raw_history_days = 0\n", "raw_history_days: must be >= 1"),
+            (
+                "queue_sample_retention_days = 0\n",
+                "queue_sample_retention_days: must be >= 1",
+            ),
+            (
+                "raw_history_days = 35\nqueue_sample_retention_days = 35\n",
+                "raw_history_days: also given",
+            ),
+            (
+                "raw_history_days = 60\nrollup_history_days = 30\n",
+                "rollup_history_days: must be between raw_history_days (60)",
+            ),
+            (
+                "rollup_history_days = 5000\n",
+                "rollup_history_days: must be between",
+            ),
+        ] {
+            let err = cfg(text).unwrap_err().to_string();
+            assert!(err.starts_with(starts), "{text}: {err}");
+        }
     }
 
     #[test]

@@ -10,8 +10,11 @@
 //!   in plain words ([`capstan_core::Plan::summary`]), and the plans that acted in the
 //!   last hour (at most 50, newest first).
 //! - `forecast`: the latest forecast, with its points further ahead (mean and upper
-//!   quantiles: the band), and the pool's queue samples of the last `history_s`
-//!   seconds (default 6 h, at most 35 days), to draw both on one time axis.
+//!   quantiles: the band), and the pool's queue history of the last `history_s`
+//!   seconds (default 6 h, at most the longest rollup retention) in at most
+//!   `max_points` buckets (default 720), to draw both on one time axis. The history
+//!   comes from raw samples where they are kept and hourly rollups before
+//!   ([`store::history`]).
 //!
 //! The core types are served as they are, and described in the OpenAPI document by
 //! their own schemas (core's `openapi` feature).
@@ -21,7 +24,7 @@
 
 use axum::Json;
 use axum::extract::State;
-use capstan_core::{Action as PlanAction, Forecast, Plan, PoolId, QueueSample, Timestamp};
+use capstan_core::{Action as PlanAction, Forecast, Plan, PoolId, Timestamp};
 use serde::{Deserialize, Serialize};
 use store::{PoolStatus, Store};
 use utoipa::{IntoParams, ToSchema};
@@ -30,7 +33,7 @@ use crate::AppState;
 use crate::auth::{Action, Caller};
 use crate::error::{ApiError, ErrorBody};
 use crate::pools::{PoolIdParam, PoolPath, existing};
-use crate::queue::{MAX_AGE_S, MAX_FUTURE_S};
+use crate::queue::MAX_FUTURE_S;
 use crate::request::Query;
 
 /// How far back `recent_actions` reaches, in seconds.
@@ -41,6 +44,12 @@ const RECENT_MAX: usize = 50;
 const LOG_PAGE: u32 = 200;
 /// Default `history_s` of the forecast route: 6 hours.
 const DEFAULT_HISTORY_S: u32 = 21_600;
+/// Longest `history_s`: the longest rollup retention the service accepts (ten years).
+const MAX_HISTORY_S: u32 = store::history::MAX_ROLLUP_HISTORY_DAYS * 86_400;
+/// Default `max_points`: 6 hours at one point a minute, a chart's width.
+const DEFAULT_MAX_POINTS: u32 = 720;
+/// Most `max_points`: bounds the answer to a few hundred kilobytes.
+const MAX_POINTS: u32 = 10_000;
 
 /// A pool's latest plan.
 #[derive(Debug, Serialize, ToSchema)]
@@ -83,8 +92,62 @@ pub struct ForecastView {
     /// The forecast: the target it sets and its points further ahead (mean and upper
     /// quantiles).
     pub forecast: Forecast,
-    /// The pool's queue samples of the last `history_s` seconds, oldest first.
-    pub history: Vec<QueueSample>,
+    /// The pool's queue history of the last `history_s` seconds in at most
+    /// `max_points` buckets, oldest first; empty buckets are left out.
+    pub history: Vec<HistoryPoint>,
+}
+
+/// One bucket of queue history: the samples taken in `[at, at + width_s)`.
+///
+/// `pending` and `running` are the bucket's maxima, so a bucket holding one sample
+/// reads as that sample; the means are beside them.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HistoryPoint {
+    /// Start of the bucket, a multiple of `width_s` since the epoch (so the first may
+    /// start before the period asked for).
+    pub at: Timestamp,
+    /// Width of the bucket in seconds: round (1 s to 1 h, whole hours, whole weeks),
+    /// the narrowest that fits the period in `max_points`; an hour at least where the
+    /// history is older than the raw retention.
+    #[schema(minimum = 1)]
+    pub width_s: u32,
+    /// Samples in the bucket.
+    #[schema(minimum = 1)]
+    pub samples: u64,
+    /// Most tasks waiting at one sample.
+    #[schema(minimum = 0)]
+    pub pending: u32,
+    /// Mean of the samples' waiting tasks.
+    #[schema(minimum = 0)]
+    pub pending_mean: f64,
+    /// Most tasks running at one sample.
+    #[schema(minimum = 0)]
+    pub running: u32,
+    /// Mean of the samples' running tasks.
+    #[schema(minimum = 0)]
+    pub running_mean: f64,
+    /// Tasks that entered the queue over the bucket.
+    #[schema(minimum = 0)]
+    pub arrivals: u64,
+    /// Tasks that finished over the bucket.
+    #[schema(minimum = 0)]
+    pub completions: u64,
+}
+
+impl From<store::history::HistoryPoint> for HistoryPoint {
+    fn from(p: store::history::HistoryPoint) -> Self {
+        Self {
+            at: p.at,
+            width_s: p.width_s,
+            samples: p.samples,
+            pending: p.pending_max,
+            pending_mean: p.pending_mean,
+            running: p.running_max,
+            running_mean: p.running_mean,
+            arrivals: p.arrivals,
+            completions: p.completions,
+        }
+    }
 }
 
 /// Query of the forecast route.
@@ -92,9 +155,14 @@ pub struct ForecastView {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ForecastQuery {
-    /// Seconds of queue history to include, 1 to 3024000 (35 days); default 21600 (6 h).
-    #[param(minimum = 1, maximum = 3_024_000)]
+    /// Seconds of queue history to include, 1 to 316224000 (ten years, the longest
+    /// rollup retention); default 21600 (6 h). What is kept reaches back
+    /// `rollup_history_days`.
+    #[param(minimum = 1, maximum = 316_224_000)]
     history_s: Option<u32>,
+    /// Most buckets of history, 1 to 10000; default 720.
+    #[param(minimum = 1, maximum = 10_000)]
+    max_points: Option<u32>,
 }
 
 /// The pool's status, or 404 (no pool; or not planned yet).
@@ -185,7 +253,14 @@ pub async fn get_plan(
 ///
 /// The forecast behind the latest plan: the slots needed at `made_at + lead_s`, the
 /// backlog target, and points further ahead with their mean and upper quantiles; plus
-/// the pool's queue samples of the last `history_s` seconds. Needs
+/// the pool's queue history of the last `history_s` seconds (up to ten years; what is
+/// kept reaches back `rollup_history_days`, default 400).
+///
+/// The history comes downsampled to at most `max_points` buckets (default 720) of a
+/// round width, the narrowest that fits: 6 hours come as one-minute buckets, a year
+/// as days. Each bucket gives its maxima (`pending`, `running`), means and totals.
+/// Samples are kept raw for `raw_history_days` (default 35) and as hourly rollups
+/// before, so older history is never finer than an hour. Needs
 /// `pools:read:<pool_id>`.
 #[utoipa::path(
     get, path = "/v1/pools/{pool_id}/forecast", tag = "plans",
@@ -208,10 +283,19 @@ pub async fn get_forecast(
     caller.require(Action::PoolsRead, id.as_str())?;
     let history_s = match q.history_s {
         None => DEFAULT_HISTORY_S,
-        Some(s) if (1..=MAX_AGE_S).contains(&i64::from(s)) => s,
+        Some(s) if (1..=MAX_HISTORY_S).contains(&s) => s,
         Some(s) => {
             return Err(ApiError::bad_request(format!(
-                "history_s: must be between 1 and {MAX_AGE_S} seconds (35 days), got {s}"
+                "history_s: must be between 1 and {MAX_HISTORY_S} seconds (ten years), got {s}"
+            )));
+        }
+    };
+    let max_points = match q.max_points {
+        None => DEFAULT_MAX_POINTS,
+        Some(n) if (1..=MAX_POINTS).contains(&n) => n,
+        Some(n) => {
+            return Err(ApiError::bad_request(format!(
+                "max_points: must be between 1 and {MAX_POINTS}, got {n}"
             )));
         }
     };
@@ -220,12 +304,16 @@ pub async fn get_forecast(
     // Pushed samples may be up to a minute ahead of this clock.
     let history = state
         .store
-        .queue_samples(
+        .queue_history(
             &id,
             now.plus_secs(-i64::from(history_s)),
             now.plus_secs(MAX_FUTURE_S + 1),
+            max_points,
         )
-        .await?;
+        .await?
+        .into_iter()
+        .map(HistoryPoint::from)
+        .collect();
     Ok(Json(ForecastView {
         pool_id: id,
         made_at: status.forecast.made_at,

@@ -3,10 +3,10 @@
 //! The plan and forecast bodies, with every variant of the core types they carry, are
 //! checked against it.
 
-use api::plans::{ForecastView, PlanView, RecentPlan};
+use api::plans::{ForecastView, HistoryPoint, PlanView, RecentPlan};
 use capstan_core::{
-    Action, Forecast, ForecastPoint, Plan, PlanReport, PoolId, Quantile, QueueSample,
-    ScalingPolicy, SkipReason, SkippedOffering, TargetTerm, TerminateReason, Timestamp, WorkerId,
+    Action, Forecast, ForecastPoint, Plan, PlanReport, PoolId, Quantile, ScalingPolicy, SkipReason,
+    SkippedOffering, TargetTerm, TerminateReason, Timestamp, WorkerId,
 };
 use serde_json::Value;
 
@@ -331,10 +331,14 @@ fn plans_and_forecasts_as_served_conform_to_the_document() {
             pool_id: pool_id.clone(),
             made_at: t,
             forecast: forecast.clone(),
-            history: vec![QueueSample {
+            history: vec![HistoryPoint {
                 at: t,
+                width_s: 3600,
+                samples: 60,
                 pending: 1,
+                pending_mean: 0.5,
                 running: 2,
+                running_mean: 1.25,
                 arrivals: 3,
                 completions: 4,
             }],

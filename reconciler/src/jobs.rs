@@ -9,6 +9,12 @@
 //! orphan is terminated once it has been seen for the grace period (so an instance
 //! whose row is being written right now is never touched), and recorded as a pool
 //! error. The sweep is idempotent, so every replica may run it.
+//!
+//! **Retention.** Hourly (and once at start-up), on every replica: raw queue samples
+//! and task runs older than `raw_history_days` are moved into hourly rollups, rollups
+//! older than `rollup_history_days` deleted ([`store::Store::compact_history`]: bounded
+//! batches, each one transaction, safe to run concurrently and after a crash), and old
+//! pool errors and plan-log entries deleted.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -31,8 +37,11 @@ pub struct JobsConfig {
     pub orphan_grace: Duration,
     /// Cron schedule of the retention job. Default: hourly.
     pub retention_cron: String,
-    /// Queue samples older than this are deleted.
-    pub queue_retention_days: u32,
+    /// Raw queue samples and task runs are kept this long (the weeks a what-if
+    /// replays exactly); older ones are moved into hourly rollups.
+    pub raw_history_days: u32,
+    /// Hourly rollups are kept this long.
+    pub rollup_history_days: u32,
     /// Pool errors last seen longer ago than this are deleted.
     pub error_retention_days: u32,
     /// Plan-log entries older than this are deleted.
@@ -45,7 +54,8 @@ impl Default for JobsConfig {
             orphan_sweep_cron: "0 * * * * *".into(),
             orphan_grace: Duration::from_secs(600),
             retention_cron: "0 17 * * * *".into(),
-            queue_retention_days: 35,
+            raw_history_days: 35,
+            rollup_history_days: 400,
             error_retention_days: 14,
             plan_log_retention_days: 7,
         }
@@ -89,11 +99,7 @@ pub async fn start(
     }
     {
         let store = store.clone();
-        let days = (
-            cfg.queue_retention_days,
-            cfg.error_retention_days,
-            cfg.plan_log_retention_days,
-        );
+        let days = RetentionDays::of(&cfg);
         sched
             .add(Job::new_async(cfg.retention_cron.as_str(), move |_, _| {
                 let store = store.clone();
@@ -102,31 +108,58 @@ pub async fn start(
             .await?;
     }
     // Retention also runs once at start-up.
-    let (store2, days) = (
-        store.clone(),
-        (
-            cfg.queue_retention_days,
-            cfg.error_retention_days,
-            cfg.plan_log_retention_days,
-        ),
-    );
+    let (store2, days) = (store.clone(), RetentionDays::of(&cfg));
     tokio::spawn(async move { retention(&store2, days, clock()).await });
     sched.start().await?;
     Ok(sched)
 }
 
-async fn retention(store: &Store, (queue, errors, plans): (u32, u32, u32), now: Timestamp) {
-    let cutoff = |days: u32| now.plus_secs(-i64::from(days) * 86_400);
-    match store.prune_queue_samples(cutoff(queue)).await {
-        Ok(n) => tracing::info!(deleted = n, days = queue, "queue-history retention"),
-        Err(e) => tracing::warn!(error = %e, "queue-history retention failed"),
+/// Raw rows moved into rollups (or rollups deleted) per transaction: a few
+/// milliseconds of write lock each, so the job never stalls the loop's writes.
+pub const HISTORY_BATCH: u32 = 5000;
+
+/// The retention periods, in days.
+#[derive(Debug, Clone, Copy)]
+struct RetentionDays {
+    raw: u32,
+    rollups: u32,
+    errors: u32,
+    plans: u32,
+}
+
+impl RetentionDays {
+    fn of(cfg: &JobsConfig) -> Self {
+        Self {
+            raw: cfg.raw_history_days,
+            rollups: cfg.rollup_history_days,
+            errors: cfg.error_retention_days,
+            plans: cfg.plan_log_retention_days,
+        }
     }
-    match store.prune_pool_errors(cutoff(errors)).await {
-        Ok(n) => tracing::info!(deleted = n, days = errors, "pool-error retention"),
+}
+
+async fn retention(store: &Store, days: RetentionDays, now: Timestamp) {
+    let cutoff = |days: u32| now.plus_secs(-i64::from(days) * 86_400);
+    match store
+        .compact_history(cutoff(days.raw), cutoff(days.rollups), HISTORY_BATCH)
+        .await
+    {
+        Ok(done) => tracing::info!(
+            samples_rolled_up = done.samples_rolled_up,
+            runs_rolled_up = done.runs_rolled_up,
+            rollups_deleted = done.rollups_deleted,
+            raw_days = days.raw,
+            rollup_days = days.rollups,
+            "history retention"
+        ),
+        Err(e) => tracing::warn!(error = %e, "history retention failed"),
+    }
+    match store.prune_pool_errors(cutoff(days.errors)).await {
+        Ok(n) => tracing::info!(deleted = n, days = days.errors, "pool-error retention"),
         Err(e) => tracing::warn!(error = %e, "pool-error retention failed"),
     }
-    match store.prune_plan_log(cutoff(plans)).await {
-        Ok(n) => tracing::info!(deleted = n, days = plans, "plan-log retention"),
+    match store.prune_plan_log(cutoff(days.plans)).await {
+        Ok(n) => tracing::info!(deleted = n, days = days.plans, "plan-log retention"),
         Err(e) => tracing::warn!(error = %e, "plan-log retention failed"),
     }
 }

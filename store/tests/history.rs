@@ -153,8 +153,8 @@ async fn vacuumed_size(path: &std::path::Path) -> i64 {
 /// A pool-year on disk: one queue sample a minute and one task run every three
 /// minutes (175,200 a year), after the default retention (35 days raw, 400 days of
 /// hourly rollups). Measured at 6.2 MiB (57 MB with the whole year raw); the 35 raw
-/// days are most of it (~50,400 samples and ~16,800 runs with their indexes), the
-/// 8,424 rolled-up hours under 1.5 MiB. The budget leaves a quarter for SQLite
+/// days (~50,400 samples and ~16,800 runs with their indexes) are most of it, the
+/// 8,424 rolled-up hours the rest. The budget leaves a quarter for SQLite
 /// versions and page fill; the second assertion keeps it well under a fifth of raw.
 const POOL_YEAR_BUDGET: i64 = 8 * 1024 * 1024;
 
