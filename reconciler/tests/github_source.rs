@@ -281,24 +281,25 @@ async fn a_missed_completed_delivery_is_caught_by_the_poll() {
     );
 
     // What was asked, and how.
-    let g = gh.lock().unwrap();
-    let paths: Vec<&str> = g.seen.iter().map(|(p, _)| p.as_str()).collect();
-    assert_eq!(
-        paths,
-        [
-            "/repos/Codertocat/Hello-World/actions/runs?status=queued&per_page=100&page=1",
-            "/repos/Codertocat/Hello-World/actions/runs?status=in_progress&per_page=100&page=1",
-            "/repos/Codertocat/Hello-World/actions/jobs/289782451",
-        ]
-    );
-    for (path, headers) in &g.seen {
-        let h = |k: &str| headers.get(k).and_then(|v| v.to_str().ok()).unwrap_or("");
-        assert_eq!(h("authorization"), "Bearer ghs_test-token", "{path}");
-        assert_eq!(h("accept"), "application/vnd.github+json", "{path}");
-        assert_eq!(h("x-github-api-version"), "2022-11-28", "{path}");
-        assert!(h("user-agent").starts_with("capstan/"), "{path}");
+    {
+        let g = gh.lock().unwrap();
+        let paths: Vec<&str> = g.seen.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "/repos/Codertocat/Hello-World/actions/runs?status=queued&per_page=100&page=1",
+                "/repos/Codertocat/Hello-World/actions/runs?status=in_progress&per_page=100&page=1",
+                "/repos/Codertocat/Hello-World/actions/jobs/289782451",
+            ]
+        );
+        for (path, headers) in &g.seen {
+            let h = |k: &str| headers.get(k).and_then(|v| v.to_str().ok()).unwrap_or("");
+            assert_eq!(h("authorization"), "Bearer ghs_test-token", "{path}");
+            assert_eq!(h("accept"), "application/vnd.github+json", "{path}");
+            assert_eq!(h("x-github-api-version"), "2022-11-28", "{path}");
+            assert!(h("user-agent").starts_with("capstan/"), "{path}");
+        }
     }
-    drop(g);
     // Nothing changed since: a second poll writes no sample.
     advance(60);
     adapter(&store, &pool, &base, Some("gh"))
@@ -436,7 +437,7 @@ async fn a_rate_limit_stops_polling_until_it_resets_and_shows_as_a_pool_error() 
     }
     advance(60);
     let report = poller.pass().await.unwrap();
-    assert_eq!(report.polled, [pool.clone()], "{report:?}");
+    assert_eq!(report.polled, std::slice::from_ref(&pool), "{report:?}");
     assert!(gh.lock().unwrap().seen.len() > 1);
     assert_eq!(wakes.load(Ordering::SeqCst), 1);
 }
