@@ -482,7 +482,7 @@ impl<'a> Session<'a> {
             ApiError::Unauthorized { message } => {
                 anyhow!("capstan revoked this worker's credential: {message}")
             }
-            other => anyhow!("capstan refused the {what}: {other}"),
+            other => anyhow!("{what} failed: {other}"),
         };
         tracing::error!(worker_id = %self.registration.worker_id, "{error}; stopping the worker process");
         self.supervisor.stop(self.registration.drain_grace).await;
