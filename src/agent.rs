@@ -21,6 +21,10 @@
 //! jitter (1 s doubling to 30 s, [`backoff`]); finished tasks wait until a heartbeat
 //! carrying them is acknowledged. A 401 on a heartbeat means capstan revoked the
 //! credential: the agent stops the child and exits non-zero with a message saying so.
+//! A 422 on a heartbeat (a busy count above the worker's capacity, say) is logged as
+//! an error and retried with backoff, the refused heartbeat's tasks dropped: a
+//! reporting problem does not stop a working machine. A heartbeat carries at most
+//! 1,000 tasks, the server's limit.
 //! SIGTERM or SIGINT to the agent stops the child gracefully and exits 0.
 //!
 //! Secrets (registration token, machine secret, credential) live in
@@ -60,6 +64,9 @@ use crate::config::LogFormat;
 const BUSY_FILE_POLL: Duration = Duration::from_millis(250);
 /// The shortest heartbeat interval the agent accepts from a server.
 const MIN_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(100);
+/// Most finished tasks one heartbeat carries (the server's limit); after a long outage
+/// the backlog goes out over several heartbeats, oldest first.
+const MAX_TASKS_PER_HEARTBEAT: usize = 1000;
 /// How many times a metadata read is tried at boot before giving up.
 const METADATA_ATTEMPTS: u32 = 6;
 
@@ -395,6 +402,17 @@ impl<'a> Session<'a> {
                             }
                             next_beat = Instant::now() + delay;
                         }
+                        Err(e @ ApiError::Rejected { status: 422, .. }) => {
+                            // The server could not take this heartbeat's content (a
+                            // busy count above the worker's capacity, a task it cannot
+                            // record). Exiting would stop a working machine over a
+                            // report, so say so loudly and keep trying: the tasks of
+                            // the refused heartbeat were dropped, a bad count may be
+                            // fixed by the worker.
+                            let delay = backoff.next_delay();
+                            tracing::error!(error = %e, retry_in_s = delay.as_secs_f64(), "capstan rejected the heartbeat's content; its finished tasks are dropped");
+                            next_beat = Instant::now() + delay;
+                        }
                         Err(e) => return Err(self.refused(e, "heartbeat").await),
                     }
                 }
@@ -439,11 +457,20 @@ impl<'a> Session<'a> {
     /// Sends one heartbeat with the current busy slots and the unacknowledged tasks.
     async fn heartbeat(&mut self) -> Result<worker_api::HeartbeatReply, ApiError> {
         let busy = self.busy_slots();
-        let sent = self.outbox.pending().len();
-        let reply = self
+        let sent = self.outbox.pending().len().min(MAX_TASKS_PER_HEARTBEAT);
+        let result = self
             .api
-            .heartbeat(&self.registration, busy, self.outbox.pending())
-            .await?;
+            .heartbeat(&self.registration, busy, &self.outbox.pending()[..sent])
+            .await;
+        let reply = match result {
+            Ok(reply) => reply,
+            Err(e) => {
+                if matches!(e, ApiError::Rejected { status: 422, .. }) {
+                    self.outbox.acknowledge(sent);
+                }
+                return Err(e);
+            }
+        };
         self.outbox.acknowledge(sent);
         if self.disconnected {
             tracing::info!("capstan answers again; reconnected");

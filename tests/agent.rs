@@ -68,6 +68,9 @@ struct Contract {
 
 type Shared = Arc<Mutex<Contract>>;
 
+/// Every worker's capacity: a heartbeat with more busy slots is 422, as on the server.
+const CAPACITY: u64 = 4;
+
 /// The server, on its own thread and runtime; stopping it drops every connection.
 struct ContractServer {
     port: u16,
@@ -283,6 +286,14 @@ async fn heartbeat(
     axum::Json(body): axum::Json<Value>,
 ) -> Response {
     let mut c = state.lock().unwrap();
+    if body["busy_slots"].as_u64() > Some(CAPACITY) {
+        c.refused.push((id, 422));
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            "busy_slots: at most the worker's capacity (4)",
+        );
+    }
     if let Err(status) = authorize(&c, &id, &headers) {
         let message = format!("worker {id}: credential revoked or not this worker's");
         c.refused.push((id, status.as_u16()));
@@ -757,6 +768,36 @@ fn busy_file_counts_are_reported_and_freed_slots_finish_oldest_first() {
     );
     let saw_one = server.heartbeats().iter().any(|h| h.busy_slots == 1);
     assert!(saw_one, "the single busy slot was reported");
+}
+
+#[test]
+fn a_rejected_heartbeat_is_logged_and_retried_not_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ContractServer::start();
+    let busy = dir.path().join("busy");
+    write_atomically(&busy, "9");
+    let mut agent = cloud_agent(
+        dir.path(),
+        &server,
+        "w-over",
+        &["--busy-file", busy.to_str().unwrap()],
+        &["sleep", "30"],
+    );
+    wait_for(
+        &agent,
+        Duration::from_secs(10),
+        "a rejected heartbeat",
+        || server.with(|c| c.refused.iter().any(|r| r.1 == 422).then_some(())),
+    );
+    assert!(agent.is_running(), "a 422 is not fatal: {}", agent.log());
+    write_atomically(&busy, "3");
+    let hb = first_heartbeat(&server, &agent, "w-over");
+    assert_eq!(hb.busy_slots, 3);
+    assert!(
+        agent.log().contains("rejected the heartbeat"),
+        "{}",
+        agent.log()
+    );
 }
 
 #[test]
