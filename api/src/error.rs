@@ -40,7 +40,8 @@ pub struct ErrorBody {
 #[derive(Debug, Clone)]
 pub struct ApiError {
     status: StatusCode,
-    body: ErrorBody,
+    // Boxed: handlers return `Result<_, ApiError>`, and the error stays small.
+    body: Box<ErrorBody>,
     retry_after_s: Option<u64>,
 }
 
@@ -48,13 +49,13 @@ impl ApiError {
     fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
         Self {
             status,
-            body: ErrorBody {
+            body: Box::new(ErrorBody {
                 error: code.to_owned(),
                 message: message.into(),
                 problems: None,
                 missing_scope: None,
                 current_generation: None,
-            },
+            }),
             retry_after_s: None,
         }
     }
@@ -193,7 +194,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response = (self.status, axum::Json(self.body)).into_response();
+        let mut response = (self.status, axum::Json(*self.body)).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

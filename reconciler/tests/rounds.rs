@@ -112,6 +112,7 @@ impl Rig {
     /// or a stray launch, would have); answers its instance id.
     async fn launch_directly(&self, spec: &PoolSpec, worker: &str, token: &str) -> String {
         let request = LaunchRequest {
+            api_url: None,
             pool_id: spec.id.clone(),
             launch_config: spec.launch_config("a").unwrap().clone(),
             zone: None,
