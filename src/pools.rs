@@ -130,7 +130,8 @@ enum PoolsCommand {
     Forecast {
         /// Pool id.
         id: String,
-        /// How much queue history to fetch: 90m, 6h, 7d (at most 35d).
+        /// How much queue history to fetch: 90m, 6h, 30d (at most 3660d; older than
+        /// raw_history_days it comes as hourly rollups).
         #[arg(long, value_name = "DURATION", default_value = "6h", value_parser = parse_duration)]
         history: u64,
         #[command(flatten)]
@@ -419,10 +420,15 @@ fn forecast_text(body: &Value) -> String {
         .get("history")
         .and_then(Value::as_array)
         .map_or(&[][..], Vec::as_slice);
+    // Buckets of history: each counts its samples and shows its maxima.
+    let samples: u64 = history
+        .iter()
+        .map(|p| p.get("samples").and_then(Value::as_u64).unwrap_or(1))
+        .sum();
     match (history.first(), history.last()) {
         (Some(first), Some(last)) => out.push_str(&format!(
             "queue history: {} from {} to {}; latest: {} pending, {} running\n",
-            match history.len() {
+            match samples {
                 1 => "1 sample".to_owned(),
                 n => format!("{n} samples"),
             },

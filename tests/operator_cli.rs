@@ -975,7 +975,7 @@ fn queue_samples_are_pushed_and_plans_and_forecasts_shown() {
             "{table}"
         );
     }
-    let err = reader.fails(&["pools", "forecast", "ci/linux", "--history", "36d"]);
+    let err = reader.fails(&["pools", "forecast", "ci/linux", "--history", "3661d"]);
     assert!(err.contains("history_s"), "{err}");
     let err = reader.fails(&["pools", "forecast", "ci/linux", "--history", "6"]);
     assert!(err.contains("unit"), "{err}");
