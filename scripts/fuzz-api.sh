@@ -9,7 +9,10 @@
 #      (up to 45 s) for its first plan, so the plan and forecast routes answer 200 too;
 #   3. runs schemathesis on http://127.0.0.1:PORT/openapi.json with that token:
 #      every phase (examples, coverage, fuzzing, stateful), a fixed seed, and the checks
-#      below; then fuzzes DELETE /v1/clients/{client_id} on its own (see below);
+#      below; then fuzzes DELETE /v1/clients/{client_id} on its own (see below); then
+#      the worker agent's own routes (heartbeat, interruption) with a real worker
+#      credential: a static machine of pool fuzz-static, leased by the loop, registers
+#      with its secret as `capstan agent` does;
 #   4. checks that the token still works, that no operation answered only 401/403,
 #      and that at least CAPSTAN_FUZZ_MIN_REQUESTS requests were made (counted from
 #      schemathesis' NDJSON report, every request of every phase).
@@ -266,6 +269,36 @@ fuzz_backend() {
     waited=$((waited + 1))
   done
 
+  # A worker credential for the worker agent's own routes (heartbeat, interruption):
+  # a static machine of pool fuzz-static, leased by the loop once there is demand,
+  # registers with its secret like `capstan agent` would.
+  local worker_credential="" worker_id="" secret=""
+  curl -sS -o /dev/null --max-time 10 -X PUT \
+    -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
+    --data '{"provider":"static","max_capacity":1,"launch_configs":[{"id":"hw","instance_type":"static"}]}' \
+    "$base/v1/pools/fuzz-static" || true
+  secret="$(curl -sS --max-time 10 -X POST \
+    -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
+    --data '{"name":"fuzz-m1","capacity":1}' "$base/v1/pools/fuzz-static/machines" |
+    "$py" -c 'import json, sys; print(json.load(sys.stdin).get("secret", ""))' 2>/dev/null || true)"
+  curl -sS -o /dev/null --max-time 10 -X POST \
+    -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
+    --data '{"samples":[{"pending":1,"running":0}]}' "$base/v1/pools/fuzz-static/queue" || true
+  waited=0
+  while [[ -n "$secret" ]] && (( waited < 45 )); do
+    if [[ "$(curl -sS -o "$dir/register.json" -w '%{http_code}' --max-time 5 -X POST \
+      -H 'Content-Type: application/json' \
+      --data "{\"machine\":\"fuzz-m1\",\"secret\":\"$secret\"}" \
+      "$base/v1/workers/register")" == 200 ]]; then
+      worker_credential="$("$py" -c 'import json, sys; print(json.load(open(sys.argv[1]))["credential"])' "$dir/register.json")"
+      worker_id="$("$py" -c 'import json, sys; print(json.load(open(sys.argv[1]))["worker_id"])' "$dir/register.json")"
+      rm -f "$dir/register.json"
+      break
+    fi
+    sleep 1
+    waited=$((waited + 1))
+  done
+
   # Random strings are almost never valid pool ids or entity tags (the schema does not
   # spell out their patterns), so most generated requests would stop at 400 before
   # reaching a handler. Dictionaries of valid values, drawn most of the time, let the
@@ -286,7 +319,6 @@ values = ['"1"', '"2"', '"3"', 'W/"1"', '"1", "2"', '*']
 "header.If-None-Match" = { dictionary = "etags", probability = 0.8 }
 TOML
   local common=(
-    --header "Authorization: Bearer $token"
     --checks "$checks"
     --max-examples "$max_examples"
     --seed "$seed"
@@ -296,11 +328,31 @@ TOML
     --no-color
     --report json,ndjson
   )
-  echo "--- schemathesis: every operation but DELETE /v1/clients/{client_id}"
-  run_st "$dir" --report-dir "$dir/main" --exclude-path-regex '^/v1/clients/' || rc=$?
+  local worker_routes='^/v1/workers/[{]worker_id[}]/(heartbeat|interruption)$'
+  echo "--- schemathesis: every operation but DELETE /v1/clients/{client_id} and the worker's own routes"
+  run_st "$dir" --report-dir "$dir/main" --header "Authorization: Bearer $token" \
+    --exclude-path-regex '^/v1/clients/|/(heartbeat|interruption)$' || rc=$?
   echo "--- schemathesis: DELETE /v1/clients/{client_id} alone"
-  run_st "$dir" --report-dir "$dir/revoke" --include-path-regex '^/v1/clients/[{]client_id[}]$' || rc2=$?
+  run_st "$dir" --report-dir "$dir/revoke" --header "Authorization: Bearer $token" \
+    --include-path-regex '^/v1/clients/[{]client_id[}]$' || rc2=$?
   [[ "$rc" == 124 || "$rc2" == 124 ]] && echo "error: schemathesis ran over the ${budget} s budget" >&2
+  if [[ -n "$worker_credential" ]]; then
+    echo "--- schemathesis: the worker's own routes, with worker $worker_id's credential"
+    mkdir -p "$dir/worker"
+    cat >"$dir/worker/schemathesis.toml" <<TOML
+[dictionaries.worker_ids]
+values = ["$worker_id"]
+
+[parameters]
+"path.worker_id" = { dictionary = "worker_ids", probability = 0.9 }
+TOML
+    run_st "$dir/worker" --report-dir "$dir/worker-report" \
+      --header "Authorization: Bearer $worker_credential" \
+      --include-path-regex "$worker_routes" || rc=$?
+  else
+    echo "FAIL ($name): no worker credential; the worker's own routes were not fuzzed"
+    rc=1
+  fi
 
   # The token must have survived the run, or the later results are 401s.
   local code

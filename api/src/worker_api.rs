@@ -46,7 +46,9 @@ use crate::store_inventory::StoreInventory;
 
 /// Prefix of worker credentials.
 pub const CREDENTIAL_PREFIX: &str = "capw_";
-/// How long a static machine that no worker wants waits before registering again.
+/// Longest a static machine that no worker wants waits before registering again; a
+/// pool whose workers heartbeat more often is asked back at its heartbeat interval
+/// instead, so a leased machine joins about as fast as a heartbeat would notice.
 const NOT_LEASED_RETRY_S: u64 = 15;
 /// Longest a drained child is given to finish before the agent kills it.
 const DRAIN_GRACE_S: u64 = 300;
@@ -329,6 +331,9 @@ fn to_ready(w: &mut Worker, now: Timestamp) -> Result<(), StoreError> {
     request_body = RegisterRequest,
     responses(
         (status = 200, description = "Registered; the credential is shown once", body = Registration),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 413, description = "Body over 1 MiB", body = ErrorBody),
+        (status = 415, description = "Body not JSON", body = ErrorBody),
         (status = 401, description = "Unknown worker or machine, wrong token or secret, or the token expired", body = ErrorBody),
         (status = 409, description = "The token was already used, the worker is past registering, or (`not_leased`, with Retry-After) no worker wants this static machine now", body = ErrorBody),
         (status = 422, description = "Neither worker_id + registration_token nor machine + secret", body = ErrorBody),
@@ -445,9 +450,15 @@ async fn register_static(
         .await
         .map_err(|e| crate::machines::static_error(e.into()))?
         .ok_or_else(bad)?;
+    let pool_spec = state
+        .store
+        .get_pool(&machine.pool_id)
+        .await?
+        .map(|r| r.spec);
+    let retry_after_s = NOT_LEASED_RETRY_S.min(heartbeat_interval_s(pool_spec.as_ref()));
     let not_leased = || {
         ApiError::not_leased(
-            NOT_LEASED_RETRY_S,
+            retry_after_s,
             format!(
                 "no worker of pool {} wants machine {name:?} now; register again later",
                 machine.pool_id
@@ -528,6 +539,9 @@ fn action_for(state: WorkerState, pool_exists: bool) -> WorkerAction {
     request_body = Heartbeat,
     responses(
         (status = 200, description = "What the worker should do", body = HeartbeatAnswer),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 413, description = "Body over 1 MiB", body = ErrorBody),
+        (status = 415, description = "Body not JSON", body = ErrorBody),
         (status = 401, description = "No valid worker credential (revoked once the worker is terminated)", body = ErrorBody),
         (status = 403, description = "The credential is another worker's, or an operator token", body = ErrorBody),
         (status = 422, description = "A field is out of range", body = ErrorBody),
@@ -622,6 +636,9 @@ pub async fn heartbeat(
     request_body = Interruption,
     responses(
         (status = 202, description = "Noted; drain", body = InterruptionAnswer),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 413, description = "Body over 1 MiB", body = ErrorBody),
+        (status = 415, description = "Body not JSON", body = ErrorBody),
         (status = 401, description = "No valid worker credential", body = ErrorBody),
         (status = 403, description = "The credential is another worker's, or an operator token", body = ErrorBody),
         (status = 422, description = "A field is wrong", body = ErrorBody),
