@@ -179,9 +179,13 @@ pub(crate) async fn round(shared: &Shared, slot: &mut PoolSlot) -> Result<RoundE
             ctl.observe_boot(reg.secs_since(w.created_at));
         }
     }
-    if slot
-        .offerings_at
-        .is_none_or(|t| t.elapsed() >= shared.cfg.offerings_refresh)
+    // A static pool's offerings are its registered machines, a store read with no
+    // cloud call to spare: read them every round, so a machine registered after the
+    // pool's first round is leasable now rather than at the next refresh.
+    if spec.provider == capstan_core::ProviderKind::Static
+        || slot
+            .offerings_at
+            .is_none_or(|t| t.elapsed() >= shared.cfg.offerings_refresh)
     {
         slot.offerings_at = Some(Instant::now());
         let mut offerings = Vec::new();
