@@ -14,7 +14,7 @@
 //! and task runs older than `raw_history_days` are moved into hourly rollups, rollups
 //! older than `rollup_history_days` deleted ([`store::Store::compact_history`]: bounded
 //! batches, each one transaction, safe to run concurrently and after a crash), and old
-//! pool errors and plan-log entries deleted.
+//! pool errors, plan-log entries, GitHub delivery ids and finished GitHub jobs deleted.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -162,7 +162,19 @@ async fn retention(store: &Store, days: RetentionDays, now: Timestamp) {
         Ok(n) => tracing::info!(deleted = n, days = days.plans, "plan-log retention"),
         Err(e) => tracing::warn!(error = %e, "plan-log retention failed"),
     }
+    match store.prune_github(cutoff(GITHUB_DELIVERY_DAYS)).await {
+        Ok(n) => tracing::info!(
+            deleted = n,
+            days = GITHUB_DELIVERY_DAYS,
+            "GitHub delivery and finished-job retention"
+        ),
+        Err(e) => tracing::warn!(error = %e, "GitHub retention failed"),
+    }
 }
+
+/// Days GitHub delivery ids (replay protection) and finished jobs are kept. GitHub
+/// redelivers only deliveries of the past 3 days, so a week covers every replay.
+const GITHUB_DELIVERY_DAYS: u32 = 7;
 
 /// One sweep of one provider (see the module docs). Answers the instances
 /// terminated.
