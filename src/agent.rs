@@ -28,14 +28,13 @@
 //! SIGTERM or SIGINT to the agent stops the child gracefully and exits 0.
 //!
 //! Secrets (registration token, machine secret, credential) live in
-//! [`secret::Secret`] and never reach a log line.
+//! [`capstan_core::secret::Secret`] and never reach a log line.
 
 mod backoff;
 mod bootstrap;
 mod child;
 mod interruption;
 mod metadata;
-mod secret;
 mod slots;
 mod worker_api;
 

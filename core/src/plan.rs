@@ -446,6 +446,7 @@ mod tests {
             TerminateReason::Failed => 4,
             TerminateReason::HeartbeatLost => 5,
             TerminateReason::PoolDeleted => 6,
+            TerminateReason::Drained => 7,
         };
         let term_at = |t: TargetTerm| match t {
             TargetTerm::Min => 0,

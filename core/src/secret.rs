@@ -2,8 +2,44 @@
 //! presented secret is checked against that digest in constant time. API tokens and
 //! static machines' secrets both go through here, so there is one such check.
 
+use std::fmt;
+
+use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+
+/// A secret in memory (a token, a machine secret, a credential, a queue source's
+/// password): `Debug` prints `Secret(<redacted>)` and `Display` `<redacted>`, so it
+/// cannot reach a log line or an error message by accident. [`Secret::expose`] is the
+/// one way to read it, where it goes on the wire. It has no `Serialize`, so it cannot
+/// slip into a logged JSON document either; it deserializes from a plain string.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps `value`.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself, for a request body or header only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
 
 /// The hex SHA-256 of `secret`: what is stored instead of it.
 pub fn digest_hex(secret: &str) -> String {
@@ -23,6 +59,16 @@ pub fn matches_digest(presented: &str, stored_hex: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_never_print() {
+        let secret = Secret::new("hunter2");
+        assert_eq!(format!("{secret:?}"), "Secret(<redacted>)");
+        assert_eq!(format!("{secret}"), "<redacted>");
+        assert_eq!(secret.expose(), "hunter2");
+        let parsed: Secret = serde_json::from_str("\"hunter2\"").unwrap();
+        assert_eq!(parsed, secret);
+    }
 
     #[test]
     fn only_the_secret_matches_its_digest() {

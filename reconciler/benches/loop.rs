@@ -384,6 +384,7 @@ async fn pass_bench(cfg: &Config, url: &str) -> PassReport {
             .await
             .expect("pool created");
         let request = LaunchRequest {
+            api_url: None,
             pool_id: id.clone(),
             launch_config: spec.launch_configs[0].clone(),
             zone: None,

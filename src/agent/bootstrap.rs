@@ -17,7 +17,7 @@ use std::str::FromStr;
 
 use serde_json::{Map, Value};
 
-use super::secret::Secret;
+use capstan_core::secret::Secret;
 
 /// Where the bootstrap comes from (`--bootstrap`).
 #[derive(Debug, Clone, PartialEq, Eq)]

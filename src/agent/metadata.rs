@@ -21,7 +21,7 @@ use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use tokio::sync::Mutex;
 
-use super::secret::Secret;
+use capstan_core::secret::Secret;
 
 /// How long one metadata request may take; the service is link-local and fast.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);

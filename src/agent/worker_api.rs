@@ -17,8 +17,8 @@ use serde_json::{Value, json};
 
 use super::bootstrap::Identity;
 use super::metadata::Notice;
-use super::secret::Secret;
 use super::slots::FinishedTask;
+use capstan_core::secret::Secret;
 
 /// How long one request to the server may take, connection included.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);

@@ -13,7 +13,7 @@
 //!
 //! Secrets never appear in a pool spec: a source names an entry of the server's
 //! `[queue_credentials.<name>]` table ([`QueueCredentials`]), whose values are
-//! [`Secret`]s that print as `[redacted]`.
+//! [`Secret`]s that print as `<redacted>`.
 //!
 //! An adapter's answer is an [`Observation`] (two levels and an optional "do not ask
 //! again before" hint); its failures are [`AdapterError`]s whose messages say what
@@ -37,36 +37,7 @@ pub mod taskcluster;
 
 pub use poller::{PollerConfig, QueuePoller, WakeFn};
 
-/// A secret value from the configuration: `Debug` and `Display` print `[redacted]`, so
-/// it cannot end up in a log line or an error by accident. [`Secret::expose`] is the
-/// one way to read it, at the point it goes on the wire.
-#[derive(Clone, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The value itself, for the request that needs it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
+pub use capstan_core::secret::Secret;
 
 /// One `[queue_credentials.<name>]` entry. Which keys a source needs depends on its
 /// type: Taskcluster `client_id` + `access_token`, Buildkite `agent_token`,
