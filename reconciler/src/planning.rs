@@ -586,6 +586,45 @@ scaling:
     }
 
     #[test]
+    fn a_draining_worker_goes_once_a_heartbeat_since_the_drain_reports_it_idle() {
+        let p = Planner::new(&spec()).unwrap();
+        let draining = |id: &str, busy: u32, heartbeat: i64| {
+            let mut w = ready(id, "spot", 2, busy, None);
+            w.state = WorkerState::Draining;
+            w.state_changed_at = t(9_980);
+            w.last_heartbeat_at = Some(t(heartbeat));
+            w
+        };
+        let workers = [
+            // Idle, and said so after the drain began: terminated.
+            draining("w-idle", 0, 9_990),
+            // Still busy: kept.
+            draining("w-busy", 1, 9_990),
+            // Idle as of a heartbeat from before the drain (it may have taken a task
+            // since): kept until it reports again.
+            draining("w-stale", 0, 9_970),
+        ];
+        let plan = p.plan(
+            &workers,
+            &forecast(0, 0),
+            &OfferingHealth::new(),
+            t(10_000),
+            &LaunchLog::new(),
+        );
+        let terminated: Vec<(&str, TerminateReason)> = plan
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Terminate { worker, reason } => Some((worker.as_str(), *reason)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(terminated, vec![("w-idle", TerminateReason::Drained)]);
+        // Draining workers are not capacity: the floor of 2 slots is launched anew.
+        assert_eq!(plan.report.current_slots, 0);
+    }
+
+    #[test]
     fn unhealthy_and_capped_offerings_are_skipped_with_reasons() {
         let p = Planner::new(&spec()).unwrap();
         let mut health = OfferingHealth::new();
