@@ -791,7 +791,18 @@ fn a_rejected_heartbeat_is_logged_and_retried_not_fatal() {
     );
     assert!(agent.is_running(), "a 422 is not fatal: {}", agent.log());
     write_atomically(&busy, "3");
-    let hb = first_heartbeat(&server, &agent, "w-over");
+    // Accepted heartbeats before the 9 was read may say 0; the one after the fix says 3.
+    let hb = wait_for(
+        &agent,
+        Duration::from_secs(10),
+        "an accepted heartbeat with 3 busy slots",
+        || {
+            server
+                .heartbeats()
+                .into_iter()
+                .find(|h| h.worker_id == "w-over" && h.busy_slots == 3)
+        },
+    );
     assert_eq!(hb.busy_slots, 3);
     assert!(
         agent.log().contains("rejected the heartbeat"),
