@@ -11,7 +11,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::Service;
 use common::loop_fixture::{bare, bootstrap_admin, pool_path};
@@ -59,33 +59,7 @@ impl Fixture {
 
     /// Every log in the scratch directory (server and agents), for failure messages.
     fn logs(&self) -> String {
-        let mut out = String::new();
-        let mut paths: Vec<PathBuf> = std::fs::read_dir(self.dir.path())
-            .unwrap()
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|e| e == "log"))
-            .collect();
-        paths.sort();
-        for p in paths {
-            let text = std::fs::read_to_string(&p).unwrap_or_default();
-            // Access lines are the test's own polling: noise next to the loop's lines.
-            let tail: Vec<&str> = text
-                .lines()
-                .rev()
-                .filter(|l| !l.contains("capstan::access"))
-                .take(60)
-                .collect();
-            out.push_str(&format!(
-                "--- {} (last 60 lines but access lines)\n",
-                p.display()
-            ));
-            for l in tail.into_iter().rev() {
-                out.push_str(l);
-                out.push('\n');
-            }
-        }
-        out
+        common::log_tails(self.dir.path())
     }
 
     /// An HTTP call with the admin token; (status, JSON body or the text).
@@ -96,42 +70,17 @@ impl Fixture {
         path: &str,
         body: Option<Value>,
     ) -> (u16, Value) {
-        let mut req = reqwest::Client::new()
-            .request(method.parse().unwrap(), format!("{}{path}", svc.url()))
-            .bearer_auth(&self.token)
-            .timeout(Duration::from_secs(10));
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        common::call_api(&svc.url(), &self.token, method, path, body).await
     }
 
     /// Polls `check` every 250 ms until it answers `Some` or `within` passes; panics
     /// with `what` and the logs on timeout.
-    async fn wait_for<T, F, Fut>(&self, what: &str, within: Duration, mut check: F) -> T
+    async fn wait_for<T, F, Fut>(&self, what: &str, within: Duration, check: F) -> T
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Option<T>>,
     {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(v) = check().await {
-                return v;
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "timed out after {within:?} waiting for {what}\n{}",
-                    self.logs()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
+        common::poll_until(what, within, || self.logs(), check).await
     }
 
     /// The pool's machines, ordered by name.

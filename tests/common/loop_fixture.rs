@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use capstan_core::PoolId;
 use providers::aws::AwsProvider;
@@ -261,20 +261,7 @@ impl Fixture {
 
     /// Every log written so far, for failure messages.
     pub fn logs(&self) -> String {
-        let mut out = String::new();
-        for entry in std::fs::read_dir(self.dir.path()).unwrap().flatten() {
-            let p = entry.path();
-            if p.extension().is_some_and(|e| e == "log") {
-                let text = std::fs::read_to_string(&p).unwrap_or_default();
-                let tail: Vec<&str> = text.lines().rev().take(60).collect();
-                out.push_str(&format!("--- {} (last 60 lines)\n", p.display()));
-                for l in tail.into_iter().rev() {
-                    out.push_str(l);
-                    out.push('\n');
-                }
-            }
-        }
-        out
+        super::log_tails(self.dir.path())
     }
 
     /// An HTTP call with the admin token; (status, JSON body or Null).
@@ -285,22 +272,7 @@ impl Fixture {
         path: &str,
         body: Option<Value>,
     ) -> (u16, Value) {
-        let client = reqwest::Client::new();
-        let url = format!("{}{path}", svc.url());
-        let mut req = client
-            .request(method.parse().unwrap(), url)
-            .bearer_auth(&self.token)
-            .timeout(Duration::from_secs(10));
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        super::call_api(&svc.url(), &self.token, method, path, body).await
     }
 
     /// Instances of `pool` alive in the emulator.
@@ -328,24 +300,12 @@ impl Fixture {
 
     /// Polls `check` every 250 ms until it answers `Some` or `within` passes; panics
     /// with `what` and the logs on timeout.
-    pub async fn wait_for<T, F, Fut>(&self, what: &str, within: Duration, mut check: F) -> T
+    pub async fn wait_for<T, F, Fut>(&self, what: &str, within: Duration, check: F) -> T
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Option<T>>,
     {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(v) = check().await {
-                return v;
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "timed out after {within:?} waiting for {what}\n{}",
-                    self.logs()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
+        super::poll_until(what, within, || self.logs(), check).await
     }
 }
 

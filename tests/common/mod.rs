@@ -45,6 +45,86 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     })
 }
 
+/// An HTTP call to the server at `base` with bearer `token`: (status, the JSON body, or
+/// the text as a JSON string when it is not JSON).
+pub async fn call_api(
+    base: &str,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let mut req = reqwest::Client::new()
+        .request(method.parse().unwrap(), format!("{base}{path}"))
+        .bearer_auth(token)
+        .timeout(Duration::from_secs(10));
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+    )
+}
+
+/// Polls `check` every 250 ms until it answers `Some` or `within` passes; panics with
+/// `what` and `logs()` on timeout.
+pub async fn poll_until<T, F, Fut>(
+    what: &str,
+    within: Duration,
+    logs: impl Fn() -> String,
+    mut check: F,
+) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {within:?} waiting for {what}\n{}", logs());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The last 60 lines of every `*.log` in `dir` (by name; access lines left out, they
+/// are the tests' own polling), for failure messages.
+pub fn log_tails(dir: &std::path::Path) -> String {
+    let mut out = String::new();
+    let mut paths: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    paths.sort();
+    for p in paths {
+        let text = std::fs::read_to_string(&p).unwrap_or_default();
+        let tail: Vec<&str> = text
+            .lines()
+            .rev()
+            .filter(|l| !l.contains("capstan::access"))
+            .take(60)
+            .collect();
+        out.push_str(&format!(
+            "--- {} (last 60 lines but access lines)\n",
+            p.display()
+        ));
+        for l in tail.into_iter().rev() {
+            out.push_str(l);
+            out.push('\n');
+        }
+    }
+    out
+}
+
 /// A running `capstan serve`; killed (and reaped) on drop.
 #[derive(Debug)]
 pub struct Service {
