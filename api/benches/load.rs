@@ -4,12 +4,26 @@
 //! `CAPSTAN_TEST_POSTGRES_URL`, skipped with a note when unreachable) it serves
 //! [`api::app`] on `127.0.0.1:0` in this process, bootstraps a `*` token, creates
 //! `POOLS` pools, and then drives an **open-loop** load at a fixed target rate over
-//! keep-alive HTTP/1.1 connections:
+//! keep-alive HTTP/1.1 connections, one case per route:
 //!
-//! - `GET /v1/pools/{id}`, round-robin over the pools;
-//! - `PUT /v1/pools/{id}` replacing the spec with `If-Match`, alternating
+//! - `get`: `GET /v1/pools/{id}`, round-robin over the pools;
+//! - `put`: `PUT /v1/pools/{id}` replacing the spec with `If-Match`, alternating
 //!   `max_capacity` so every write is a real change. Each pool's generation is tracked
-//!   by whichever request holds that pool's lock, so no write is refused as stale.
+//!   by whichever request holds that pool's lock, so no write is refused as stale;
+//! - `heartbeat`: `POST /v1/workers/{id}/heartbeat` as `capstan agent` sends them,
+//!   each with its worker's own credential, round-robin over `WORKERS` workers. Each
+//!   worker's `busy_slots` alternates 0/1 from one heartbeat to its next (half the
+//!   workers are busy at any time), and one heartbeat in ten carries one finished task
+//!   with a finish time no other heartbeat uses, so a task run is written too. An
+//!   answer other than `"action": "continue"` counts as an error.
+//!
+//! Set-up of the `heartbeat` case (unmeasured): one more pool, `bench/heartbeat`; the
+//! bench takes its lease and writes `WORKERS` launch intents directly on the store
+//! (each with the SHA-256 of a random registration token), as the reconcile loop does
+//! before it launches a machine; then every worker registers through the real
+//! `POST /v1/workers/register` (at most `INFLIGHT` at once), which answers its
+//! `capw_<worker id>_<secret>` credential and moves it to `ready`. The registration
+//! rate is printed on stderr. There is no reconcile loop, so the workers stay `ready`.
 //!
 //! Requests are scheduled at `start + i / rate`. Latency is measured from that
 //! *scheduled* time, not from when the request was actually sent, so a stalled server
@@ -30,12 +44,15 @@
 //! Environment:
 //! - `CAPSTAN_BENCH_RATE`: GET target rate, requests/s (default 2000)
 //! - `CAPSTAN_BENCH_PUT_RATE`: PUT target rate (default 500 on SQLite, 1000 on PostgreSQL)
+//! - `CAPSTAN_BENCH_HEARTBEAT_RATE`: heartbeat target rate (default HB_SQLITE on SQLite,
+//!   HB_PG on PostgreSQL; 10,000 workers heartbeating every 15 s is 667/s)
 //! - `CAPSTAN_BENCH_SECS`: measured seconds per case (default 10), after
 //!   `CAPSTAN_BENCH_WARMUP_SECS` (default 2) of unrecorded warm-up at the same rate
 //! - `CAPSTAN_BENCH_INFLIGHT`: most requests in flight (default 64)
 //! - `CAPSTAN_BENCH_POOLS`: pools created (default 100)
+//! - `CAPSTAN_BENCH_WORKERS`: workers registered for the `heartbeat` case (default 1000)
 //! - `CAPSTAN_BENCH_BACKENDS`: comma-separated subset of `sqlite,postgres`
-//! - `CAPSTAN_BENCH_ROUTES`: comma-separated subset of `get,put`
+//! - `CAPSTAN_BENCH_ROUTES`: comma-separated subset of `get,put,heartbeat` (default all)
 //! - `CAPSTAN_BENCH_SERVER_THREADS`: when set, the server gets its own runtime with
 //!   this many worker threads (default: one runtime shared with the load generator)
 
@@ -49,7 +66,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use capstan_core::Timestamp;
+use capstan_core::secret::digest_hex;
+use capstan_core::{PoolId, ProviderKind, Timestamp, Worker, WorkerId};
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Full};
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, ETAG, IF_MATCH};
@@ -65,10 +83,12 @@ type HttpClient = Client<HttpConnector, Full<Bytes>>;
 struct Config {
     get_rate: f64,
     put_rate: Option<f64>,
+    heartbeat_rate: Option<f64>,
     secs: f64,
     warmup_secs: f64,
     inflight: usize,
     pools: usize,
+    workers: usize,
     backends: Vec<String>,
     routes: Vec<String>,
     server_threads: Option<usize>,
@@ -99,12 +119,16 @@ impl Config {
             put_rate: std::env::var("CAPSTAN_BENCH_PUT_RATE")
                 .ok()
                 .map(|v| v.parse().expect("CAPSTAN_BENCH_PUT_RATE")),
+            heartbeat_rate: std::env::var("CAPSTAN_BENCH_HEARTBEAT_RATE")
+                .ok()
+                .map(|v| v.parse().expect("CAPSTAN_BENCH_HEARTBEAT_RATE")),
             secs: env_or("CAPSTAN_BENCH_SECS", 10.0),
             warmup_secs: env_or("CAPSTAN_BENCH_WARMUP_SECS", 2.0),
             inflight: env_or("CAPSTAN_BENCH_INFLIGHT", 64),
             pools: env_or("CAPSTAN_BENCH_POOLS", 100),
+            workers: env_or("CAPSTAN_BENCH_WORKERS", 1000),
             backends: env_list("CAPSTAN_BENCH_BACKENDS", "sqlite,postgres"),
-            routes: env_list("CAPSTAN_BENCH_ROUTES", "get,put"),
+            routes: env_list("CAPSTAN_BENCH_ROUTES", "get,put,heartbeat"),
             server_threads: std::env::var("CAPSTAN_BENCH_SERVER_THREADS")
                 .ok()
                 .map(|v| v.parse().expect("CAPSTAN_BENCH_SERVER_THREADS")),
@@ -192,11 +216,26 @@ struct PoolState {
     max_capacity: u32,
 }
 
+/// One registered worker, as its agent would address the server.
+#[derive(Debug)]
+struct BenchWorker {
+    /// `http://…/v1/workers/{id}/heartbeat`.
+    uri: String,
+    /// `Bearer capw_<worker id>_<secret>`.
+    bearer: String,
+}
+
 /// A running server and what the load needs to reach it.
 struct Target {
     addr: SocketAddr,
     bearer: String,
+    store: store::Store,
     pools: Vec<Arc<Mutex<PoolState>>>,
+    /// Registered workers; empty unless the `heartbeat` case runs.
+    workers: Vec<BenchWorker>,
+    /// Finished tasks are reported as finished at this time plus the heartbeat's
+    /// index in milliseconds, so no two share a finish time.
+    finished_base_ms: i64,
 }
 
 fn parse_etag(headers: &hyper::HeaderMap) -> Option<i64> {
@@ -244,7 +283,11 @@ async fn start_server(
     )
     .await
     .expect("bootstrap a client");
-    let state = api::AppState::new(store, api::Readiness::default(), api::Clock::new(now_ts));
+    let state = api::AppState::new(
+        store.clone(),
+        api::Readiness::default(),
+        api::Clock::new(now_ts),
+    );
     state.readiness.set(true);
     let app = api::app(state);
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
@@ -291,14 +334,184 @@ async fn start_server(
     Target {
         addr,
         bearer,
+        store,
         pools: states,
+        workers: Vec::new(),
+        // An hour back, so no finish time is ahead of the server's clock.
+        finished_base_ms: now_ts().unix_ms() - 3_600_000,
     }
+}
+
+/// The pool the `heartbeat` case's workers belong to.
+const HEARTBEAT_POOL: &str = "bench/heartbeat";
+
+fn worker_id(i: usize) -> String {
+    format!("w-bench-{i:05}")
+}
+
+/// A fresh random registration token (64 hex).
+fn registration_token() -> String {
+    let mut bytes = [0u8; 32];
+    getrandom::getrandom(&mut bytes).expect("random registration token");
+    hex::encode(bytes)
+}
+
+/// Registers one worker through `POST /v1/workers/register`; answers its credential.
+async fn register_worker(
+    client: &HttpClient,
+    addr: SocketAddr,
+    id: &str,
+    token: &str,
+) -> Result<String, String> {
+    let body = serde_json::json!({"worker_id": id, "registration_token": token});
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri(format!("http://{addr}/v1/workers/register"))
+        .header(CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .expect("request");
+    let (status, _, body) = send(client, req).await?;
+    if status != StatusCode::OK {
+        return Err(format!(
+            "registering {id}: {status}: {}",
+            String::from_utf8_lossy(&body)
+        ));
+    }
+    let v: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| format!("registering {id}: the answer is not JSON: {e}"))?;
+    match (v["worker_id"].as_str(), v["credential"].as_str()) {
+        (Some(w), Some(c)) if w == id => Ok(c.to_owned()),
+        _ => Err(format!(
+            "registering {id}: expected worker_id {id:?} and a credential, got {v}"
+        )),
+    }
+}
+
+/// Set-up of the `heartbeat` case: the pool, `count` launch intents written on the
+/// store under the pool's lease, and each worker registered through the API.
+async fn register_workers(
+    target: &Target,
+    count: usize,
+    inflight: usize,
+    client: &HttpClient,
+    backend: &str,
+) -> Vec<BenchWorker> {
+    assert!(count > 0, "CAPSTAN_BENCH_WORKERS must be at least 1");
+    let spec = serde_json::json!({
+        "provider": "fake",
+        "max_capacity": count,
+        "launch_configs": [{"id": "a", "instance_type": "t"}],
+        // A heartbeat every 15 s, as the agent is told.
+        "lifecycle": {"heartbeat_timeout_s": 60},
+    });
+    let req = Request::builder()
+        .method(Method::PUT)
+        .uri(format!("http://{}/v1/pools/{HEARTBEAT_POOL}", target.addr))
+        .header(AUTHORIZATION, &target.bearer)
+        .header(CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(spec.to_string())))
+        .expect("request");
+    let (status, _, body) = send(client, req).await.expect("create the heartbeat pool");
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "creating {HEARTBEAT_POOL}: {}",
+        String::from_utf8_lossy(&body)
+    );
+    let fence = target
+        .store
+        .acquire_leases("bench", 3_600_000)
+        .await
+        .expect("acquire the leases")
+        .into_iter()
+        .find(|l| l.fence.pool_id.as_str() == HEARTBEAT_POOL)
+        .expect("the bench holds the heartbeat pool's lease")
+        .fence;
+    let pool = PoolId::new(HEARTBEAT_POOL).expect("pool id");
+    let started = Instant::now();
+    let mut tokens = Vec::with_capacity(count);
+    for i in 0..count {
+        let w = Worker::requested(
+            WorkerId::from_string(worker_id(i)),
+            pool.clone(),
+            ProviderKind::Fake,
+            Some("a".into()),
+            1,
+            format!("bench-launch-{i}"),
+            now_ts(),
+        );
+        let token = registration_token();
+        target
+            .store
+            .insert_launch_intent(&fence, &w, &digest_hex(&token))
+            .await
+            .unwrap_or_else(|e| panic!("launch intent of {}: {e}", worker_id(i)));
+        tokens.push(token);
+    }
+    eprintln!(
+        "{backend}: {count} launch intents written in {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+
+    let started = Instant::now();
+    let limit = Arc::new(Semaphore::new(inflight));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, token) in tokens.into_iter().enumerate() {
+        let permit = Arc::clone(&limit).acquire_owned().await.expect("semaphore");
+        let client = client.clone();
+        let addr = target.addr;
+        tasks.spawn(async move {
+            let id = worker_id(i);
+            let credential = register_worker(&client, addr, &id, &token).await;
+            drop(permit);
+            (i, credential.unwrap_or_else(|e| panic!("{e}")))
+        });
+    }
+    let mut credentials = vec![String::new(); count];
+    while let Some(done) = tasks.join_next().await {
+        let (i, credential) = done.expect("a registration panicked");
+        credentials[i] = credential;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "{backend}: {count} workers registered through POST /v1/workers/register in {secs:.2} s \
+         ({:.0}/s, at most {inflight} at once)",
+        count as f64 / secs
+    );
+    credentials
+        .into_iter()
+        .enumerate()
+        .map(|(i, credential)| BenchWorker {
+            uri: format!(
+                "http://{}/v1/workers/{}/heartbeat",
+                target.addr,
+                worker_id(i)
+            ),
+            bearer: format!("Bearer {credential}"),
+        })
+        .collect()
+}
+
+/// The body of heartbeat `i`: which worker sends it is `i % workers`.
+fn heartbeat_body(i: u64, workers: usize, finished_base_ms: i64) -> Bytes {
+    let workers = workers as u64;
+    // Worker k's r-th heartbeat: busy when r + k is odd, so each worker alternates and
+    // half of them are busy at any time.
+    let busy = (i / workers + i % workers) % 2;
+    let finished: Vec<serde_json::Value> = if i % 10 == 0 {
+        let at = Timestamp::from_unix_ms(finished_base_ms + i64::try_from(i).unwrap_or(0));
+        vec![serde_json::json!({"finished_at": at, "duration_s": 30.0 + (i % 600) as f64 / 10.0})]
+    } else {
+        Vec::new()
+    };
+    Bytes::from(serde_json::json!({"busy_slots": busy, "finished_tasks": finished}).to_string())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Route {
     Get,
     Put,
+    Heartbeat,
 }
 
 impl Route {
@@ -306,6 +519,16 @@ impl Route {
         match self {
             Route::Get => "GET /v1/pools/{id}",
             Route::Put => "PUT /v1/pools/{id}",
+            Route::Heartbeat => "POST /v1/workers/{id}/heartbeat",
+        }
+    }
+
+    /// Its name in `CAPSTAN_BENCH_ROUTES`.
+    fn name(self) -> &'static str {
+        match self {
+            Route::Get => "get",
+            Route::Put => "put",
+            Route::Heartbeat => "heartbeat",
         }
     }
 }
@@ -368,16 +591,34 @@ async fn one_request(
     measured: bool,
     tally: &Tally,
 ) {
-    let n = target.pools.len();
-    let index = usize::try_from(i).unwrap_or(0) % n;
-    let uri = format!("http://{}/v1/pools/{}", target.addr, pool_id(index));
-    let (sent, result) = match route {
+    let i_usize = usize::try_from(i).unwrap_or(0);
+    let index = i_usize % target.pools.len();
+    let pool_uri = || format!("http://{}/v1/pools/{}", target.addr, pool_id(index));
+    let (uri, sent, result) = match route {
+        Route::Heartbeat => {
+            let worker = &target.workers[i_usize % target.workers.len()];
+            let req = Request::builder()
+                .method(Method::POST)
+                .uri(&worker.uri)
+                .header(AUTHORIZATION, &worker.bearer)
+                .header(CONTENT_TYPE, "application/json")
+                .body(Full::new(heartbeat_body(
+                    i,
+                    target.workers.len(),
+                    target.finished_base_ms,
+                )))
+                .expect("request");
+            let sent = Instant::now();
+            (worker.uri.clone(), sent, send(client, req).await)
+        }
         Route::Get => {
+            let uri = pool_uri();
             let req = get_request(&uri, target);
             let sent = Instant::now();
-            (sent, send(client, req).await)
+            (uri, sent, send(client, req).await)
         }
         Route::Put => {
+            let uri = pool_uri();
             // Waiting for the pool's lock is part of the latency: it is time after the
             // scheduled send. With pools >> in-flight it is rarely contended.
             let mut pool = target.pools[index].lock().await;
@@ -414,7 +655,7 @@ async fn one_request(
                     }
                 }
             }
-            (sent, result)
+            (uri, sent, result)
         }
     };
     let done = Instant::now();
@@ -435,7 +676,12 @@ async fn one_request(
                 .lock()
                 .unwrap()
                 .saturating_record(micros(done - sent));
-            if !status.is_success() {
+            // A heartbeat must be told to carry on: nothing drains these workers.
+            let wrong_answer = route == Route::Heartbeat
+                && status.is_success()
+                && serde_json::from_slice::<serde_json::Value>(&body)
+                    .map_or(true, |v| v["action"] != "continue");
+            if !status.is_success() || wrong_answer {
                 tally.non_2xx.fetch_add(1, Ordering::Relaxed);
                 tally.note_error(format!(
                     "{} {uri} -> {status}: {}",
@@ -552,7 +798,7 @@ fn ms(us: u64) -> String {
 fn print_table(results: &[CaseResult]) {
     println!();
     println!(
-        "{:<9} {:<19} {:>7} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>6} {:>8} {:>7} {:>10} {:>7}",
+        "{:<9} {:<31} {:>7} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>6} {:>8} {:>7} {:>10} {:>7}",
         "backend",
         "route",
         "target",
@@ -581,7 +827,7 @@ fn print_table(results: &[CaseResult]) {
             r.cpu.as_secs_f64() * 1e6 / r.completed as f64
         };
         println!(
-            "{:<9} {:<19} {:>7.0} {:>9.1} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>6} {:>8} {:>7.2} {:>10.0} {:>7.0}",
+            "{:<9} {:<31} {:>7.0} {:>9.1} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>6} {:>8} {:>7.2} {:>10.0} {:>7.0}",
             r.backend,
             r.route,
             r.target_rate,
@@ -605,7 +851,8 @@ fn print_table(results: &[CaseResult]) {
          svc: from the actual send (server + client stack only)"
     );
     println!(
-        "errors: non-2xx answers + transport failures (must be 0); dropped: not sent because the \
+        "errors: non-2xx answers (and heartbeat answers other than continue) + transport \
+         failures (must be 0); dropped: not sent because the \
          in-flight bound was reached (server fell behind the target rate)"
     );
     println!(
@@ -632,11 +879,18 @@ fn print_table(results: &[CaseResult]) {
     }
 }
 
+/// A backend's default target rates, where the environment sets none.
+#[derive(Debug, Clone, Copy)]
+struct DefaultRates {
+    put: f64,
+    heartbeat: f64,
+}
+
 async fn run_backend(
     backend: &'static str,
     url: &str,
     cfg: &Config,
-    default_put_rate: f64,
+    defaults: DefaultRates,
     server_rt: Option<&tokio::runtime::Handle>,
     results: &mut Vec<CaseResult>,
 ) {
@@ -646,21 +900,27 @@ async fn run_backend(
         .pool_max_idle_per_host(cfg.inflight)
         .pool_idle_timeout(Duration::from_secs(60))
         .build(connector);
-    let target = Arc::new(start_server(url, cfg.pools, &client, server_rt).await);
+    let mut target = start_server(url, cfg.pools, &client, server_rt).await;
     eprintln!(
         "{backend}: serving on {}, {} pools created",
         target.addr,
         target.pools.len()
     );
+    let wanted = |route: Route| cfg.routes.iter().any(|r| r == route.name());
+    if wanted(Route::Heartbeat) {
+        target.workers =
+            register_workers(&target, cfg.workers, cfg.inflight, &client, backend).await;
+    }
+    let target = Arc::new(target);
     for (route, rate) in [
         (Route::Get, cfg.get_rate),
-        (Route::Put, cfg.put_rate.unwrap_or(default_put_rate)),
+        (Route::Put, cfg.put_rate.unwrap_or(defaults.put)),
+        (
+            Route::Heartbeat,
+            cfg.heartbeat_rate.unwrap_or(defaults.heartbeat),
+        ),
     ] {
-        let name = match route {
-            Route::Get => "get",
-            Route::Put => "put",
-        };
-        if !cfg.routes.iter().any(|r| r == name) {
+        if !wanted(route) {
             continue;
         }
         eprintln!(
@@ -712,7 +972,19 @@ fn main() {
         if cfg.backends.iter().any(|b| b == "sqlite") {
             let dir = tempfile::tempdir().expect("temp dir");
             let url = format!("sqlite://{}", dir.path().join("bench.db").display());
-            run_backend("sqlite", &url, &cfg, 500.0, server.as_ref(), &mut results).await;
+            let defaults = DefaultRates {
+                put: 500.0,
+                heartbeat: 500.0,
+            };
+            run_backend(
+                "sqlite",
+                &url,
+                &cfg,
+                defaults,
+                server.as_ref(),
+                &mut results,
+            )
+            .await;
         }
         if cfg.backends.iter().any(|b| b == "postgres") {
             match store::scratch::ScratchDatabase::create().await {
@@ -722,7 +994,10 @@ fn main() {
                         "postgres",
                         &url,
                         &cfg,
-                        1000.0,
+                        DefaultRates {
+                            put: 1000.0,
+                            heartbeat: 1000.0,
+                        },
                         server.as_ref(),
                         &mut results,
                     )
