@@ -44,8 +44,8 @@
 //! Environment:
 //! - `CAPSTAN_BENCH_RATE`: GET target rate, requests/s (default 2000)
 //! - `CAPSTAN_BENCH_PUT_RATE`: PUT target rate (default 500 on SQLite, 1000 on PostgreSQL)
-//! - `CAPSTAN_BENCH_HEARTBEAT_RATE`: heartbeat target rate (default HB_SQLITE on SQLite,
-//!   HB_PG on PostgreSQL; 10,000 workers heartbeating every 15 s is 667/s)
+//! - `CAPSTAN_BENCH_HEARTBEAT_RATE`: heartbeat target rate (default 250 on SQLite,
+//!   667 on PostgreSQL: 10,000 workers heartbeating every 15 s)
 //! - `CAPSTAN_BENCH_SECS`: measured seconds per case (default 10), after
 //!   `CAPSTAN_BENCH_WARMUP_SECS` (default 2) of unrecorded warm-up at the same rate
 //! - `CAPSTAN_BENCH_INFLIGHT`: most requests in flight (default 64)
@@ -498,7 +498,7 @@ fn heartbeat_body(i: u64, workers: usize, finished_base_ms: i64) -> Bytes {
     // Worker k's r-th heartbeat: busy when r + k is odd, so each worker alternates and
     // half of them are busy at any time.
     let busy = (i / workers + i % workers) % 2;
-    let finished: Vec<serde_json::Value> = if i % 10 == 0 {
+    let finished: Vec<serde_json::Value> = if i.is_multiple_of(10) {
         let at = Timestamp::from_unix_ms(finished_base_ms + i64::try_from(i).unwrap_or(0));
         vec![serde_json::json!({"finished_at": at, "duration_s": 30.0 + (i % 600) as f64 / 10.0})]
     } else {
@@ -974,7 +974,7 @@ fn main() {
             let url = format!("sqlite://{}", dir.path().join("bench.db").display());
             let defaults = DefaultRates {
                 put: 500.0,
-                heartbeat: 500.0,
+                heartbeat: 250.0,
             };
             run_backend(
                 "sqlite",
@@ -996,7 +996,7 @@ fn main() {
                         &cfg,
                         DefaultRates {
                             put: 1000.0,
-                            heartbeat: 1000.0,
+                            heartbeat: 667.0,
                         },
                         server.as_ref(),
                         &mut results,
