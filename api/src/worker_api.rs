@@ -404,21 +404,35 @@ async fn register_cloud(state: &AppState, id: &str, token: &str) -> Result<Regis
     } else {
         return Err(unknown());
     }
-    let (credential, credential_digest) = mint_credential(&id)?;
+    let registration = complete(state, &id, RegistrationUse::Once, spec.as_ref(), now).await?;
+    tracing::info!(pool = %registration.pool_id, worker = %id, "worker registered");
+    Ok(registration)
+}
+
+/// Mints worker `id`'s credential, moves the worker to `ready` with the credential's
+/// digest in one compare-and-swap ([`Store::complete_registration`]), and wakes its
+/// pool: the part cloud and static registrations share.
+///
+/// [`Store::complete_registration`]: store::Store::complete_registration
+async fn complete(
+    state: &AppState,
+    id: &WorkerId,
+    usage: RegistrationUse,
+    spec: Option<&PoolSpec>,
+    now: Timestamp,
+) -> Result<Registration, ApiError> {
+    let (credential, credential_digest) = mint_credential(id)?;
     let worker = state
         .store
-        .complete_registration(&id, &credential_digest, RegistrationUse::Once, now, |w| {
-            to_ready(w, now)
-        })
+        .complete_registration(id, &credential_digest, usage, now, |w| to_ready(w, now))
         .await
-        .map_err(|e| transition_conflict(&id, e))?;
-    tracing::info!(pool = %worker.pool_id, worker = %id, "worker registered");
+        .map_err(|e| transition_conflict(id, e))?;
     state.wake.wake(&worker.pool_id);
     Ok(Registration {
         worker_id: id.to_string(),
         pool_id: worker.pool_id.to_string(),
         credential,
-        heartbeat_interval_s: heartbeat_interval_s(spec.as_ref()),
+        heartbeat_interval_s: heartbeat_interval_s(spec),
         drain_grace_s: DRAIN_GRACE_S,
     })
 }
@@ -492,27 +506,16 @@ async fn register_static(
     };
     let spec = spec_of(state, &worker).await?;
     let now = state.now();
-    let (credential, credential_digest) = mint_credential(&worker_id)?;
-    let worker = state
-        .store
-        .complete_registration(
-            &worker_id,
-            &credential_digest,
-            RegistrationUse::Renew,
-            now,
-            |w| to_ready(w, now),
-        )
-        .await
-        .map_err(|e| transition_conflict(&worker_id, e))?;
-    tracing::info!(pool = %worker.pool_id, worker = %worker_id, machine = name, "static machine registered");
-    state.wake.wake(&worker.pool_id);
-    Ok(Registration {
-        worker_id: worker_id.to_string(),
-        pool_id: worker.pool_id.to_string(),
-        credential,
-        heartbeat_interval_s: heartbeat_interval_s(spec.as_ref()),
-        drain_grace_s: DRAIN_GRACE_S,
-    })
+    let registration = complete(
+        state,
+        &worker_id,
+        RegistrationUse::Renew,
+        spec.as_ref(),
+        now,
+    )
+    .await?;
+    tracing::info!(pool = %registration.pool_id, worker = %worker_id, machine = name, "static machine registered");
+    Ok(registration)
 }
 
 /// What a worker in `state` is told.
