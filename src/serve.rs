@@ -125,7 +125,8 @@ async fn serve(config: ServiceConfig) -> anyhow::Result<()> {
         )
         .with_wake(api::Wake::new(move |pool| waker.wake(pool)))
         .with_metrics(api::MetricsSource::new(move || metrics.render()))
-        .with_github_webhook_secret(config.github_webhook_secret.clone()),
+        .with_github_webhook_secret(config.github_webhook_secret.clone())
+        .with_dry_run(config.reconcile.dry_run),
     );
     readiness.set(true);
     tracing::info!(listen = %local, "capstan serving");

@@ -3,10 +3,14 @@
 //!
 //! All the work happens in the `simulations` crate; this module turns flags into a
 //! [`SimConfig`], runs one simulation per policy (several in parallel threads with
-//! `--compare`), and prints a table (with a progress bar on stderr for long runs and an
-//! optional SVG plot) or one JSON object.
+//! `--compare`), and prints a table (with a progress bar on stderr for long runs) or
+//! one JSON object, and on request writes the charts as an SVG file (`--plot`) or an
+//! HTML report with the table and the charts (`--report`). Output files are written
+//! whole or not at all: into a temporary file beside the target, renamed over it.
 
-use std::path::PathBuf;
+use std::fs::{File, OpenOptions};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -15,7 +19,8 @@ use capstan_core::{PoolSpec, ScalingPolicy};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use simulations::cloud::{BootTime, CloudModel};
 use simulations::engine::{Outcome, Report, SimConfig, default_pool, simulate};
-use simulations::plot::write_svg;
+use simulations::plot::svg_document;
+use simulations::report::{ReportPage, ReportRun, group, html_report};
 use simulations::trace::{ReadOptions, Trace, TraceFormat, read_trace};
 use simulations::workload::WorkloadSpec;
 
@@ -76,9 +81,13 @@ pub struct SimulateArgs {
     /// Forecast service level in (0, 1) (overrides --pool).
     #[arg(long, value_name = "P")]
     service_level: Option<f64>,
-    /// Write demand, capacity and queue over time to this SVG file.
+    /// Write the charts (one panel per policy with its busiest day, cost and wait over
+    /// time) to this SVG file.
     #[arg(long, value_name = "FILE")]
     plot: Option<PathBuf>,
+    /// Write a self-contained HTML report (comparison table and charts) to this file.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -102,13 +111,34 @@ impl From<PolicyArg> for ScalingPolicy {
     }
 }
 
-/// Points kept for `--plot` (the engine keeps the maximum of each bucket).
-const PLOT_POINTS: usize = 2000;
+/// Series bucket for `--plot` and `--report`: five minutes shows a burst in the
+/// one-day detail (288 buckets a day), and the charts reduce the whole span to one bin
+/// per pixel column, so the files stay small however long the trace.
+const SERIES_BUCKET_S: i64 = 300;
+/// At most this many buckets (SDSC's 974 days need 280,512), so a decade-long trace
+/// does not hold millions of points; longer traces get longer buckets.
+const MAX_SERIES_POINTS: i64 = 400_000;
 
 /// Runs `capstan simulate`.
 pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
+    // Claim the output files first: a path that cannot be written fails now, not
+    // after a long replay.
+    let plot_out = args
+        .plot
+        .as_deref()
+        .map(|p| PendingFile::create(p, "--plot"))
+        .transpose()?;
+    let report_out = args
+        .report
+        .as_deref()
+        .map(|p| PendingFile::create(p, "--report"))
+        .transpose()?;
     let (trace, source) = load_trace(&args)?;
-    let base = base_config(&args)?;
+    let mut base = base_config(&args)?;
+    if plot_out.is_some() || report_out.is_some() {
+        let span_s = trace.span_ms() / 1000;
+        base.series_points = (span_s / SERIES_BUCKET_S + 1).clamp(1, MAX_SERIES_POINTS) as usize;
+    }
     let policies: Vec<ScalingPolicy> = if args.compare.is_empty() {
         vec![
             args.policy
@@ -178,14 +208,41 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
             .collect::<Result<Vec<Outcome>, _>>()
     })?;
 
-    if let Some(path) = &args.plot {
-        let runs: Vec<(&str, &[_])> = outcomes
-            .iter()
-            .map(|o| (o.report.policy.as_str(), o.series.as_slice()))
-            .collect();
-        write_svg(path, &format!("capstan simulate: {source}"), &runs)?;
-    }
     let reports: Vec<&Report> = outcomes.iter().map(|o| &o.report).collect();
+    if plot_out.is_some() || report_out.is_some() {
+        let title = format!("capstan simulate: {source}");
+        let runs: Vec<ReportRun> = outcomes
+            .iter()
+            .map(|o| ReportRun {
+                label: o.report.policy.as_str().to_string(),
+                report: o.report.clone(),
+                series: o.series.clone(),
+            })
+            .collect();
+        if let Some(out) = plot_out {
+            out.commit(svg_document(&title, &runs).as_bytes())?;
+        }
+        if let Some(out) = report_out {
+            let [trace_line, pool_line] = setting(&source, &base, reports[0]);
+            let context = format!(
+                "{trace_line}; {pool_line}. {}Command: {}",
+                if reports[0].forecast_accuracy.is_none()
+                    && policies.contains(&ScalingPolicy::Forecast)
+                {
+                    "Forecast accuracy needs a run of more than a week. "
+                } else {
+                    ""
+                },
+                command_line()
+            );
+            let page = ReportPage {
+                title: &title,
+                context: &context,
+                runs: &runs,
+            };
+            out.commit(html_report(&page).as_bytes())?;
+        }
+    }
     if args.json {
         let json = if args.compare.is_empty() {
             serde_json::to_string(reports[0])?
@@ -208,6 +265,9 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
         print!("{}", table(&source, &base, &reports));
         if let Some(path) = &args.plot {
             println!("plot written to {}", path.display());
+        }
+        if let Some(path) = &args.report {
+            println!("report written to {}", path.display());
         }
     }
     Ok(())
@@ -296,15 +356,90 @@ fn base_config(args: &SimulateArgs) -> anyhow::Result<SimConfig> {
         cloud,
         tick_s: args.tick,
         seed: args.seed,
-        series_points: if args.plot.is_some() { PLOT_POINTS } else { 0 },
+        series_points: 0,
     })
 }
 
-/// How one table cell is computed from a report.
-type Cell = fn(&Report) -> String;
+/// An output file being written: a temporary file beside `path`, renamed over it by
+/// [`PendingFile::commit`] once complete, and removed if dropped before (an error or
+/// a panic), so `path` never holds half a file. It is created before the replay, so a
+/// path that cannot be written fails at once. (`tempfile::NamedTempFile::persist`
+/// does the same; `tempfile` is only a test dependency of the binary, and this needs
+/// no more than a unique name beside the target and a rename.)
+struct PendingFile {
+    path: PathBuf,
+    temp: PathBuf,
+    file: Option<File>,
+    flag: &'static str,
+}
 
-/// The readable table: one row per measure, one column per policy.
-fn table(source: &str, config: &SimConfig, reports: &[&Report]) -> String {
+impl PendingFile {
+    /// Creates the temporary file for `path` (named after `flag` in errors).
+    fn create(path: &Path, flag: &'static str) -> anyhow::Result<Self> {
+        let name = path
+            .file_name()
+            .with_context(|| format!("{flag}: {} is not a file name", path.display()))?;
+        let mut temp_name = std::ffi::OsString::from(".");
+        temp_name.push(name);
+        temp_name.push(format!(".{}.tmp", std::process::id()));
+        let temp = path.with_file_name(temp_name);
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)
+            .with_context(|| format!("{flag}: cannot write {}", path.display()))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            temp,
+            file: Some(file),
+            flag,
+        })
+    }
+
+    /// Writes `contents` and moves the file into place.
+    fn commit(mut self, contents: &[u8]) -> anyhow::Result<()> {
+        let mut file = self.file.take().expect("not committed yet");
+        file.write_all(contents)
+            .and_then(|()| file.sync_all())
+            .with_context(|| format!("{}: cannot write {}", self.flag, self.path.display()))?;
+        drop(file);
+        std::fs::rename(&self.temp, &self.path)
+            .with_context(|| format!("{}: cannot write {}", self.flag, self.path.display()))?;
+        self.file = None;
+        self.temp = PathBuf::new();
+        Ok(())
+    }
+}
+
+impl Drop for PendingFile {
+    fn drop(&mut self) {
+        if !self.temp.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.temp);
+        }
+    }
+}
+
+/// The command as typed, for the report: `capstan` and the arguments, quoted where a
+/// shell would need it.
+fn command_line() -> String {
+    let mut words = vec!["capstan".to_string()];
+    for arg in std::env::args_os().skip(1) {
+        let arg = arg.to_string_lossy();
+        let plain = !arg.is_empty()
+            && arg
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./,=:+@%".contains(c));
+        words.push(if plain {
+            arg.into_owned()
+        } else {
+            format!("'{}'", arg.replace('\'', "'\\''"))
+        });
+    }
+    words.join(" ")
+}
+
+/// What was simulated: a line on the trace and a line on the pool setting.
+fn setting(source: &str, config: &SimConfig, r0: &Report) -> [String; 2] {
     let lc = &config.spec.launch_configs[0];
     let boot = config
         .cloud
@@ -313,21 +448,33 @@ fn table(source: &str, config: &SimConfig, reports: &[&Report]) -> String {
         .unwrap_or(&config.cloud.defaults)
         .boot
         .clone();
-    let r0 = reports[0];
-    let mut out = format!(
-        "{source}: {} tasks, {} skipped, {} bad lines, {:.1} days simulated\n\
-         pool {}: {} launch config(s), {} slot(s) per instance, boot {boot}, tick {} s, idle timeout {} s, seed {}\n\n",
-        group(r0.tasks as f64, 0),
-        group(r0.skipped as f64, 0),
-        group(r0.bad_lines as f64, 0),
-        r0.sim_seconds / 86_400.0,
-        config.spec.id,
-        config.spec.launch_configs.len(),
-        lc.capacity,
-        config.tick_s,
-        config.spec.scaling.idle_timeout_s,
-        config.seed,
-    );
+    [
+        format!(
+            "{source}: {} tasks, {} skipped, {} bad lines, {:.1} days simulated",
+            group(r0.tasks as f64, 0),
+            group(r0.skipped as f64, 0),
+            group(r0.bad_lines as f64, 0),
+            r0.sim_seconds / 86_400.0,
+        ),
+        format!(
+            "pool {}: {} launch config(s), {} slot(s) per instance, boot {boot}, tick {} s, idle timeout {} s, seed {}",
+            config.spec.id,
+            config.spec.launch_configs.len(),
+            lc.capacity,
+            config.tick_s,
+            config.spec.scaling.idle_timeout_s,
+            config.seed,
+        ),
+    ]
+}
+
+/// How one table cell is computed from a report.
+type Cell = fn(&Report) -> String;
+
+/// The readable table: one row per measure, one column per policy.
+fn table(source: &str, config: &SimConfig, reports: &[&Report]) -> String {
+    let [trace_line, pool_line] = setting(source, config, reports[0]);
+    let mut out = format!("{trace_line}\n{pool_line}\n\n");
     let rows: Vec<(&str, Cell)> = vec![
         ("instance-hours", |r| group(r.instance_seconds / 3600.0, 1)),
         ("oracle instance-hours", |r| {
@@ -379,37 +526,4 @@ fn table(source: &str, config: &SimConfig, reports: &[&Report]) -> String {
         out.push('\n');
     }
     out
-}
-
-/// `1234567.891` with `decimals = 1` → `1,234,567.9`.
-fn group(x: f64, decimals: usize) -> String {
-    let s = format!("{:.*}", decimals, x.abs());
-    let (int, frac) = s
-        .split_once('.')
-        .map_or((s.as_str(), None), |(i, f)| (i, Some(f)));
-    let mut grouped = String::new();
-    for (i, c) in int.chars().enumerate() {
-        if i > 0 && (int.len() - i) % 3 == 0 {
-            grouped.push(',');
-        }
-        grouped.push(c);
-    }
-    let sign = if x < 0.0 { "-" } else { "" };
-    match frac {
-        Some(f) => format!("{sign}{grouped}.{f}"),
-        None => format!("{sign}{grouped}"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn numbers_are_grouped_by_thousands() {
-        assert_eq!(group(1_234_567.891, 1), "1,234,567.9");
-        assert_eq!(group(999.0, 0), "999");
-        assert_eq!(group(-1000.5, 2), "-1,000.50");
-        assert_eq!(group(0.0, 1), "0.0");
-    }
 }

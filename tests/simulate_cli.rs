@@ -93,7 +93,134 @@ fn simulate_compare_prints_a_table_with_both_policies_and_writes_a_plot() {
     for row in ["ratio to oracle", "wait p95 (s)", "instance-hours"] {
         assert!(table.contains(row), "{row} missing in\n{table}");
     }
-    assert!(std::fs::read_to_string(&svg).unwrap().starts_with("<svg"));
+    let svg = std::fs::read_to_string(&svg).unwrap();
+    assert!(svg.starts_with("<svg"));
+    // One panel per policy with its busiest day beside it, cost and wait beneath.
+    assert_eq!(svg.matches(r#"data-kind="whole""#).count(), 2);
+    assert_eq!(svg.matches(r#"data-kind="day""#).count(), 2);
+    assert_eq!(svg.matches(r#"data-kind="cost""#).count(), 1);
+    assert_eq!(svg.matches(r#"data-kind="wait""#).count(), 1);
+}
+
+#[test]
+fn simulate_report_writes_one_page_with_a_panel_per_policy_the_same_every_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let html = dir.path().join("report.html");
+    let args = [
+        "simulate",
+        "--workload",
+        "diurnal",
+        "--compare",
+        "reactive,forecast",
+        "--report",
+        html.to_str().unwrap(),
+    ];
+    let out = capstan(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        stdout.contains(&format!("report written to {}", html.display())),
+        "{stdout}"
+    );
+    let first = std::fs::read_to_string(&html).unwrap();
+    assert!(first.starts_with("<!DOCTYPE html>"));
+    assert_eq!(first.matches(r#"data-kind="whole""#).count(), 2);
+    assert_eq!(first.matches(r#"data-kind="day""#).count(), 2);
+    assert_eq!(first.matches(r#"data-kind="cost""#).count(), 1);
+    assert_eq!(first.matches(r#"data-kind="wait""#).count(), 1);
+    for needle in ["http://", "https://", "src=", "<script"] {
+        assert!(!first.contains(needle), "{needle} in the report");
+    }
+    // The table's ratio to oracle is the one the JSON reports.
+    let json = json_run(&[
+        "simulate",
+        "--workload",
+        "diurnal",
+        "--compare",
+        "reactive,forecast",
+        "--json",
+    ]);
+    for policy in ["reactive", "forecast"] {
+        let ratio = format!("{:.3}", json[policy]["ratio_to_oracle"].as_f64().unwrap());
+        let row = first
+            .lines()
+            .find(|l| l.starts_with("<tr>") && l.contains(&format!("{policy}</td>")))
+            .unwrap_or_else(|| panic!("no {policy} row"));
+        assert!(row.contains(&format!(">{ratio}</td>")), "{ratio} in {row}");
+    }
+    // The context names the command that made the page.
+    assert!(first.contains("Command: capstan simulate --workload diurnal"));
+
+    let again = capstan(&args);
+    assert!(again.status.success());
+    let second = std::fs::read_to_string(&html).unwrap();
+    assert!(first == second, "two runs, two different reports");
+    // Only the report is left in the directory: no temporary file.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+
+    // One policy, one panel.
+    let single = dir.path().join("single.html");
+    let out = capstan(&[
+        "simulate",
+        "--workload",
+        "diurnal",
+        "--policy",
+        "forecast",
+        "--json",
+        "--report",
+        single.to_str().unwrap(),
+    ]);
+    assert!(out.status.success());
+    let page = std::fs::read_to_string(&single).unwrap();
+    assert_eq!(page.matches(r#"data-kind="whole""#).count(), 1);
+    assert!(page.contains("forecast: the whole run"));
+}
+
+#[test]
+fn simulate_report_to_an_unwritable_path_fails_naming_it_and_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, "x").unwrap();
+    let bad = file.join("report.html");
+    let out = capstan(&[
+        "simulate",
+        "--workload",
+        "diurnal",
+        "--report",
+        bad.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("--report: cannot write {}", bad.display())),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty(), "no table for a run that failed");
+
+    // A run that fails after the report file was claimed keeps the old report and
+    // leaves no temporary file.
+    let html = dir.path().join("report.html");
+    std::fs::write(&html, "the old report").unwrap();
+    let missing = dir.path().join("missing.csv");
+    let out = capstan(&[
+        "simulate",
+        "--trace",
+        missing.to_str().unwrap(),
+        "--report",
+        html.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert_eq!(std::fs::read_to_string(&html).unwrap(), "the old report");
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["not-a-dir", "report.html"]);
 }
 
 #[test]

@@ -25,6 +25,9 @@
 //!   authenticated by their HMAC signature instead of a bearer token.
 //! - [`metrics`]: `/metrics`, Prometheus text, behind `metrics:read`.
 //! - [`probes`]: `/healthz` and `/readyz`, unauthenticated.
+//! - [`dashboard`]: the web pages at `/` (pools, a pool's chart, plan, workers and
+//!   errors), signed in with an API token held in an HttpOnly cookie that only the
+//!   dashboard's routes read; not part of the OpenAPI document.
 //! - [`openapi`]: the OpenAPI 3.1 document, generated from the handlers' annotations,
 //!   served at `/openapi.json` with Swagger UI at `/docs` (assets vendored at build
 //!   time, nothing fetched at run time); `api/openapi.json` is the committed copy a
@@ -35,10 +38,12 @@
 //!
 //! Hardening applies to every route: a request timeout (503 `timeout`), a 1 MiB body
 //! limit, JSON-only bodies with unknown fields rejected, JSON 404 and 405 answers, and
-//! `Cache-Control: no-store` on everything (responses may carry tokens).
+//! `Cache-Control: no-store` on everything (responses may carry tokens) except what
+//! sets its own (the dashboard's fingerprint-free static assets).
 
 pub mod auth;
 pub mod clients;
+pub mod dashboard;
 pub mod error;
 pub mod machines;
 pub mod metrics;
@@ -198,6 +203,9 @@ pub struct AppState {
     /// The secret GitHub signs webhook deliveries with; `None` turns
     /// `POST /v1/webhooks/github` off.
     pub github_webhook_secret: Option<webhooks::WebhookSecret>,
+    /// Whether the reconcile loop runs service-wide dry (plans recorded, nothing
+    /// applied); the dashboard shows it on every pool.
+    pub dry_run: bool,
 }
 
 impl AppState {
@@ -212,6 +220,7 @@ impl AppState {
             wake: Wake::none(),
             metrics: MetricsSource::none(),
             github_webhook_secret: None,
+            dry_run: false,
         }
     }
 
@@ -233,6 +242,11 @@ impl AppState {
         }
     }
 
+    /// The same state, telling the dashboard the loop runs dry (`true`) or not.
+    pub fn with_dry_run(self, dry_run: bool) -> Self {
+        Self { dry_run, ..self }
+    }
+
     /// Now.
     pub fn now(&self) -> Timestamp {
         (self.clock.0)()
@@ -244,6 +258,7 @@ pub fn router(state: AppState) -> Router {
     let (routes, doc) = openapi::routes().split_for_parts();
     routes
         .merge(openapi::docs_ui(doc))
+        .merge(dashboard::routes())
         .fallback(error::no_such_route)
         .method_not_allowed_fallback(error::wrong_method)
         .layer(axum::middleware::from_fn_with_state(
@@ -278,7 +293,8 @@ async fn limit_and_label(State(state): State<AppState>, req: Request, next: Next
     };
     response
         .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
     tracing::debug!(
         target: "capstan::access",
         %method,

@@ -46,7 +46,7 @@ use capstan_core::{
 };
 use predictor::{AccuracyReport, AccuracyTracker};
 use reconciler::{PlanError, Planner, PoolController};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::cloud::{CloudError, CloudModel, OfferingModel};
 use crate::oracle::oracle_instance_ms;
@@ -64,7 +64,8 @@ pub struct SimConfig {
     pub tick_s: u64,
     /// Seed of every random draw.
     pub seed: u64,
-    /// Points of the demand/capacity/queue series to keep for plots (0 for none).
+    /// Buckets of the time series to keep for plots and reports (0 for none): the
+    /// span of the trace is cut into this many buckets, none shorter than a tick.
     pub series_points: usize,
 }
 
@@ -142,7 +143,7 @@ pub enum SimError {
 }
 
 /// Task wait statistics, in seconds.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct WaitStats {
     /// Mean wait.
     pub mean: f64,
@@ -156,8 +157,9 @@ pub struct WaitStats {
     pub max: f64,
 }
 
-/// What a run measured. Serializes to the JSON that `capstan simulate --json` prints.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// What a run measured. Serializes to the JSON that `capstan simulate --json` prints,
+/// and reads back from it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {
     /// The scaling policy simulated.
     pub policy: ScalingPolicy,
@@ -204,8 +206,14 @@ pub struct Report {
     pub wall_seconds: f64,
 }
 
-/// One point of the downsampled time series (maxima over its bucket).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+/// One bucket of the downsampled time series.
+///
+/// The levels (`demand`, `capacity`, `queue`, `booting`) are the maxima over the
+/// bucket's ticks and its first instant, so short peaks stay visible however coarse
+/// the bucket; `cost` is a running total; the waits describe the tasks that started in
+/// the bucket. The engine keeps these per bucket in O(1) per event, so collecting a
+/// series costs the replay next to nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct SeriesPoint {
     /// Start of the bucket, seconds after the first submit.
     pub t_s: f64,
@@ -215,6 +223,19 @@ pub struct SeriesPoint {
     pub capacity: u32,
     /// Tasks waiting.
     pub queue: u32,
+    /// Instances launched and not yet ready.
+    pub booting: u32,
+    /// Cost accrued by the end of the bucket: the billed cost of the instances gone
+    /// plus the time so far of the live ones (a billing minimum is added when an
+    /// instance goes, as it is billed). The last point's is the report's `cost`.
+    pub cost: f64,
+    /// Tasks that started in the bucket (a restart after an interruption counts again).
+    pub starts: u32,
+    /// Mean wait of those starts in seconds (since the task was queued or requeued);
+    /// 0 when none started.
+    pub wait_mean_s: f64,
+    /// Longest wait of those starts in seconds; 0 when none started.
+    pub wait_max_s: f64,
 }
 
 /// A finished run.
@@ -222,7 +243,8 @@ pub struct SeriesPoint {
 pub struct Outcome {
     /// The measurements.
     pub report: Report,
-    /// Demand, capacity and queue over time, downsampled.
+    /// Demand, capacity, queue, cost and waits over time, downsampled (empty unless
+    /// [`SimConfig::series_points`] asked for it).
     pub series: Vec<SeriesPoint>,
 }
 
@@ -281,6 +303,8 @@ struct Engine<'a> {
 
     running_tasks: u32,
     capacity_slots: u32,
+    /// Instances in `Booting`.
+    booting: u32,
     free_ready_slots: u32,
     arrivals_since_tick: u32,
     completions_since_tick: u32,
@@ -295,14 +319,26 @@ struct Engine<'a> {
     instance_ms: i128,
     instance_slot_ms: i128,
     cost: f64,
+    /// Per offering, live instances and the sum of their launch times, so the cost
+    /// accrued so far is known at any instant in O(offerings) (see
+    /// [`Engine::accrued_cost`]).
+    live_instances: Vec<i64>,
+    live_launched_ms: Vec<i128>,
     launches: u64,
     launch_failures: u64,
     terminations: u64,
     interruptions: u64,
     ticks: u64,
 
+    /// Series bucket length (0: no series), the end of the current (last) bucket in
+    /// trace time (`i64::MAX` without a series), and the waits of the tasks started in
+    /// it so far: sum, longest (ms) and count.
     series_bucket_ms: i64,
+    series_next_ms: i64,
     series: Vec<SeriesPoint>,
+    bucket_wait_sum_ms: i128,
+    bucket_wait_max_ms: i64,
+    bucket_starts: u32,
     scoring: ForecastScoring,
 }
 
@@ -403,11 +439,32 @@ impl<'a> Engine<'a> {
             .map(|o| o.price_per_hour.unwrap_or(0.0))
             .collect();
         let span = trace.span_ms();
-        let series_bucket_ms = if config.series_points == 0 {
+        let series_bucket_ms = if config.series_points == 0 || n == 0 {
             0
         } else {
             (span / config.series_points as i64).max(config.tick_s as i64 * 1000)
         };
+        // The series starts with bucket 0 at the first submit (ticks before it count
+        // into bucket 0).
+        let (series_next_ms, series) = if series_bucket_ms == 0 {
+            (i64::MAX, Vec::new())
+        } else {
+            let first = trace.tasks[0].submit_ms;
+            let mut series = Vec::with_capacity(config.series_points.min(1 << 20) + 1);
+            series.push(SeriesPoint {
+                t_s: 0.0,
+                demand: 0,
+                capacity: 0,
+                queue: 0,
+                booting: 0,
+                cost: 0.0,
+                starts: 0,
+                wait_mean_s: 0.0,
+                wait_max_s: 0.0,
+            });
+            (first + series_bucket_ms, series)
+        };
+        let n_offerings = offerings.len();
         Self {
             trace,
             spec: &config.spec,
@@ -431,6 +488,7 @@ impl<'a> Engine<'a> {
             pos_of: Vec::new(),
             running_tasks: 0,
             capacity_slots: 0,
+            booting: 0,
             free_ready_slots: 0,
             arrivals_since_tick: 0,
             completions_since_tick: 0,
@@ -444,13 +502,19 @@ impl<'a> Engine<'a> {
             instance_ms: 0,
             instance_slot_ms: 0,
             cost: 0.0,
+            live_instances: vec![0; n_offerings],
+            live_launched_ms: vec![0; n_offerings],
             launches: 0,
             launch_failures: 0,
             terminations: 0,
             interruptions: 0,
             ticks: 0,
             series_bucket_ms,
-            series: Vec::new(),
+            series_next_ms,
+            series,
+            bucket_wait_sum_ms: 0,
+            bucket_wait_max_ms: 0,
+            bucket_starts: 0,
             scoring: ForecastScoring::new(
                 config.tick_s as i64 * 1000,
                 config.spec.scaling.service_level,
@@ -483,12 +547,14 @@ impl<'a> Engine<'a> {
             if ev_t <= arr_t && ev_t <= next_tick {
                 let Reverse((t, kind, uid, task, attempt)) =
                     self.events.pop().expect("peeked event");
+                self.roll_series(t);
                 match kind {
                     EV_COMPLETION => self.complete(t, uid, task, attempt),
                     EV_INTERRUPTION => self.interrupt(t, uid),
                     _ => self.booted(t, uid),
                 }
             } else if arr_t <= next_tick {
+                self.roll_series(arr_t);
                 let i = self.next_arrival;
                 self.next_arrival += 1;
                 self.arrivals_since_tick += 1;
@@ -499,6 +565,7 @@ impl<'a> Engine<'a> {
                 if !self.queue.is_empty() && next_tick - self.last_progress_ms > STALL_MS {
                     break;
                 }
+                self.roll_series(next_tick);
                 self.tick(next_tick);
                 next_tick += tick_ms;
             }
@@ -513,6 +580,7 @@ impl<'a> Engine<'a> {
         } else {
             end
         };
+        self.roll_series(end);
         while !self.workers.is_empty() {
             self.remove_instance(self.workers.len() - 1, end);
         }
@@ -555,7 +623,11 @@ impl<'a> Engine<'a> {
 
     fn start(&mut self, pos: usize, task: u32, now: i64) {
         let i = task as usize;
-        self.wait_ms[i] += now - self.queued_at[i];
+        let waited = now - self.queued_at[i];
+        self.wait_ms[i] += waited;
+        self.bucket_wait_sum_ms += i128::from(waited);
+        self.bucket_wait_max_ms = self.bucket_wait_max_ms.max(waited);
+        self.bucket_starts += 1;
         self.started_at[i] = now;
         let w = &mut self.workers[pos];
         w.busy_slots += 1;
@@ -619,6 +691,7 @@ impl<'a> Engine<'a> {
         if w.state != WorkerState::Booting || w.transition(WorkerState::Ready, ts).is_err() {
             return;
         }
+        self.booting -= 1;
         self.free_ready_slots += w.capacity;
         // The measured launch-to-ready time moves the controller's lead.
         let boot_s = (now - self.instances[pos].launched_ms) as f64 / 1000.0;
@@ -662,6 +735,11 @@ impl<'a> Engine<'a> {
         if w.state == WorkerState::Ready {
             self.free_ready_slots -= w.capacity - w.busy_slots;
         }
+        if w.state == WorkerState::Booting {
+            self.booting -= 1;
+        }
+        self.live_instances[inst.offering] -= 1;
+        self.live_launched_ms[inst.offering] -= i128::from(inst.launched_ms);
         let model = &self.offerings[inst.offering];
         let lived = now - inst.launched_ms;
         let billed = lived.max((model.billing_minimum_s * 1000.0).round() as i64);
@@ -732,7 +810,7 @@ impl<'a> Engine<'a> {
             forecast.expected_busy_slots,
             f64::from(forecast.target_slots),
         );
-        self.record_series(now, sample.pending, sample.running);
+        self.record_series(sample.pending, sample.running);
     }
 
     fn launch(
@@ -781,6 +859,9 @@ impl<'a> Engine<'a> {
             w.transition(WorkerState::Booting, ts)
                 .expect("requested -> booting is legal");
             self.capacity_slots += w.capacity;
+            self.booting += 1;
+            self.live_instances[offering] += 1;
+            self.live_launched_ms[offering] += i128::from(now);
             self.pos_of.push(self.workers.len() as u32);
             self.workers.push(w);
             self.instances.push(Instance {
@@ -804,30 +885,75 @@ impl<'a> Engine<'a> {
         }
     }
 
-    fn record_series(&mut self, now: i64, pending: u32, running: u32) {
-        if self.series_bucket_ms == 0 {
+    /// Folds the tick's levels into the current bucket (maxima).
+    fn record_series(&mut self, pending: u32, running: u32) {
+        let Some(last) = self.series.last_mut() else {
             return;
-        }
-        let first = self.trace.tasks[0].submit_ms;
-        let bucket_start = (now - first).div_euclid(self.series_bucket_ms) * self.series_bucket_ms;
-        let t_s = bucket_start as f64 / 1000.0;
-        let point = SeriesPoint {
-            t_s,
-            demand: pending + running,
-            capacity: self.capacity_slots,
-            queue: pending,
         };
-        match self.series.last_mut() {
-            Some(last) if last.t_s == t_s => {
-                last.demand = last.demand.max(point.demand);
-                last.capacity = last.capacity.max(point.capacity);
-                last.queue = last.queue.max(point.queue);
-            }
-            _ => self.series.push(point),
+        last.demand = last.demand.max(pending + running);
+        last.capacity = last.capacity.max(self.capacity_slots);
+        last.queue = last.queue.max(pending);
+        last.booting = last.booting.max(self.booting);
+    }
+
+    /// Closes every bucket that ends at or before `now` and opens the one `now` falls
+    /// in, starting from the levels at its first instant. Called before anything
+    /// happens at `now`, so a closed bucket's cost is the cost accrued at its end.
+    #[inline]
+    fn roll_series(&mut self, now: i64) {
+        while now >= self.series_next_ms {
+            let end = self.series_next_ms;
+            self.close_bucket(self.accrued_cost(end));
+            let t_s = (end - self.trace.tasks[0].submit_ms) as f64 / 1000.0;
+            let pending = self.queue.len() as u32;
+            self.series.push(SeriesPoint {
+                t_s,
+                demand: pending + self.running_tasks,
+                capacity: self.capacity_slots,
+                queue: pending,
+                booting: self.booting,
+                cost: 0.0,
+                starts: 0,
+                wait_mean_s: 0.0,
+                wait_max_s: 0.0,
+            });
+            self.series_next_ms += self.series_bucket_ms;
         }
     }
 
-    fn finish(self, config: &SimConfig) -> Outcome {
+    /// Writes the cost and the waits into the last point and resets the waits.
+    fn close_bucket(&mut self, cost: f64) {
+        let Some(last) = self.series.last_mut() else {
+            return;
+        };
+        last.cost = cost;
+        last.starts = self.bucket_starts;
+        if self.bucket_starts > 0 {
+            last.wait_mean_s =
+                self.bucket_wait_sum_ms as f64 / f64::from(self.bucket_starts) / 1000.0;
+            last.wait_max_s = self.bucket_wait_max_ms as f64 / 1000.0;
+        }
+        self.bucket_wait_sum_ms = 0;
+        self.bucket_wait_max_ms = 0;
+        self.bucket_starts = 0;
+    }
+
+    /// Cost accrued by `at` (no earlier than the last termination): the billed cost
+    /// of the instances gone plus `at - launch` of each live one at its price.
+    fn accrued_cost(&self, at: i64) -> f64 {
+        let mut cost = self.cost;
+        for (o, &live) in self.live_instances.iter().enumerate() {
+            if live > 0 {
+                let ms = i128::from(live) * i128::from(at) - self.live_launched_ms[o];
+                cost += ms as f64 / 3_600_000.0 * self.prices[o];
+            }
+        }
+        cost
+    }
+
+    fn finish(mut self, config: &SimConfig) -> Outcome {
+        // Every instance is gone by now, so the last bucket closes at the report's cost.
+        self.close_bucket(self.cost);
         let tasks = &self.trace.tasks;
         let n = tasks.len();
         let lc = &config.spec.launch_configs[self.preferred];
@@ -1038,6 +1164,83 @@ mod tests {
         assert_eq!((r.launches, r.terminations), (2, 0), "{r:?}");
         // Launched at 0 and 600 (the tick that sees each task), both done at 3120.
         assert_eq!(r.instance_seconds, 3120.0 + 2520.0);
+    }
+
+    #[test]
+    fn the_series_follows_one_task_through_boot_wait_and_billing() {
+        // Buckets of one 30 s tick (span 100 s / 1000 points, at least a tick). The tick
+        // at 0 sees the task and launches; the boot ends at 120 s, where the task starts
+        // after 120 s of waiting; it completes at 220 s, in bucket [210, 240).
+        let t = trace(&[(0, 100)]);
+        let mut config = SimConfig::default_setting(ScalingPolicy::Reactive, 1);
+        config.series_points = 1000;
+        let out = simulate(&t, &config, &mut |_| {}).unwrap();
+        let s = &out.series;
+        assert_eq!(s.len(), 8, "{s:?}");
+        for (k, p) in s.iter().enumerate() {
+            assert_eq!(p.t_s, 30.0 * k as f64);
+            assert_eq!((p.demand, p.capacity), (1, 1), "bucket {k}");
+            // Waiting and booting until the boot at 120 s; bucket 4 opens with both.
+            let before_boot = k <= 4;
+            assert_eq!(p.queue, u32::from(before_boot), "bucket {k}");
+            assert_eq!(p.booting, u32::from(before_boot), "bucket {k}");
+            // One instance at 1.0 per hour from 0 s: cost at the bucket's end.
+            let end_s = (30.0 * (k + 1) as f64).min(220.0);
+            assert!((p.cost - end_s / 3600.0).abs() < 1e-12, "bucket {k}: {p:?}");
+            let (starts, wait) = if k == 4 { (1, 120.0) } else { (0, 0.0) };
+            assert_eq!(
+                (p.starts, p.wait_mean_s, p.wait_max_s),
+                (starts, wait, wait),
+                "bucket {k}"
+            );
+        }
+        assert_eq!(s.last().unwrap().cost, out.report.cost);
+    }
+
+    #[test]
+    fn collecting_a_series_leaves_the_report_unchanged_and_adds_up_to_it() {
+        let t = crate::workload::WorkloadSpec {
+            days: 3,
+            ..crate::workload::WorkloadSpec::diurnal(3)
+        }
+        .generate()
+        .unwrap();
+        for policy in [ScalingPolicy::Reactive, ScalingPolicy::Forecast] {
+            let plain = SimConfig::default_setting(policy, 2);
+            let with_series = SimConfig {
+                series_points: 500,
+                ..plain.clone()
+            };
+            let a = simulate(&t, &plain, &mut |_| {}).unwrap();
+            let b = simulate(&t, &with_series, &mut |_| {}).unwrap();
+            let c = simulate(&t, &with_series, &mut |_| {}).unwrap();
+            let strip = |mut r: Report| {
+                r.wall_seconds = 0.0;
+                r
+            };
+            assert!(a.series.is_empty());
+            assert_eq!(strip(a.report), strip(b.report.clone()));
+            assert_eq!(b.series, c.series, "same seed, same series");
+            let (r, s) = (&b.report, &b.series);
+            // One bucket per span / 500 (the span is >= 3 days, so well above a tick).
+            let bucket = s[1].t_s - s[0].t_s;
+            assert!(s.windows(2).all(|w| (w[1].t_s - w[0].t_s - bucket).abs() < 1e-6));
+            assert!((s.len() as f64 - r.sim_seconds / bucket).abs() <= 1.0);
+            // No interruptions: every task starts once, so the starts and the
+            // start-weighted mean wait add up to the report's.
+            let starts: u64 = s.iter().map(|p| u64::from(p.starts)).sum();
+            assert_eq!(starts, r.tasks);
+            let wait_sum: f64 = s.iter().map(|p| p.wait_mean_s * f64::from(p.starts)).sum();
+            assert!((wait_sum / r.tasks as f64 - r.wait_s.mean).abs() < 1e-6);
+            let max = s.iter().map(|p| p.wait_max_s).fold(0.0, f64::max);
+            assert_eq!(max, r.wait_s.max);
+            assert!(s.windows(2).all(|w| w[0].cost <= w[1].cost));
+            assert_eq!(s.last().unwrap().cost, r.cost);
+            assert!(
+                s.iter()
+                    .all(|p| p.queue <= p.demand && p.booting <= p.capacity)
+            );
+        }
     }
 
     #[test]
