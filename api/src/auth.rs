@@ -365,51 +365,59 @@ impl FromRequestParts<AppState> for Caller {
                 ));
             }
         };
-        if crate::worker_api::is_worker_credential(token) {
-            return Err(ApiError::forbidden(
-                "an operator API token (cap_<id>_<secret>)".into(),
-                "a worker credential only works on its own worker's heartbeat and interruption routes",
-            ));
-        }
-        let Some((id, secret)) = split_token(token) else {
-            return Err(ApiError::unauthorized(
-                "malformed token: expected cap_<16 hex>_<64 hex>",
-            ));
-        };
-        let record = state.store.get_client(id).await?;
-        let Some(record) = record.filter(|r| matches_digest(secret, &r.secret_sha256)) else {
-            return Err(ApiError::unauthorized(format!(
-                "token for client {id} is not valid"
-            )));
-        };
-        let now = state.now();
-        if let Some(at) = record.revoked_at {
-            return Err(ApiError::unauthorized(format!(
-                "client {} ({id}) was revoked at {at}",
-                record.name
-            )));
-        }
-        if let Some(at) = record.expires_at.filter(|at| *at <= now) {
-            return Err(ApiError::unauthorized(format!(
-                "client {} ({id}) expired at {at}",
-                record.name
-            )));
-        }
-        if state.last_used.due(id, now) {
-            let store = state.store.clone();
-            let id = id.to_owned();
-            tokio::spawn(async move {
-                if let Err(e) = store.touch_client(&id, now).await {
-                    tracing::warn!(client = %id, error = %e, "cannot record a client's last use");
-                }
-            });
-        }
-        Ok(Caller {
-            scopes: parse_scopes(&record)?,
-            id: record.id,
-            name: record.name,
-        })
+        authenticate(state, token).await
     }
+}
+
+/// The client holding `token` (`cap_<id>_<secret>`), checked as every request's is:
+/// shape, digest in constant time, revocation, expiry; records its last use. A worker
+/// credential is refused (403). The `/v1` routes reach it through [`Caller`]'s
+/// `Authorization` header; the dashboard through its sign-in cookie.
+pub async fn authenticate(state: &AppState, token: &str) -> Result<Caller, ApiError> {
+    if crate::worker_api::is_worker_credential(token) {
+        return Err(ApiError::forbidden(
+            "an operator API token (cap_<id>_<secret>)".into(),
+            "a worker credential only works on its own worker's heartbeat and interruption routes",
+        ));
+    }
+    let Some((id, secret)) = split_token(token) else {
+        return Err(ApiError::unauthorized(
+            "malformed token: expected cap_<16 hex>_<64 hex>",
+        ));
+    };
+    let record = state.store.get_client(id).await?;
+    let Some(record) = record.filter(|r| matches_digest(secret, &r.secret_sha256)) else {
+        return Err(ApiError::unauthorized(format!(
+            "token for client {id} is not valid"
+        )));
+    };
+    let now = state.now();
+    if let Some(at) = record.revoked_at {
+        return Err(ApiError::unauthorized(format!(
+            "client {} ({id}) was revoked at {at}",
+            record.name
+        )));
+    }
+    if let Some(at) = record.expires_at.filter(|at| *at <= now) {
+        return Err(ApiError::unauthorized(format!(
+            "client {} ({id}) expired at {at}",
+            record.name
+        )));
+    }
+    if state.last_used.due(id, now) {
+        let store = state.store.clone();
+        let id = id.to_owned();
+        tokio::spawn(async move {
+            if let Err(e) = store.touch_client(&id, now).await {
+                tracing::warn!(client = %id, error = %e, "cannot record a client's last use");
+            }
+        });
+    }
+    Ok(Caller {
+        scopes: parse_scopes(&record)?,
+        id: record.id,
+        name: record.name,
+    })
 }
 
 #[cfg(test)]

@@ -177,7 +177,7 @@ async fn status_of(store: &Store, id: &PoolId) -> Result<PoolStatus, ApiError> {
 }
 
 /// The plans that acted since `since`, newest first, at most [`RECENT_MAX`].
-async fn recent_plans(
+pub(crate) async fn recent_plans(
     store: &Store,
     id: &PoolId,
     since: Timestamp,

@@ -63,6 +63,8 @@ pub(crate) struct PoolSlot {
     backoff: Duration,
     /// Task runs recorded up to then were fed to the controller.
     runs_read_until: Timestamp,
+    /// When this replica last recorded the pool's chart point (`store::series`).
+    series_at: Option<Timestamp>,
 }
 
 impl PoolSlot {
@@ -76,6 +78,7 @@ impl PoolSlot {
             backoff_until: None,
             backoff: Duration::ZERO,
             runs_read_until: Timestamp::from_unix_ms(0),
+            series_at: None,
         }
     }
 }
@@ -221,6 +224,21 @@ pub(crate) async fn round(shared: &Shared, slot: &mut PoolSlot) -> Result<RoundE
     store
         .record_plan(&fence, &shared.cfg.owner, &plan, &forecast)
         .await?;
+    // The dashboard's chart point, at most one per POINT_INTERVAL_S; a failed write
+    // costs a point, never the round.
+    if slot
+        .series_at
+        .is_none_or(|t| now.secs_since(t) >= store::series::POINT_INTERVAL_S as f64)
+    {
+        let point =
+            store::PoolPoint::of_round(spec, &workers, &plan, &forecast, slot.last_sample.as_ref());
+        match store.record_pool_point(&id, &point).await {
+            Ok(()) => slot.series_at = Some(now),
+            Err(e) => {
+                tracing::warn!(pool = %id, error = %e, "cannot record the pool's chart point")
+            }
+        }
+    }
     if !plan.actions.is_empty() {
         tracing::info!(
             pool = %id,

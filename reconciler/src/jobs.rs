@@ -154,6 +154,10 @@ async fn retention(store: &Store, days: RetentionDays, now: Timestamp) {
         ),
         Err(e) => tracing::warn!(error = %e, "history retention failed"),
     }
+    match store.prune_pool_series(cutoff(days.raw)).await {
+        Ok(n) => tracing::info!(deleted = n, days = days.raw, "pool chart-point retention"),
+        Err(e) => tracing::warn!(error = %e, "pool chart-point retention failed"),
+    }
     match store.prune_pool_errors(cutoff(days.errors)).await {
         Ok(n) => tracing::info!(deleted = n, days = days.errors, "pool-error retention"),
         Err(e) => tracing::warn!(error = %e, "pool-error retention failed"),

@@ -305,7 +305,8 @@ impl Sums {
 
 /// The bucket width in ms [`Store::queue_history`] uses for `[since, until)` so that at
 /// most `max_points` epoch-aligned buckets cover it: the first round width that fits.
-fn bucket_width_ms(since: i64, until: i64, max_points: u32) -> i64 {
+/// [`Store::pool_series`] buckets with it too, so the dashboard's axes line up.
+pub(crate) fn bucket_width_ms(since: i64, until: i64, max_points: u32) -> i64 {
     let cells = |w: i64| (until - 1).div_euclid(w) - since.div_euclid(w) + 1;
     let max = i64::from(max_points.max(1));
     if let Some(&w) = WIDTHS_S.iter().find(|&&w| cells(w * 1000) <= max) {

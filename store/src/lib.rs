@@ -20,6 +20,8 @@
 //! - `queue_samples`: the demand time series per pool, with retention.
 //! - `pool_status` and `plan_log`: each pool's latest plan and forecast (what the API
 //!   and the dashboard show, whichever replica planned), and the plans that acted.
+//! - `pool_series`: one point per pool and reconcile round (capacity by state, target,
+//!   forecast, queue, cost), what the dashboard's chart draws ([`series`]).
 //! - `pool_errors`: deduplicated (same pool, launch config, kind and message bump a
 //!   count and the last-seen time).
 //! - `audit_log`: who changed which pool when, with old and new generations.
@@ -43,6 +45,7 @@ pub mod providers_state;
 mod queue_samples;
 #[cfg(feature = "test-support")]
 pub mod scratch;
+pub mod series;
 mod status;
 mod worker_auth;
 mod workers;
@@ -59,6 +62,7 @@ pub use leases::{Fence, Lease, WakeListener};
 pub use pool_errors::PoolError;
 pub use pools::{DeleteOutcome, PoolFilter, PoolRecord};
 pub use providers_state::{LedgerRow, StaticMachineRow};
+pub use series::{PoolCapacity, PoolPoint, SeriesBucket};
 pub use status::{PlanLogEntry, PoolStatus};
 pub use worker_auth::{RegistrationUse, TaskRun, WorkerSecrets};
 
