@@ -20,8 +20,8 @@ pub struct ErrorBody {
     /// Machine-readable code: `bad_request`, `invalid_json`, `unauthorized`,
     /// `forbidden`, `not_found`, `method_not_allowed`, `conflict`, `not_leased`,
     /// `precondition_failed`, `payload_too_large`, `unsupported_media_type`,
-    /// `invalid_spec`, `invalid_request`, `precondition_required`, `timeout`,
-    /// `unavailable`, `internal`.
+    /// `invalid_spec`, `invalid_request`, `no_launch_configs`, `no_history`,
+    /// `precondition_required`, `timeout`, `busy`, `unavailable`, `internal`.
     pub error: String,
     /// What went wrong and what is expected, for people.
     pub message: String,
@@ -164,6 +164,21 @@ impl ApiError {
                 message: message.into(),
             }],
         )
+    }
+
+    /// 422 with a code of its own and no field list: the request is well-formed but
+    /// what it asks about cannot be answered (`no_history`: a what-if on a pool without
+    /// the history to replay).
+    pub fn unprocessable(code: &str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
+    }
+
+    /// 503 `busy`: the server runs as much of this kind of work as it takes; retry
+    /// after `retry_after_s` seconds (sent as `Retry-After`).
+    pub fn busy(retry_after_s: u64, message: impl Into<String>) -> Self {
+        let mut e = Self::new(StatusCode::SERVICE_UNAVAILABLE, "busy", message);
+        e.retry_after_s = Some(retry_after_s);
+        e
     }
 
     /// 503: the request took longer than the server allows.

@@ -21,6 +21,9 @@
 //!   reconcile loop when the backlog outgrows the idle slots.
 //! - [`plans`]: what the reconcile loop decided for a pool (its latest plan, in JSON
 //!   and in words, with the recent plans that acted) and the forecast behind it.
+//! - [`whatif`]: what-if on a pool's own history: its recorded queue and run times
+//!   replayed through the simulator with the current spec and a candidate, side by
+//!   side (reads only; CPU-bound replays on blocking threads, one what-if at a time).
 //! - [`webhooks`]: `POST /v1/webhooks/github`, GitHub `workflow_job` deliveries,
 //!   authenticated by their HMAC signature instead of a bearer token.
 //! - [`metrics`]: `/metrics`, Prometheus text, behind `metrics:read`.
@@ -56,6 +59,7 @@ pub mod queue;
 pub mod request;
 pub mod store_inventory;
 pub mod webhooks;
+pub mod whatif;
 pub mod worker_api;
 pub mod workers;
 
@@ -203,6 +207,9 @@ pub struct AppState {
     /// The secret GitHub signs webhook deliveries with; `None` turns
     /// `POST /v1/webhooks/github` off.
     pub github_webhook_secret: Option<webhooks::WebhookSecret>,
+    /// What-ifs running on this replica (`POST /v1/pools/{pool_id}/simulate`), bounded
+    /// because each takes the CPU for seconds.
+    pub whatifs: whatif::WhatIfSlots,
     /// Whether the reconcile loop runs service-wide dry (plans recorded, nothing
     /// applied); the dashboard shows it on every pool.
     pub dry_run: bool,
@@ -220,6 +227,7 @@ impl AppState {
             wake: Wake::none(),
             metrics: MetricsSource::none(),
             github_webhook_secret: None,
+            whatifs: whatif::WhatIfSlots::default(),
             dry_run: false,
         }
     }

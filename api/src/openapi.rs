@@ -14,8 +14,8 @@ use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::{
-    AppState, clients, machines, metrics, plans, pools, probes, queue, webhooks, worker_api,
-    workers,
+    AppState, clients, machines, metrics, plans, pools, probes, queue, webhooks, whatif,
+    worker_api, workers,
 };
 
 #[derive(OpenApi)]
@@ -74,6 +74,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         ))
         .routes(routes!(pools::pool_errors))
         .routes(routes!(pools::pool_audit))
+        .routes(routes!(whatif::simulate_pool))
         .routes(routes!(queue::push_queue))
         .routes(routes!(plans::get_plan))
         .routes(routes!(plans::get_forecast))

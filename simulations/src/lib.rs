@@ -15,12 +15,15 @@
 //! - [`workload`]: seeded generated workloads with daily and weekly cycles and bursts.
 //! - [`oracle`]: the least instance-time any policy could spend with zero wait.
 //! - [`rng`]: the platform-independent random generator every draw comes from.
+//! - [`history_replay`]: a pool's recorded queue samples and task runs as a trace, for
+//!   what-ifs on the pool's own history.
 //! - [`plot`]: the charts of runs (one panel per run, its busiest day, cost and wait
 //!   over time) as SVG, and the standalone `--plot` file.
 //! - [`report`]: one self-contained HTML page comparing runs, with a table and those
 //!   charts (`capstan simulate --report` and the what-if write it).
 pub mod cloud;
 pub mod engine;
+pub mod history_replay;
 pub mod oracle;
 pub mod plot;
 pub mod report;
