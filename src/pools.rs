@@ -9,6 +9,10 @@
 //! forecast behind it; `push-queue` pushes one queue sample (for demos and tests: real
 //! queues push batches to `POST /v1/pools/{id}/queue`).
 //!
+//! `simulate` is a what-if: the server replays the pool's recorded history with its
+//! current spec and the candidate in a file (`POST /v1/pools/{id}/simulate`), and this
+//! prints both side by side with the change, or writes them as an HTML report.
+//!
 //! `apply` validates every file locally first and applies nothing if any has a
 //! problem. For each spec it reads the pool, prints a unified diff between the stored
 //! spec and the file (both rendered as YAML with every default spelled out, so only
@@ -19,6 +23,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use capstan_core::PoolSpec;
@@ -31,6 +36,8 @@ use crate::client::{
     server_error,
 };
 use crate::output::{self, OutputArg, cell, item_list, items, show, table};
+use simulations::engine::{Report, SeriesPoint};
+use simulations::report::{ReportPage, ReportRun, group, html_report};
 
 /// `capstan pools`: the connection flags and a subcommand.
 #[derive(Debug, clap::Args)]
@@ -134,6 +141,32 @@ enum PoolsCommand {
         /// raw_history_days it comes as hourly rollups).
         #[arg(long, value_name = "DURATION", default_value = "6h", value_parser = parse_duration)]
         history: u64,
+        #[command(flatten)]
+        output: OutputArg,
+    },
+    /// What if the pool had another spec? Replays the pool's recorded queue history
+    /// and task run times (on the server, in the simulator: nothing live changes) with
+    /// its current spec and with the candidate in FILE, and shows both side by side.
+    ///
+    /// The candidate is validated like `apply` (every problem, offline first); its id
+    /// must be the pool's. Its provider and provider_config do not matter: both
+    /// replays run in a simulated cloud. Needs pools:read on the pool.
+    Simulate {
+        /// Pool id, e.g. ci/linux-large.
+        id: String,
+        /// The candidate spec (YAML, or JSON when the name ends in .json).
+        #[arg(short = 'f', long = "file", value_name = "FILE")]
+        file: PathBuf,
+        /// Days of history to replay, ending now (1 to 35).
+        #[arg(long, value_name = "N", default_value_t = 14,
+              value_parser = clap::value_parser!(u32).range(1..=35))]
+        days: u32,
+        /// Seed of the replay's random draws (arrival instants, run times) [default: 1].
+        #[arg(long, value_name = "N")]
+        seed: Option<u64>,
+        /// Also write the comparison as a self-contained HTML page (table and charts).
+        #[arg(long, value_name = "FILE")]
+        report: Option<PathBuf>,
         #[command(flatten)]
         output: OutputArg,
     },
@@ -289,6 +322,48 @@ pub fn run(args: PoolsArgs) -> anyhow::Result<ExitCode> {
             eprintln!("pool {id}: queue sample pushed ({pending} pending, {running} running)");
             Ok(ExitCode::SUCCESS)
         }),
+        PoolsCommand::Simulate {
+            id,
+            file,
+            days,
+            seed,
+            report,
+            output,
+        } => {
+            let spec = match read_spec(&file)? {
+                Ok(spec) => spec,
+                Err(n) => bail!("{}: {n} problems; nothing simulated", file.display()),
+            };
+            if spec.id.as_str() != id {
+                bail!(
+                    "{}: id {} is not pool {id}; a what-if compares a candidate for the same pool (change its id, or leave it out of the file)",
+                    file.display(),
+                    spec.id
+                );
+            }
+            conn.run(|client| async move {
+                let mut body = serde_json::json!({"spec": spec, "days": days});
+                if let Some(seed) = seed {
+                    body["seed"] = seed.into();
+                }
+                let reply = client
+                    .send_within(
+                        Method::POST,
+                        &format!("{}/simulate", pool_path(&id)?),
+                        &[],
+                        &[],
+                        Some(&body),
+                        WHATIF_TIMEOUT,
+                    )
+                    .await?;
+                output::print_text(output.format, &reply.body, whatif_text)?;
+                if let Some(path) = report {
+                    write_whatif_report(&path, &reply.body, &file)?;
+                    eprintln!("report written to {}", path.display());
+                }
+                Ok(ExitCode::SUCCESS)
+            })
+        }
         PoolsCommand::Audit { id, output } => conn.run(|client| async move {
             let all = client
                 .get_all(&format!("{}/audit", pool_path(&id)?), &[])
@@ -312,6 +387,150 @@ pub fn run(args: PoolsArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }),
     }
+}
+
+/// How long `pools simulate` waits for the server: longer than the server's own 30 s
+/// request limit, so its answer (the result, or 503 `timeout`) always arrives.
+const WHATIF_TIMEOUT: Duration = Duration::from_secs(45);
+
+/// One row of the what-if table: its name, how to read it from a report, and its
+/// decimals.
+type WhatIfRow = (&'static str, fn(&Value) -> Option<f64>, usize);
+
+/// The rows of `pools simulate`'s table.
+const WHATIF_ROWS: [WhatIfRow; 10] = [
+    ("cost", |r| r.get("cost")?.as_f64(), 2),
+    (
+        "instance-hours",
+        |r| Some(r.get("instance_seconds")?.as_f64()? / 3600.0),
+        1,
+    ),
+    ("ratio to oracle", |r| r.get("ratio_to_oracle")?.as_f64(), 3),
+    ("wait mean (s)", |r| r.pointer("/wait_s/mean")?.as_f64(), 1),
+    ("wait p95 (s)", |r| r.pointer("/wait_s/p95")?.as_f64(), 1),
+    ("wait p99 (s)", |r| r.pointer("/wait_s/p99")?.as_f64(), 1),
+    ("wait max (s)", |r| r.pointer("/wait_s/max")?.as_f64(), 1),
+    ("launches", |r| r.get("launches")?.as_f64(), 0),
+    ("terminations", |r| r.get("terminations")?.as_f64(), 0),
+    (
+        "utilization (%)",
+        |r| Some(r.get("utilization")?.as_f64()? * 100.0),
+        1,
+    ),
+];
+
+/// `pools simulate`: what was replayed, the comparison table, and the input notes.
+fn whatif_text(body: &Value) -> String {
+    let input = body.get("input").unwrap_or(&Value::Null);
+    let count = |key: &str| group(input.get(key).and_then(Value::as_f64).unwrap_or(0.0), 0);
+    let mut out = format!(
+        "pool {}: {} days of history ({} to {}), seed {}\nreplayed {} tasks from {} queue samples and {} task runs; machines boot in {} s\n\n",
+        cell(body, "pool_id"),
+        cell(body, "days"),
+        cell(body, "from"),
+        cell(body, "until"),
+        cell(body, "seed"),
+        count("arrivals"),
+        count("samples"),
+        count("task_runs"),
+        number(input.get("boot_s")),
+    );
+    let current = body.pointer("/current/report").unwrap_or(&Value::Null);
+    let candidate = body.pointer("/candidate/report").unwrap_or(&Value::Null);
+    let mut t = table(&["METRIC", "CURRENT", "CANDIDATE", "CHANGE"]);
+    for (name, read, decimals) in WHATIF_ROWS {
+        let (a, b) = (read(current), read(candidate));
+        let shown = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |x| group(x, decimals));
+        t.add_row(vec![name.to_owned(), shown(a), shown(b), change(a, b)]);
+    }
+    out.push_str(&t.to_string());
+    out.push('\n');
+    let notes = input
+        .get("notes")
+        .and_then(Value::as_array)
+        .map_or(&[][..], Vec::as_slice);
+    if !notes.is_empty() {
+        out.push_str("\nhow the history was replayed:\n");
+        for n in notes {
+            out.push_str(&format!("- {}\n", show(n)));
+        }
+    }
+    out
+}
+
+/// The candidate's change over the current value, in percent (`-` when the current
+/// value is 0 or missing).
+fn change(current: Option<f64>, candidate: Option<f64>) -> String {
+    match (current, candidate) {
+        (Some(a), Some(b)) if a == b => "0.0%".to_owned(),
+        (Some(a), Some(b)) if a != 0.0 => format!("{:+.1}%", (b - a) / a.abs() * 100.0),
+        _ => "-".to_owned(),
+    }
+}
+
+/// Writes the what-if `body` as an HTML report at `path`: whole, or not at all (a
+/// temporary file beside it is renamed over it).
+fn write_whatif_report(path: &Path, body: &Value, candidate_file: &Path) -> anyhow::Result<()> {
+    let run = |which: &str, label: &str| -> anyhow::Result<ReportRun> {
+        let report: Report = serde_json::from_value(
+            body.pointer(&format!("/{which}/report"))
+                .cloned()
+                .unwrap_or(Value::Null),
+        )
+        .with_context(|| format!("the server's {which} report cannot be read"))?;
+        let series: Vec<SeriesPoint> = serde_json::from_value(
+            body.pointer(&format!("/{which}/series"))
+                .cloned()
+                .unwrap_or(Value::Null),
+        )
+        .with_context(|| format!("the server's {which} series cannot be read"))?;
+        Ok(ReportRun {
+            label: label.to_owned(),
+            report,
+            series,
+        })
+    };
+    let runs = [
+        run("current", "current")?,
+        run(
+            "candidate",
+            &format!("candidate ({})", candidate_file.display()),
+        )?,
+    ];
+    let title = format!("What-if for pool {}", cell(body, "pool_id"));
+    let notes: Vec<String> = body
+        .pointer("/input/notes")
+        .and_then(Value::as_array)
+        .map_or(&[][..], Vec::as_slice)
+        .iter()
+        .map(show)
+        .collect();
+    let context = format!(
+        "The pool's recorded history of {} days ({} to {}, seed {}) replayed with its current spec and with {}. {}",
+        cell(body, "days"),
+        cell(body, "from"),
+        cell(body, "until"),
+        cell(body, "seed"),
+        candidate_file.display(),
+        notes.join("; ")
+    );
+    let html = html_report(&ReportPage {
+        title: &title,
+        context: &context,
+        runs: &runs,
+    });
+    let name = path
+        .file_name()
+        .with_context(|| format!("--report: {} is not a file name", path.display()))?;
+    let mut temp_name = std::ffi::OsString::from(".");
+    temp_name.push(name);
+    temp_name.push(format!(".{}.tmp", std::process::id()));
+    let temp = path.with_file_name(temp_name);
+    let written = std::fs::write(&temp, html).and_then(|()| std::fs::rename(&temp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    written.with_context(|| format!("--report: cannot write {}", path.display()))
 }
 
 /// `pools plan`: the summary, then the actions, then the recent plans that acted.
