@@ -639,7 +639,7 @@ async fn pages_show_capacity_plan_workers_errors_and_badges(c: Ctx) {
             r#"<table id="errors">"#,
             "no t left",
             // The plan in words, and the forecast behind it.
-            "Target 6 slots. Forecast (forecast) for now + 120 s",
+            "Target 6 slots. The forecast policy forecasts now + 120 s",
             "4.5 busy slots expected, 6 needed at the 95% service level",
             "launching 4 slots: 2 × small",
             "by replica-1",
@@ -695,6 +695,20 @@ async fn the_chart_serves_recorded_points_and_plan_marks(c: Ctx) {
     )
     .await;
 
+    // The queue history: one sample where no point was recorded (the queue is known
+    // before the loop ran), one inside a point's bucket (the queue's sample wins).
+    let sample = |secs: i64, pending: u32, running: u32| QueueSample {
+        at: now().plus_secs(secs),
+        pending,
+        running,
+        arrivals: 0,
+        completions: 0,
+    };
+    c.store
+        .record_queue_samples(&id, &[sample(-3000, 42, 3), sample(-300, 77, 8)])
+        .await
+        .unwrap();
+
     let a = c.get("/pools/ci/a/chart.json", Some(&c.admin)).await;
     a.expect(StatusCode::OK);
     assert!(a.header("content-type").starts_with("application/json"));
@@ -703,16 +717,22 @@ async fn the_chart_serves_recorded_points_and_plan_marks(c: Ctx) {
     assert_eq!(d["window"], "1h");
     assert_eq!(d["until"], NOW_S);
     assert_eq!(d["since"], NOW_S - 3600);
-    // The hour in 720 buckets is 5 s each: one point per bucket, all 60 of the last
-    // ten minutes and not the one from two hours ago.
+    // The hour in 5 s buckets: the lone sample's bucket, then one point per bucket for
+    // the last ten minutes; not the point from two hours ago.
     assert_eq!(d["width_s"], 5);
     let x: Vec<i64> = serde_json::from_value(d["x"].clone()).unwrap();
-    let expected: Vec<i64> = (0..60).map(|k| NOW_S - 600 + k * 10).collect();
+    let mut expected = vec![NOW_S - 3000];
+    expected.extend((0..60).map(|k| NOW_S - 600 + k * 10));
     assert_eq!(x, expected);
-    let pending: Vec<f64> = serde_json::from_value(d["pending"].clone()).unwrap();
-    assert_eq!(pending, (0..60).map(f64::from).collect::<Vec<_>>());
+    let column =
+        |name: &str| -> Vec<Option<f64>> { serde_json::from_value(d[name].clone()).unwrap() };
+    let mut pending = vec![Some(42.0)];
+    pending.extend((0..60).map(|k| Some(if k == 30 { 77.0 } else { f64::from(k) })));
+    assert_eq!(column("pending"), pending);
+    let mut running = vec![Some(3.0)];
+    running.extend((0..60).map(|k| Some(if k == 30 { 8.0 } else { 6.0 })));
+    assert_eq!(column("running"), running);
     for (series, value) in [
-        ("running", 6.0),
         ("target", 12.0),
         ("forecast_mean", 7.5),
         ("forecast_upper", 10.0),
@@ -723,8 +743,10 @@ async fn the_chart_serves_recorded_points_and_plan_marks(c: Ctx) {
         ("draining", 1.0),
         ("cost_per_hour", 1.5),
     ] {
-        let v: Vec<f64> = serde_json::from_value(d[series].clone()).unwrap();
-        assert_eq!(v, vec![value; 60], "{series}");
+        // Null where only the queue is known.
+        let mut want = vec![None];
+        want.extend(vec![Some(value); 60]);
+        assert_eq!(column(series), want, "{series}");
     }
     // Marks: the launch of 3 and the two terminations, in their buckets.
     assert_eq!(
@@ -736,7 +758,8 @@ async fn the_chart_serves_recorded_points_and_plan_marks(c: Ctx) {
     );
 
     // A day: 2-minute buckets; the point of two hours ago is in, and the ten minutes
-    // fold into 5 buckets whose pending is the bucket's maximum.
+    // fold into 5 buckets whose pending is the bucket's maximum (the queue's where it
+    // has a sample: 77 at -300 s).
     let d = c
         .get("/pools/ci/a/chart.json?window=1d", Some(&c.admin))
         .await
@@ -744,7 +767,7 @@ async fn the_chart_serves_recorded_points_and_plan_marks(c: Ctx) {
     assert_eq!(d["window"], "1d");
     assert_eq!(d["width_s"], 120);
     let pending: Vec<f64> = serde_json::from_value(d["pending"].clone()).unwrap();
-    assert_eq!(pending, [99.0, 11.0, 23.0, 35.0, 47.0, 59.0]);
+    assert_eq!(pending, [99.0, 42.0, 11.0, 23.0, 77.0, 47.0, 59.0]);
     assert_eq!(d["marks"].as_array().unwrap().len(), 3);
 
     // A bad window names the parameter and what it takes; an unknown one too.

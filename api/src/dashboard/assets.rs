@@ -1,7 +1,7 @@
 //! The dashboard's static files, embedded in the binary at build time (nothing is
 //! fetched at run time, no Node runs in `cargo build`): htmx 2 and uPlot 1 as their
 //! packages ship them (minified, with their licences beside them), and the
-//! dashboard's own script and style sheet.
+//! dashboard's own script, style sheet and icon.
 //!
 //! Pages link each file as `/assets/<name>?v=<digest>`, the digest being the start of
 //! the SHA-256 of its bytes, so a file's URL changes whenever its bytes do: the
@@ -29,7 +29,7 @@ struct Asset {
 }
 
 /// Every file served under `/assets/`.
-static ASSETS: [Asset; 7] = [
+static ASSETS: [Asset; 8] = [
     Asset {
         name: "htmx.min.js",
         content_type: "text/javascript; charset=utf-8",
@@ -59,6 +59,11 @@ static ASSETS: [Asset; 7] = [
         name: "dashboard.js",
         content_type: "text/javascript; charset=utf-8",
         bytes: include_bytes!("assets/dashboard.js"),
+    },
+    Asset {
+        name: "favicon.svg",
+        content_type: "image/svg+xml",
+        bytes: include_bytes!("assets/favicon.svg"),
     },
     Asset {
         name: "dashboard.css",

@@ -1,10 +1,11 @@
 //! `GET /pools/<id>/chart.json?window=1h|1d|1w`: what a pool's chart draws, in the
 //! column layout uPlot takes (one array of times, one array per series).
 //!
-//! The series come from the pool's recorded points ([`store::series`]), downsampled to
-//! at most [`MAX_POINTS`] buckets of a round width: peaks are drawn from each bucket's
-//! maximum (pending, running, target, the forecast's top), stacked capacity and the
-//! forecast's mean from its mean (means of the states add up to the mean total). Marks
+//! The series come from the pool's recorded points ([`store::series`]) and its queue
+//! history ([`store::history`], for pending and running), downsampled to at most
+//! [`MAX_POINTS`] buckets of a round width: peaks are drawn from each bucket's maximum
+//! (pending, running, target, the forecast's top), stacked capacity and the forecast's
+//! mean from its mean (means of the states add up to the mean total). Marks
 //! are the launches and terminations of the plans that acted (`plan_log`), summed per
 //! bucket of the same width.
 //!
@@ -15,6 +16,8 @@ use std::collections::BTreeMap;
 
 use capstan_core::{Action as PlanAction, PoolId, Timestamp};
 use serde::{Deserialize, Serialize};
+use store::SeriesBucket;
+use store::history::HistoryPoint;
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -82,7 +85,8 @@ pub struct Mark {
     pub terminated: u32,
 }
 
-/// The chart's data.
+/// The chart's data. Each series has one value per `x`, `null` where the bucket has
+/// none (before the pool's points were recorded, say, only the queue is known).
 #[derive(Debug, Serialize)]
 pub struct ChartData {
     /// The pool.
@@ -93,37 +97,45 @@ pub struct ChartData {
     pub since: i64,
     /// End of the window (now), Unix seconds.
     pub until: i64,
-    /// Width of a bucket in seconds (0 when there is no point).
+    /// Width of the narrowest bucket in seconds (0 when there is no point); history
+    /// older than the raw retention comes in hour-wide buckets.
     pub width_s: u32,
     /// Bucket starts, Unix seconds, oldest first.
     pub x: Vec<i64>,
-    /// Most tasks waiting.
-    pub pending: Vec<f64>,
-    /// Most tasks running.
-    pub running: Vec<f64>,
+    /// Most tasks waiting: the queue history's maximum (the pool's points' where no
+    /// sample was kept).
+    pub pending: Vec<Option<f64>>,
+    /// Most tasks running, likewise.
+    pub running: Vec<Option<f64>>,
     /// Highest target of the plans.
-    pub target: Vec<f64>,
+    pub target: Vec<Option<f64>>,
     /// Mean of the forecast's expected busy slots.
-    pub forecast_mean: Vec<f64>,
+    pub forecast_mean: Vec<Option<f64>>,
     /// Highest slots needed at the service level.
-    pub forecast_upper: Vec<f64>,
+    pub forecast_upper: Vec<Option<f64>>,
     /// Mean slots in `requested`.
-    pub requested: Vec<f64>,
+    pub requested: Vec<Option<f64>>,
     /// Mean slots in `booting`.
-    pub booting: Vec<f64>,
+    pub booting: Vec<Option<f64>>,
     /// Mean idle ready slots.
-    pub ready_idle: Vec<f64>,
+    pub ready_idle: Vec<Option<f64>>,
     /// Mean busy ready slots.
-    pub ready_busy: Vec<f64>,
+    pub ready_busy: Vec<Option<f64>>,
     /// Mean slots in `draining`.
-    pub draining: Vec<f64>,
+    pub draining: Vec<Option<f64>>,
     /// Mean cost per hour.
-    pub cost_per_hour: Vec<f64>,
+    pub cost_per_hour: Vec<Option<f64>>,
     /// Launches and terminations per bucket, only buckets with some.
     pub marks: Vec<Mark>,
 }
 
 /// Builds the chart of pool `id` (already checked readable) for `query`.
+///
+/// Two sources on one time axis: the pool's points ([`store::series`]: capacity,
+/// target, forecast, cost) and its queue history (pending and running, kept for weeks
+/// and as hourly rollups beyond, so the chart has the demand even from before the
+/// points were recorded). Both are bucketed by the same rule over the same period, so
+/// their buckets line up and merge by start.
 pub async fn chart(
     state: &AppState,
     id: &PoolId,
@@ -136,44 +148,67 @@ pub async fn chart(
     let now = state.now();
     let since = now.plus_secs(-window.secs());
     let until = now.plus_secs(1);
-    let buckets = state
+    let series = state
         .store
         .pool_series(id, since, until, MAX_POINTS)
         .await?;
-    let width_s = buckets.first().map_or(0, |b| b.width_s);
+    let queue = state
+        .store
+        .queue_history(id, since, until, MAX_POINTS)
+        .await?;
+    let width_s = series
+        .iter()
+        .map(|b| b.width_s)
+        .chain(queue.iter().map(|q| q.width_s))
+        .min()
+        .unwrap_or(0);
+    let mut cells: BTreeMap<i64, (Option<&SeriesBucket>, Option<&HistoryPoint>)> = BTreeMap::new();
+    for b in &series {
+        cells.entry(b.at.unix_ms()).or_default().0 = Some(b);
+    }
+    for q in &queue {
+        cells.entry(q.at.unix_ms()).or_default().1 = Some(q);
+    }
+    let n = cells.len();
     let mut data = ChartData {
         pool_id: id.to_string(),
         window,
         since: since.unix_ms().div_euclid(1000),
         until: now.unix_ms().div_euclid(1000),
         width_s,
-        x: Vec::with_capacity(buckets.len()),
-        pending: Vec::with_capacity(buckets.len()),
-        running: Vec::with_capacity(buckets.len()),
-        target: Vec::with_capacity(buckets.len()),
-        forecast_mean: Vec::with_capacity(buckets.len()),
-        forecast_upper: Vec::with_capacity(buckets.len()),
-        requested: Vec::with_capacity(buckets.len()),
-        booting: Vec::with_capacity(buckets.len()),
-        ready_idle: Vec::with_capacity(buckets.len()),
-        ready_busy: Vec::with_capacity(buckets.len()),
-        draining: Vec::with_capacity(buckets.len()),
-        cost_per_hour: Vec::with_capacity(buckets.len()),
+        x: Vec::with_capacity(n),
+        pending: Vec::with_capacity(n),
+        running: Vec::with_capacity(n),
+        target: Vec::with_capacity(n),
+        forecast_mean: Vec::with_capacity(n),
+        forecast_upper: Vec::with_capacity(n),
+        requested: Vec::with_capacity(n),
+        booting: Vec::with_capacity(n),
+        ready_idle: Vec::with_capacity(n),
+        ready_busy: Vec::with_capacity(n),
+        draining: Vec::with_capacity(n),
+        cost_per_hour: Vec::with_capacity(n),
         marks: Vec::new(),
     };
-    for b in &buckets {
-        data.x.push(b.at.unix_ms().div_euclid(1000));
-        data.pending.push(b.max.pending);
-        data.running.push(b.max.running);
-        data.target.push(b.max.target_slots);
-        data.forecast_mean.push(b.mean.forecast_mean);
-        data.forecast_upper.push(b.max.forecast_upper);
-        data.requested.push(b.mean.requested);
-        data.booting.push(b.mean.booting);
-        data.ready_idle.push(b.mean.ready_idle);
-        data.ready_busy.push(b.mean.ready_busy);
-        data.draining.push(b.mean.draining);
-        data.cost_per_hour.push(b.mean.cost_per_hour);
+    for (at, (b, q)) in cells {
+        data.x.push(at.div_euclid(1000));
+        data.pending.push(
+            q.map(|q| f64::from(q.pending_max))
+                .or(b.map(|b| b.max.pending)),
+        );
+        data.running.push(
+            q.map(|q| f64::from(q.running_max))
+                .or(b.map(|b| b.max.running)),
+        );
+        data.target.push(b.map(|b| b.max.target_slots));
+        data.forecast_mean.push(b.map(|b| b.mean.forecast_mean));
+        data.forecast_upper.push(b.map(|b| b.max.forecast_upper));
+        data.requested.push(b.map(|b| b.mean.requested));
+        data.booting.push(b.map(|b| b.mean.booting));
+        data.ready_idle.push(b.map(|b| b.mean.ready_idle));
+        data.ready_busy.push(b.map(|b| b.mean.ready_busy));
+        data.draining.push(b.map(|b| b.mean.draining));
+        data.cost_per_hour.push(b.map(|b| b.mean.cost_per_hour));
     }
     // Marks in buckets of the series' width (a minute when there is no point yet).
     let width_ms = i64::from(if width_s == 0 { 60 } else { width_s }) * 1000;

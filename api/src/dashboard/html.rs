@@ -72,10 +72,12 @@ pub fn page(title: &str, who: Option<&Caller>, body: &str) -> String {
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <meta name=\"htmx-config\" content='{{\"includeIndicatorStyles\":false,\"allowEval\":false,\"allowScriptTags\":false,\"historyCacheSize\":0}}'>\
          <title>{} · capstan</title>\
+         <link rel=\"icon\" type=\"image/svg+xml\" href=\"{}\">\
          <link rel=\"stylesheet\" href=\"{}\"><link rel=\"stylesheet\" href=\"{}\">\
          <script src=\"{}\" defer></script><script src=\"{}\" defer></script><script src=\"{}\" defer></script>\
          </head><body><header class=\"top\"><a class=\"brand\" href=\"/\">capstan</a>",
         Esc(title),
+        assets::url("favicon.svg"),
         assets::url("uPlot.min.css"),
         assets::url("dashboard.css"),
         assets::url("htmx.min.js"),

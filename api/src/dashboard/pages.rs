@@ -232,8 +232,9 @@ async fn plan_report(
     let service_level = record.spec.scaling.service_level * 100.0;
     let _ = write!(
         out,
-        "<p class=\"headline\">Target {} slots. Forecast ({}) for now + {:.0} s, the launch-to-ready \
-         lead: {:.1} busy slots expected, {} needed at the {:.0}% service level; the backlog asks for {}.</p>",
+        "<p class=\"headline\">Target {} slots. The {} policy forecasts now + {:.0} s (the \
+         launch-to-ready lead): {:.1} busy slots expected, {} needed at the {:.0}% service level; \
+         the backlog asks for {}.</p>",
         r.target_slots,
         Esc(f.policy.as_str()),
         f.lead_s,

@@ -50,8 +50,13 @@
     for (var i = 0; i < n; i++) {
       acc.push(0);
     }
+    // Where the pool's points are missing (only the queue is known) the stack is a
+    // gap, not a zero.
     STACK.forEach(function (s) {
-      acc = acc.map(function (v, i) { return v + (d[s[0]][i] || 0); });
+      acc = acc.map(function (v, i) {
+        var own = d[s[0]][i];
+        return v == null || own == null ? null : v + own;
+      });
       totals.push(acc.slice());
     });
     var out = [d.x];
