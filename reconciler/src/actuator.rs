@@ -230,6 +230,19 @@ pub(crate) async fn round(shared: &Shared, slot: &mut PoolSlot) -> Result<RoundE
         .series_at
         .is_none_or(|t| now.secs_since(t) >= store::series::POINT_INTERVAL_S as f64)
     {
+        // A controller warmed from the stored history has read the latest sample
+        // already, so the round saw none: look it up once.
+        if slot.last_sample.is_none() {
+            let recent = store
+                .queue_samples(
+                    &id,
+                    now.plus_secs(-300),
+                    Timestamp::from_unix_ms(now.unix_ms() + 1),
+                )
+                .await;
+            // Like the point itself, not worth failing the round over.
+            slot.last_sample = recent.ok().and_then(|r| r.last().copied());
+        }
         let point =
             store::PoolPoint::of_round(spec, &workers, &plan, &forecast, slot.last_sample.as_ref());
         match store.record_pool_point(&id, &point).await {

@@ -359,3 +359,36 @@ async fn throttling_backs_launches_off_without_marking_the_offering() {
     assert_eq!(errors.len(), 1);
     assert_eq!(errors[0].kind, "throttled");
 }
+
+#[tokio::test]
+async fn rounds_record_a_chart_point_at_most_every_ten_seconds() {
+    let (r, spec) = rig(POOL).await;
+    let points = |r: &Rig| {
+        let (store, id) = (r.store.clone(), spec.id.clone());
+        async move {
+            store
+                .pool_series(&id, now().plus_secs(-3600), now().plus_secs(1), 3600)
+                .await
+                .unwrap()
+        }
+    };
+    r.push(&spec.id, 3).await;
+    r.round().await;
+    let first = points(&r).await;
+    assert_eq!(first.len(), 1);
+    // Taken before the round's launches: the queue and the target, no capacity yet.
+    assert_eq!(first[0].max.pending, 3.0);
+    assert!(first[0].max.target_slots >= 3.0, "{:?}", first[0]);
+    assert_eq!(first[0].max.booting + first[0].max.requested, 0.0);
+
+    // The next round, a second later, records nothing.
+    r.round().await;
+    assert_eq!(points(&r).await.len(), 1);
+
+    // Ten seconds on, the next one does, with the launched machines booting.
+    advance(10);
+    r.round().await;
+    let later = points(&r).await;
+    assert_eq!(later.len(), 2, "{later:?}");
+    assert_eq!(later[1].max.booting, 3.0, "{:?}", later[1]);
+}
