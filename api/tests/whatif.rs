@@ -195,6 +195,49 @@ store::on_both_backends!(
     bad_what_ifs_are_refused_naming_the_field_and_change_nothing,
 );
 
+/// What a busy pool's what-if takes through the route, store reads included, measured
+/// rather than asserted: `cargo test -p api --test whatif busy -- --ignored
+/// --nocapture` (a debug build: an upper bound). Two weeks at 1,100 tasks an hour,
+/// about 150 of the pool's 400 slots busy on average.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a measurement; run with --nocapture"]
+async fn busy_pool_whatif_timing() {
+    async fn case(c: Ctx) {
+        c.create_pool(&pool_spec(0.95)).await;
+        import_workload(
+            &c,
+            WorkloadSpec {
+                days: 14,
+                arrivals_per_hour: 1_100.0,
+                burst_mean_tasks: 400.0,
+                ..WorkloadSpec::diurnal(1)
+            },
+        )
+        .await;
+        let id = PoolId::new(POOL).unwrap();
+        let started = std::time::Instant::now();
+        let runs = c
+            .store
+            .task_runs(&id, now().plus_secs(-14 * 86_400), now())
+            .await
+            .unwrap();
+        let read = started.elapsed();
+        let started = std::time::Instant::now();
+        let a = c.simulate(&c.admin, &json!({"spec": pool_spec(0.5)})).await;
+        a.expect(StatusCode::OK);
+        eprintln!(
+            "{:?}: {} tasks: reading the task runs {read:?}; the what-if {:?} (replays {:.2} s + {:.2} s)",
+            c.store.kind(),
+            runs.len(),
+            started.elapsed(),
+            a.body["current"]["report"]["wall_seconds"],
+            a.body["candidate"]["report"]["wall_seconds"],
+        );
+    }
+    with_sqlite(case).await;
+    with_postgres(case).await;
+}
+
 /// The README's example pool on the fake provider: spot first, on-demand behind it,
 /// 4 slots an instance, the forecast policy at `service_level`.
 fn pool_spec(service_level: f64) -> Value {
@@ -216,13 +259,20 @@ fn pool_spec(service_level: f64) -> Value {
 /// import: a sample a minute and every task run; and three workers that took 40, 45
 /// and 50 s from launch to registration.
 async fn import_history(c: &Ctx) {
+    import_workload(
+        c,
+        WorkloadSpec {
+            days: 14,
+            ..WorkloadSpec::diurnal(11)
+        },
+    )
+    .await;
+}
+
+/// `workload`'s history ending now, imported for [`POOL`] (see [`import_history`]).
+async fn import_workload(c: &Ctx, workload: WorkloadSpec) {
     let id = PoolId::new(POOL).unwrap();
-    let mut trace = WorkloadSpec {
-        days: 14,
-        ..WorkloadSpec::diurnal(11)
-    }
-    .generate()
-    .unwrap();
+    let mut trace = workload.generate().unwrap();
     trace.origin = now().plus_secs(-14 * 86_400);
     let (samples, runs) = recorded_history(&trace, 60);
     let samples: Vec<_> = samples.into_iter().filter(|s| s.at < now()).collect();

@@ -720,6 +720,80 @@ mod tests {
         assert!(err.to_string().contains("fewer days"), "{err}");
     }
 
+    /// What a what-if of a busy pool costs, measured rather than asserted (timing
+    /// depends on the machine): `cargo test -p simulations --release --lib
+    /// busy_pool -- --ignored --nocapture`. Two weeks of the diurnal workload at 1,100
+    /// tasks an hour (about 150 of the example pool's 400 slots busy on average),
+    /// history recorded a sample a minute, then what the route does after reading the
+    /// store: the trace, and the current (service level 0.95) and candidate (0.5)
+    /// replays in parallel.
+    #[test]
+    #[ignore = "a measurement; run in release with --nocapture"]
+    fn busy_pool_whatif_timing() {
+        use crate::engine::{SimConfig, simulate};
+        let generated = WorkloadSpec {
+            days: 14,
+            arrivals_per_hour: 1_100.0,
+            burst_mean_tasks: 400.0,
+            ..WorkloadSpec::diurnal(1)
+        }
+        .generate()
+        .unwrap();
+        let (samples, runs) = recorded_history(&generated, 60);
+        let spec = |service_level: f64| {
+            let mut spec: capstan_core::PoolSpec = capstan_core::PoolSpec::from_yaml(
+                &std::fs::read_to_string(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/../examples/pool.yaml"
+                ))
+                .unwrap(),
+            )
+            .unwrap();
+            spec.scaling.service_level = service_level;
+            spec
+        };
+        let started = std::time::Instant::now();
+        let replay = trace_from_history(&HistoryWindow {
+            from: generated.origin,
+            until: generated.origin.plus_secs(15 * 86_400),
+            samples: &samples,
+            runs: &runs,
+            seed: 1,
+        })
+        .unwrap();
+        let traced = started.elapsed();
+        let config = |spec| SimConfig {
+            spec,
+            cloud: Default::default(),
+            tick_s: 30,
+            seed: 1,
+            series_points: 1000,
+        };
+        let (current, candidate) = (config(spec(0.95)), config(spec(0.5)));
+        let trace = &replay.trace;
+        let (a, b) = std::thread::scope(|s| {
+            let b = s.spawn(|| simulate(trace, &candidate, &mut |_| {}).unwrap());
+            (
+                simulate(trace, &current, &mut |_| {}).unwrap(),
+                b.join().unwrap(),
+            )
+        });
+        eprintln!(
+            "{} tasks, {} samples, {} runs: trace {traced:?}, both replays {:?} \
+             (current {:.2} s, candidate {:.2} s); cost {:.2} vs {:.2}, p95 {} vs {} s",
+            trace.tasks.len(),
+            samples.len(),
+            runs.len(),
+            started.elapsed() - traced,
+            a.report.wall_seconds,
+            b.report.wall_seconds,
+            a.report.cost,
+            b.report.cost,
+            a.report.wait_s.p95,
+            b.report.wait_s.p95,
+        );
+    }
+
     #[test]
     fn recorded_history_counts_levels_and_flows_per_interval() {
         // Tasks: [10 s, +100 s) and [70 s, +20 s); samples at 60, 120.
