@@ -37,6 +37,7 @@ use std::collections::HashMap;
 
 use capstan_core::{QueueSample, Timestamp};
 
+use crate::report::group;
 use crate::rng::SimRng;
 use crate::trace::{Task, Trace};
 
@@ -280,15 +281,19 @@ pub fn trace_from_history(window: &HistoryWindow<'_>) -> Result<Replay, HistoryE
     let span_ms = samples.last().map_or(0, |s| s.at.unix_ms()) - first_start;
     notes.push(match arrivals_from {
         ArrivalSource::Recorded => format!(
-            "{total} arrivals as the {n} queue samples recorded them, each placed at random \
+            "{} arrivals as the {} queue samples recorded them, each placed at random \
              within its sample's interval (typically {} s)",
+            group(total as f64, 0),
+            group(n as f64, 0),
             secs(typical)
         ),
         ArrivalSource::Derived => format!(
-            "the {n} queue samples carry no completions (a polled queue source reports levels \
+            "the {} queue samples carry no completions (a polled queue source reports levels \
              only), so arrivals were derived per interval as the rise of pending + running \
-             plus the task runs that finished in it: {total} arrivals, each placed at random \
+             plus the task runs that finished in it: {} arrivals, each placed at random \
              within its interval (typically {} s)",
+            group(n as f64, 0),
+            group(total as f64, 0),
             secs(typical)
         ),
     });
@@ -369,7 +374,7 @@ pub fn trace_from_history(window: &HistoryWindow<'_>) -> Result<Replay, HistoryE
             "run times drawn from the {} task runs of the window: from those that finished \
              in the same hour as the arrival for {:.1} % of the tasks, else from the whole \
              window's",
-            runs.len(),
+            group(runs.len() as f64, 0),
             same_hour as f64 * 100.0 / total as f64
         ));
         (RunTimeSource::TaskRuns, tasks)
