@@ -430,6 +430,7 @@ async fn clients_see_only_the_pools_their_read_scopes_match(c: Ctx) {
     c.get("/pools/ci/a/chart.json", Some(&ci))
         .await
         .expect(StatusCode::OK);
+    c.get("/pools", Some(&ci)).await.redirects_to("/");
     c.get("/pools/ci/none", Some(&ci))
         .await
         .expect(StatusCode::NOT_FOUND);

@@ -8,7 +8,7 @@
 //!   pending tasks, the plan's target, cost per hour, errors of the last hour, dry-run
 //!   and deleting badges. `GET /pools.html` is the table's inside, which htmx polls
 //!   every 5 s.
-//! - `GET /pools/<id>`: one pool: a uPlot chart, the latest plan in words, workers,
+//! - `GET /pools/<id>` (`GET /pools` redirects to `/`): one pool: a uPlot chart, the latest plan in words, workers,
 //!   errors. `GET /pools/<id>/panels.html` is what htmx polls; `GET
 //!   /pools/<id>/chart.json?window=1h|1d|1w` is what the chart fetches ([`chart`]).
 //!   The id goes into the path as it is, slashes and all (`/pools/ci/linux-large`), or
@@ -31,7 +31,7 @@ pub mod session;
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
@@ -48,6 +48,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/", get(index))
         .route("/pools.html", get(pools_fragment))
+        .route("/pools", get(|| async { Redirect::to("/") }))
         .route("/pools/{*rest}", get(pool_route))
         .route("/signin", get(session::signin_page).post(session::signin))
         .route("/signout", post(session::signout))
