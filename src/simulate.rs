@@ -121,6 +121,12 @@ const MAX_SERIES_POINTS: i64 = 400_000;
 
 /// Runs `capstan simulate`.
 pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
+    if args.plot.is_some() && args.plot == args.report {
+        bail!(
+            "--plot and --report: give two different files, not both {}",
+            args.report.as_ref().expect("some").display()
+        );
+    }
     // Claim the output files first: a path that cannot be written fails now, not
     // after a long replay.
     let plot_out = args

@@ -221,6 +221,24 @@ fn simulate_report_to_an_unwritable_path_fails_naming_it_and_leaves_nothing_behi
         .collect();
     names.sort();
     assert_eq!(names, ["not-a-dir", "report.html"]);
+
+    // One file cannot be both the plot and the report.
+    let out = capstan(&[
+        "simulate",
+        "--workload",
+        "diurnal",
+        "--plot",
+        html.to_str().unwrap(),
+        "--report",
+        html.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--plot and --report: give two different files"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&html).unwrap(), "the old report");
 }
 
 #[test]
