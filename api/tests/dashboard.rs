@@ -11,7 +11,8 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use capstan_core::{
     Action, Forecast, Plan, PlanReport, PoolId, ProviderKind, QueueSample, ScalingPolicy,
-    TargetTerm, TerminateReason, Timestamp, Worker, WorkerId, WorkerState,
+    SkipReason, SkippedOffering, TargetTerm, TerminateReason, Timestamp, Worker, WorkerId,
+    WorkerState,
 };
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
@@ -559,7 +560,15 @@ async fn pages_show_capacity_plan_workers_errors_and_badges(c: Ctx) {
         .record_pool_error(&id, None, "old_problem", "long ago", now().plus_secs(-7200))
         .await
         .unwrap();
-    record_plans(&c, "ci/a", &[plan(-30, 2, &[])]).await;
+    let mut latest = plan(-30, 2, &[]);
+    latest.report.skipped_offerings = vec![SkippedOffering {
+        launch_config_id: "spot-c6i".into(),
+        reason: SkipReason::Unavailable {
+            until: now().plus_secs(180),
+            reason: "insufficient capacity".into(),
+        },
+    }];
+    record_plans(&c, "ci/a", &[latest]).await;
 
     let home = c.get("/", Some(&c.admin)).await;
     home.expect(StatusCode::OK);
@@ -643,6 +652,8 @@ async fn pages_show_capacity_plan_workers_errors_and_badges(c: Ctx) {
             "Target 6 slots. The forecast policy forecasts now + 120 s",
             "4.5 busy slots expected, 6 needed at the 95% service level",
             "launching 4 slots: 2 × small",
+            // Times as clocks (the test's now is 08:00:00 UTC).
+            "<li>spot-c6i skipped: insufficient capacity, until 08:03:00 UTC</li>",
             "by replica-1",
         ] {
             assert!(body.contains(needle), "{needle} missing: {body}");

@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 
 use axum::http::StatusCode;
 use axum::response::Response;
-use capstan_core::{PoolId, Timestamp, Worker};
+use capstan_core::{PoolId, SkipReason, SkippedOffering, Timestamp, Worker};
 use store::{PoolCapacity, PoolRecord, PoolStatus};
 
 use super::html::{Esc, age, clock, page, pool_href};
@@ -244,8 +244,18 @@ async fn plan_report(
         f.backlog_slots,
     );
     out.push_str("<ul class=\"clauses\">");
+    // The plan's own summary, with each skipped offering said again from the report
+    // so its time reads as a clock ("until 12:03:00 UTC"), not an RFC 3339 stamp.
+    let mut skipped = r.skipped_offerings.iter();
     for clause in s.plan.summary().split("; ") {
-        let _ = write!(out, "<li>{}</li>", Esc(clause));
+        let text = if clause.starts_with("skipped ") {
+            skipped
+                .next()
+                .map_or_else(|| clause.to_owned(), |o| skipped_words(o, now))
+        } else {
+            clause.to_owned()
+        };
+        let _ = write!(out, "<li>{}</li>", Esc(&text));
     }
     out.push_str("</ul>");
     let dry = if record.spec.scaling.dry_run || state.dry_run {
@@ -279,6 +289,28 @@ async fn plan_report(
     }
     out.push_str("</section>");
     Ok(out)
+}
+
+/// Why an offering was skipped, in words, times as clocks.
+fn skipped_words(o: &SkippedOffering, now: Timestamp) -> String {
+    let why = match &o.reason {
+        SkipReason::Unavailable { until, reason } => {
+            format!("{reason}, until {}", clock(*until, now))
+        }
+        SkipReason::OverOwnMax {
+            max_slots,
+            current_slots,
+        } => format!("at its own maximum ({current_slots} of {max_slots} slots)"),
+        SkipReason::OverBudget {
+            current_cost_per_hour,
+            instance_price_per_hour,
+            max_cost_per_hour,
+        } => format!(
+            "over budget ({current_cost_per_hour:.2}/h + {instance_price_per_hour:.2}/h for one more \
+             exceeds {max_cost_per_hour:.2}/h)"
+        ),
+    };
+    format!("{} skipped: {why}", o.launch_config_id)
 }
 
 fn workers_table(workers: &[Worker], now: Timestamp) -> String {
