@@ -31,12 +31,12 @@
 //! [`capstan_core::secret::Secret`] and never reach a log line.
 
 mod backoff;
-mod bootstrap;
+pub(crate) mod bootstrap;
 mod child;
 mod interruption;
-mod metadata;
-mod slots;
-mod worker_api;
+pub(crate) mod metadata;
+pub(crate) mod slots;
+pub(crate) mod worker_api;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

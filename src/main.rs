@@ -1,8 +1,9 @@
 //! `capstan`: the command-line entry point.
 //!
 //! A thin layer: it parses arguments, loads configuration and wires the library crates
-//! together. `serve` runs the long-lived control plane; `simulate` replays job traces
-//! offline against the same predictor and planner. The operator commands (`pools`,
+//! together. `serve` runs the long-lived control plane; `demo` runs it in-process on a
+//! simulated cloud with live demand; `simulate` replays job traces offline against the
+//! same predictor and planner. The operator commands (`pools`,
 //! `workers`, `machines`, `clients`) are clients of the server's HTTP API
 //! ([`client`]), except `pools validate` (offline) and `clients create
 //! --database-url` (store-direct, to bootstrap the first admin).
@@ -12,6 +13,7 @@ mod client;
 mod clients;
 mod clock;
 mod config;
+mod demo;
 mod machines;
 mod output;
 mod pools;
@@ -52,6 +54,9 @@ enum Command {
     Agent(agent::AgentArgs),
     /// Replay a job trace against a scaling policy and compare with the oracle bound.
     Simulate(simulate::SimulateArgs),
+    /// Run capstan on a simulated cloud with live demand: the quickest way to see it
+    /// work.
+    Demo(demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
@@ -64,6 +69,7 @@ fn main() -> ExitCode {
         Command::Clients(args) => clients::run(args),
         Command::Simulate(args) => simulate::run(args).map(|()| ExitCode::SUCCESS),
         Command::Agent(args) => agent::run(args),
+        Command::Demo(args) => demo::run(args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

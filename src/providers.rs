@@ -115,19 +115,28 @@ impl ProvidersConfig {
         Ok(())
     }
 
-    /// Builds the plugins, every one recording launches in `store`'s ledger.
-    pub async fn build(&self, store: &store::Store) -> anyhow::Result<Providers> {
+    /// Builds the plugins, every one recording launches in `store`'s ledger. `fake`,
+    /// when given, is the `fake` provider (a caller that steers it, `capstan demo`);
+    /// otherwise a new one is made from `[providers.fake]`.
+    pub async fn build(
+        &self,
+        store: &store::Store,
+        fake: Option<Arc<FakeProvider>>,
+    ) -> anyhow::Result<Providers> {
         let ledger = Arc::new(StoreLedger::new(store.clone(), wall_clock));
         let mut out = Providers::new();
         out.insert(Arc::new(StaticProvider::new(
             Arc::new(api::store_inventory::StoreInventory(store.clone())),
             Arc::new(SystemClock),
         )));
-        let fake = FakeProvider::new(Arc::new(SystemClock));
-        if let Some(delay) = self.fake.as_ref().and_then(|f| f.boot_delay_s) {
-            fake.set_boot_delay_secs(i64::from(delay));
-        }
-        out.insert(Arc::new(fake));
+        let fake = fake.unwrap_or_else(|| {
+            let fake = FakeProvider::new(Arc::new(SystemClock));
+            if let Some(delay) = self.fake.as_ref().and_then(|f| f.boot_delay_s) {
+                fake.set_boot_delay_secs(i64::from(delay));
+            }
+            Arc::new(fake)
+        });
+        out.insert(fake);
         if let Some(aws) = &self.aws {
             let regions: Vec<String> = aws.region.iter().chain(&aws.regions).cloned().collect();
             let p = AwsProvider::from_environment_at(

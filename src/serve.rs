@@ -7,10 +7,18 @@
 //! SIGINT or SIGTERM: report not-ready, stop accepting connections, let in-flight
 //! requests, reconcile rounds and queue polls finish, release the leases (another
 //! replica takes the pools at once), stop the jobs, close the store, exit 0.
+//!
+//! `capstan demo` runs this same service in its own process through [`serve_with`]:
+//! [`Hooks`] hand it the fake cloud to use, tell it the bound address once ready, and
+//! replace the signals with the demo's own shutdown.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
 
 use anyhow::Context;
+use providers::fake::FakeProvider;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
@@ -64,7 +72,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .block_on(serve(config))
 }
 
-fn init_logging(config: &ServiceConfig) -> anyhow::Result<()> {
+/// Sets up the `tracing` subscriber from the config's log format and filter.
+pub fn init_logging(config: &ServiceConfig) -> anyhow::Result<()> {
     let filter = EnvFilter::try_new(&config.log_level)
         .with_context(|| format!("log level: not a valid filter: {:?}", config.log_level))?;
     let builder = tracing_subscriber::fmt()
@@ -77,7 +86,35 @@ fn init_logging(config: &ServiceConfig) -> anyhow::Result<()> {
     result.map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
 }
 
+/// What a command embedding the service (`capstan demo`) hands it and hears back.
+#[derive(Default)]
+pub struct Hooks {
+    /// The `fake` provider to use, so the caller can watch and steer the fake cloud
+    /// (default: a new one from `[providers.fake]`).
+    pub fake: Option<Arc<FakeProvider>>,
+    /// Told the bound address once the service takes traffic.
+    pub ready: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
+    /// Resolves when the service should shut down, in place of SIGINT/SIGTERM.
+    pub shutdown: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+}
+
+impl std::fmt::Debug for Hooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hooks")
+            .field("fake", &self.fake.is_some())
+            .field("ready", &self.ready.is_some())
+            .field("shutdown", &self.shutdown.is_some())
+            .finish()
+    }
+}
+
 async fn serve(config: ServiceConfig) -> anyhow::Result<()> {
+    serve_with(config, Hooks::default()).await
+}
+
+/// Runs the service with `hooks` until their shutdown (or, without one, a signal):
+/// the whole of `capstan serve` after the configuration is merged.
+pub async fn serve_with(mut config: ServiceConfig, hooks: Hooks) -> anyhow::Result<()> {
     let db = store::redact_url(&config.database_url);
     // SQLite serves one replica: a second `serve` on the same file says so and exits.
     let _single = single_replica_lock(&config.database_url)?;
@@ -87,8 +124,14 @@ async fn serve(config: ServiceConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let local = listener.local_addr().context("listener has no address")?;
+    // A public URL derived from `--listen ...:0` names port 0: name the port bound.
+    if config.listen.port() == 0
+        && config.reconcile.public_url.as_deref() == Some(&format!("http://{}", config.listen))
+    {
+        config.reconcile.public_url = Some(format!("http://{local}"));
+    }
 
-    let providers = config.providers.build(&store).await?;
+    let providers = config.providers.build(&store, hooks.fake).await?;
     let metrics = reconciler::Metrics::new();
     let (service, waker) = reconciler::Service::new(
         store.clone(),
@@ -103,7 +146,7 @@ async fn serve(config: ServiceConfig) -> anyhow::Result<()> {
         config.queue_credentials.clone(),
         config.queues.clone(),
         wall_clock,
-        std::sync::Arc::new(move |pool: &capstan_core::PoolId| poll_waker.wake(pool)),
+        Arc::new(move |pool: &capstan_core::PoolId| poll_waker.wake(pool)),
     )
     .context("cannot start the queue poller")?;
     let mut jobs = reconciler::jobs::start(
@@ -130,6 +173,10 @@ async fn serve(config: ServiceConfig) -> anyhow::Result<()> {
     );
     readiness.set(true);
     tracing::info!(listen = %local, "capstan serving");
+    if let Some(ready) = hooks.ready {
+        // The caller may have given up waiting; serving goes on regardless.
+        let _ = ready.send(local);
+    }
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut stop_loop = stop_rx.clone();
@@ -149,8 +196,12 @@ async fn serve(config: ServiceConfig) -> anyhow::Result<()> {
     .with_graceful_shutdown(async move {
         let _ = stop_http.wait_for(|s| *s).await;
     });
+    let shutdown = hooks.shutdown;
     let signal = async move {
-        shutdown_signal().await;
+        match shutdown {
+            Some(requested) => requested.await,
+            None => shutdown_signal().await,
+        }
         draining.set(false);
         tracing::info!("shutdown requested; finishing in-flight requests and rounds");
         let _ = stop_tx.send(true);
@@ -202,7 +253,7 @@ fn single_replica_lock(url: &str) -> anyhow::Result<Option<std::fs::File>> {
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         if let Err(e) = tokio::signal::ctrl_c().await {
             tracing::error!(error = %e, "cannot listen for SIGINT");
