@@ -121,10 +121,10 @@ struct DemoPool {
     import_runs: bool,
 }
 
-/// Bursts of about 10 tasks every 2 minutes in the rush, 45 s tasks: a few 4-slot
+/// Bursts of about 12 tasks every 2 minutes in the rush, 45 s tasks: a few 4-slot
 /// machines. Every bucket's trickle stays well above 0 (see `demand::daily_factor`).
 const LARGE: Shape = Shape {
-    burst_tasks: 10.0,
+    burst_tasks: 12.0,
     burst_every_s: 120,
     trickle: [12.0, 10.0, 20.0],
     run_median_s: 45.0,
