@@ -49,7 +49,6 @@ test('sign in, see the pools, open one: its chart draws points that change over 
   await rows.first().waitFor();
   const ids = await rows.evaluateAll((trs) => trs.map((tr) => tr.dataset.poolId));
   assert.ok(ids.includes('ci/linux-large'), `the README's example pool is listed: ${ids}`);
-  await screenshot(page, 'dashboard-pools.png');
 
   await Promise.all([
     page.waitForURL((u) => u.pathname.startsWith('/pools/')),
@@ -72,7 +71,9 @@ test('sign in, see the pools, open one: its chart draws points that change over 
   await page.waitForFunction(() => Number(document.querySelector('#chart').dataset.points) > 0);
   await page.click('button[data-window="1h"]');
   await page.waitForFunction(() => Number(document.querySelector('#chart').dataset.points) > 0);
-  await page.waitForTimeout(1500);
+  // For the committed picture, let the demo run a while so the chart holds its
+  // capacity too (CAPSTAN_SCREENSHOT_WAIT_S, default 0).
+  await page.waitForTimeout(1500 + 1000 * Number(process.env.CAPSTAN_SCREENSHOT_WAIT_S || 0));
   await screenshot(page, 'dashboard-pool.png', { fullPage: true });
   assert.deepEqual(problems, []);
   await context.close();
