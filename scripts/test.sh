@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # capstan's whole test suite: formatting, lints, and every test — the store and API
 # suites against SQLite and against PostgreSQL, the providers against their emulators,
-# the CLI against a real server — then a schema-driven fuzz run of the API.
+# the CLI against a real server — then a schema-driven fuzz run of the API and the
+# browser tests of the dashboard and the HTML reports.
 #
 #   scripts/test.sh            # what CI runs (after .ci/run installs the emulators)
 #
@@ -39,6 +40,8 @@ trap 'rm -f "$log"' EXIT
 cargo test --workspace 2>&1 | tee "$log"
 echo "== API fuzz: schemathesis against a running capstan serve (scripts/fuzz-api.sh)"
 CAPSTAN_BIN="$PWD/target/debug/capstan" scripts/fuzz-api.sh
+echo "== browser tests: playwright-core + chromium against capstan demo and a report (scripts/browser-tests.sh)"
+CAPSTAN_BIN="$PWD/target/debug/capstan" scripts/browser-tests.sh
 
 # One closing line over every cargo test binary (set -o pipefail stopped us above if
 # any failed).

@@ -7,6 +7,11 @@
 //! commands that follow continuation tokens print `{"items": [...]}` with the items
 //! of every page.
 
+use std::fs::{File, OpenOptions};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
 use comfy_table::{Table, presets};
 use serde_json::Value;
 
@@ -139,5 +144,64 @@ mod tests {
         assert!(s.contains("| ID       | MAX |"), "{s}");
         assert!(s.contains("| ci/linux | 4   |"), "{s}");
         assert!(s.is_ascii());
+    }
+}
+
+/// An output file being written: a temporary file beside `path`, renamed over it by
+/// [`PendingFile::commit`] once complete, and removed if dropped before (an error or
+/// a panic), so `path` never holds half a file. It is created before the replay, so a
+/// path that cannot be written fails at once. (`tempfile::NamedTempFile::persist`
+/// does the same; `tempfile` is only a test dependency of the binary, and this needs
+/// no more than a unique name beside the target and a rename.)
+pub(crate) struct PendingFile {
+    path: PathBuf,
+    temp: PathBuf,
+    file: Option<File>,
+    flag: &'static str,
+}
+
+impl PendingFile {
+    /// Creates the temporary file for `path` (named after `flag` in errors).
+    pub(crate) fn create(path: &Path, flag: &'static str) -> anyhow::Result<Self> {
+        let name = path
+            .file_name()
+            .with_context(|| format!("{flag}: {} is not a file name", path.display()))?;
+        let mut temp_name = std::ffi::OsString::from(".");
+        temp_name.push(name);
+        temp_name.push(format!(".{}.tmp", std::process::id()));
+        let temp = path.with_file_name(temp_name);
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)
+            .with_context(|| format!("{flag}: cannot write {}", path.display()))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            temp,
+            file: Some(file),
+            flag,
+        })
+    }
+
+    /// Writes `contents` and moves the file into place.
+    pub(crate) fn commit(mut self, contents: &[u8]) -> anyhow::Result<()> {
+        let mut file = self.file.take().expect("not committed yet");
+        file.write_all(contents)
+            .and_then(|()| file.sync_all())
+            .with_context(|| format!("{}: cannot write {}", self.flag, self.path.display()))?;
+        drop(file);
+        std::fs::rename(&self.temp, &self.path)
+            .with_context(|| format!("{}: cannot write {}", self.flag, self.path.display()))?;
+        self.file = None;
+        self.temp = PathBuf::new();
+        Ok(())
+    }
+}
+
+impl Drop for PendingFile {
+    fn drop(&mut self) {
+        if !self.temp.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.temp);
+        }
     }
 }

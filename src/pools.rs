@@ -35,7 +35,7 @@ use crate::client::{
     ApiClient, ClientArgs, if_match, if_none_match_any, is_status, parse_duration, pool_path,
     server_error,
 };
-use crate::output::{self, OutputArg, cell, item_list, items, show, table};
+use crate::output::{self, OutputArg, PendingFile, cell, item_list, items, show, table};
 use simulations::engine::{Report, SeriesPoint};
 use simulations::report::{ReportPage, ReportRun, group, html_report};
 
@@ -519,18 +519,7 @@ fn write_whatif_report(path: &Path, body: &Value, candidate_file: &Path) -> anyh
         context: &context,
         runs: &runs,
     });
-    let name = path
-        .file_name()
-        .with_context(|| format!("--report: {} is not a file name", path.display()))?;
-    let mut temp_name = std::ffi::OsString::from(".");
-    temp_name.push(name);
-    temp_name.push(format!(".{}.tmp", std::process::id()));
-    let temp = path.with_file_name(temp_name);
-    let written = std::fs::write(&temp, html).and_then(|()| std::fs::rename(&temp, path));
-    if written.is_err() {
-        let _ = std::fs::remove_file(&temp);
-    }
-    written.with_context(|| format!("--report: cannot write {}", path.display()))
+    PendingFile::create(path, "--report")?.commit(html.as_bytes())
 }
 
 /// `pools plan`: the summary, then the actions, then the recent plans that acted.

@@ -8,9 +8,7 @@
 //! HTML report with the table and the charts (`--report`). Output files are written
 //! whole or not at all: into a temporary file beside the target, renamed over it.
 
-use std::fs::{File, OpenOptions};
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -23,6 +21,8 @@ use simulations::plot::svg_document;
 use simulations::report::{ReportPage, ReportRun, group, html_report};
 use simulations::trace::{ReadOptions, Trace, TraceFormat, read_trace};
 use simulations::workload::WorkloadSpec;
+
+use crate::output::PendingFile;
 
 /// Replay a job trace against a pool's scaling policy and report cost and waits.
 #[derive(Debug, clap::Args)]
@@ -364,65 +364,6 @@ fn base_config(args: &SimulateArgs) -> anyhow::Result<SimConfig> {
         seed: args.seed,
         series_points: 0,
     })
-}
-
-/// An output file being written: a temporary file beside `path`, renamed over it by
-/// [`PendingFile::commit`] once complete, and removed if dropped before (an error or
-/// a panic), so `path` never holds half a file. It is created before the replay, so a
-/// path that cannot be written fails at once. (`tempfile::NamedTempFile::persist`
-/// does the same; `tempfile` is only a test dependency of the binary, and this needs
-/// no more than a unique name beside the target and a rename.)
-struct PendingFile {
-    path: PathBuf,
-    temp: PathBuf,
-    file: Option<File>,
-    flag: &'static str,
-}
-
-impl PendingFile {
-    /// Creates the temporary file for `path` (named after `flag` in errors).
-    fn create(path: &Path, flag: &'static str) -> anyhow::Result<Self> {
-        let name = path
-            .file_name()
-            .with_context(|| format!("{flag}: {} is not a file name", path.display()))?;
-        let mut temp_name = std::ffi::OsString::from(".");
-        temp_name.push(name);
-        temp_name.push(format!(".{}.tmp", std::process::id()));
-        let temp = path.with_file_name(temp_name);
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&temp)
-            .with_context(|| format!("{flag}: cannot write {}", path.display()))?;
-        Ok(Self {
-            path: path.to_path_buf(),
-            temp,
-            file: Some(file),
-            flag,
-        })
-    }
-
-    /// Writes `contents` and moves the file into place.
-    fn commit(mut self, contents: &[u8]) -> anyhow::Result<()> {
-        let mut file = self.file.take().expect("not committed yet");
-        file.write_all(contents)
-            .and_then(|()| file.sync_all())
-            .with_context(|| format!("{}: cannot write {}", self.flag, self.path.display()))?;
-        drop(file);
-        std::fs::rename(&self.temp, &self.path)
-            .with_context(|| format!("{}: cannot write {}", self.flag, self.path.display()))?;
-        self.file = None;
-        self.temp = PathBuf::new();
-        Ok(())
-    }
-}
-
-impl Drop for PendingFile {
-    fn drop(&mut self) {
-        if !self.temp.as_os_str().is_empty() {
-            let _ = std::fs::remove_file(&self.temp);
-        }
-    }
 }
 
 /// The command as typed, for the report: `capstan` and the arguments, quoted where a

@@ -1224,7 +1224,10 @@ mod tests {
             let (r, s) = (&b.report, &b.series);
             // One bucket per span / 500 (the span is >= 3 days, so well above a tick).
             let bucket = s[1].t_s - s[0].t_s;
-            assert!(s.windows(2).all(|w| (w[1].t_s - w[0].t_s - bucket).abs() < 1e-6));
+            assert!(
+                s.windows(2)
+                    .all(|w| (w[1].t_s - w[0].t_s - bucket).abs() < 1e-6)
+            );
             assert!((s.len() as f64 - r.sim_seconds / bucket).abs() <= 1.0);
             // No interruptions: every task starts once, so the starts and the
             // start-weighted mean wait add up to the report's.

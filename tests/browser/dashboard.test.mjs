@@ -67,6 +67,19 @@ test('sign in, see the pools, open one: its chart draws points that change over 
   assert.match(plan, /target/i, `the plan report says what the target is: ${plan}`);
 
   await page.locator('#workers tr[data-worker-id]').first().waitFor({ timeout: 60_000 });
+  // Capacity is drawn, not only listed: once machines are ready the chart's canvas holds
+  // the green of the ready-slot stack (a lone point between empty buckets draws nothing,
+  // so this fails if the stack is not joined up).
+  await page.waitForFunction(() => {
+    const canvas = document.querySelector('#chart canvas');
+    const { data } = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height);
+    let green = 0;
+    for (let i = 0; i < data.length; i += 4) {
+      const [r, g, b, a] = [data[i], data[i + 1], data[i + 2], data[i + 3]];
+      if (a > 0 && g > r + 30 && g > b + 30) green++;
+    }
+    return green > 3000;
+  }, null, { timeout: 120_000, polling: 1000 });
   await page.click('button[data-window="1d"]');
   await page.waitForFunction(() => Number(document.querySelector('#chart').dataset.points) > 0);
   await page.click('button[data-window="1h"]');

@@ -143,7 +143,33 @@
     };
   }
 
+  // The loop records a pool point about every 10 s, so in buckets narrower than that
+  // (5 s for the hour view) every other bucket is empty, and uPlot would draw no line
+  // between lone points. Hold each value over the empty buckets up to 30 s; longer
+  // gaps (before the loop ran, a stopped service) stay gaps.
+  var POOL_KEYS = ['requested', 'booting', 'ready_idle', 'ready_busy', 'draining', 'target', 'forecast_mean', 'forecast_upper'];
+  function holdShortGaps(d) {
+    var maxGap = Math.max(1, Math.ceil(30 / Math.max(d.width_s || 1, 1)));
+    POOL_KEYS.forEach(function (key) {
+      var col = d[key];
+      var last = null;
+      var run = 0;
+      for (var i = 0; i < col.length; i++) {
+        if (col[i] != null) {
+          last = col[i];
+          run = 0;
+        } else if (last != null && run < maxGap) {
+          col[i] = last;
+          run++;
+        } else {
+          last = null;
+        }
+      }
+    });
+  }
+
   function draw(d) {
+    holdShortGaps(d);
     raw = d;
     var data = columns(d);
     if (!plot) {
