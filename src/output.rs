@@ -129,24 +129,6 @@ pub fn item_list(items: Vec<Value>) -> Value {
     serde_json::json!({ "items": items })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tables_are_ascii_markdown() {
-        let mut t = table(&["ID", "MAX"]);
-        t.add_row(vec![
-            "ci/linux".to_owned(),
-            cell(&serde_json::json!({"max": 4}), "max"),
-        ]);
-        let s = t.to_string();
-        assert!(s.contains("| ID       | MAX |"), "{s}");
-        assert!(s.contains("| ci/linux | 4   |"), "{s}");
-        assert!(s.is_ascii());
-    }
-}
-
 /// An output file being written: a temporary file beside `path`, renamed over it by
 /// [`PendingFile::commit`] once complete, and removed if dropped before (an error or
 /// a panic), so `path` never holds half a file. It is created before the replay, so a
@@ -203,5 +185,23 @@ impl Drop for PendingFile {
         if !self.temp.as_os_str().is_empty() {
             let _ = std::fs::remove_file(&self.temp);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_are_ascii_markdown() {
+        let mut t = table(&["ID", "MAX"]);
+        t.add_row(vec![
+            "ci/linux".to_owned(),
+            cell(&serde_json::json!({"max": 4}), "max"),
+        ]);
+        let s = t.to_string();
+        assert!(s.contains("| ID       | MAX |"), "{s}");
+        assert!(s.contains("| ci/linux | 4   |"), "{s}");
+        assert!(s.is_ascii());
     }
 }
