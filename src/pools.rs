@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use capstan_core::PoolSpec;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use similar::TextDiff;
@@ -341,11 +342,25 @@ pub fn run(args: PoolsArgs) -> anyhow::Result<ExitCode> {
                     spec.id
                 );
             }
+            // The report's path is checked before the replays, so a bad one fails at once.
+            let report = report
+                .map(|path| PendingFile::create(&path, "--report").map(|file| (path, file)))
+                .transpose()?;
             conn.run(|client| async move {
                 let mut body = serde_json::json!({"spec": spec, "days": days});
                 if let Some(seed) = seed {
                     body["seed"] = seed.into();
                 }
+                // The server replays both specs (seconds for a busy pool): say so on a
+                // terminal while it does.
+                let spinner = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+                if let Ok(style) = ProgressStyle::with_template("{spinner} {msg} ({elapsed})") {
+                    spinner.set_style(style);
+                }
+                spinner.set_message(format!(
+                    "replaying {days} days of {id}'s history with the current and the candidate spec"
+                ));
+                spinner.enable_steady_tick(Duration::from_millis(120));
                 let reply = client
                     .send_within(
                         Method::POST,
@@ -355,10 +370,12 @@ pub fn run(args: PoolsArgs) -> anyhow::Result<ExitCode> {
                         Some(&body),
                         WHATIF_TIMEOUT,
                     )
-                    .await?;
+                    .await;
+                spinner.finish_and_clear();
+                let reply = reply?;
                 output::print_text(output.format, &reply.body, whatif_text)?;
-                if let Some(path) = report {
-                    write_whatif_report(&path, &reply.body, &file)?;
+                if let Some((path, pending)) = report {
+                    write_whatif_report(pending, &reply.body, &file)?;
                     eprintln!("report written to {}", path.display());
                 }
                 Ok(ExitCode::SUCCESS)
@@ -468,9 +485,13 @@ fn change(current: Option<f64>, candidate: Option<f64>) -> String {
     }
 }
 
-/// Writes the what-if `body` as an HTML report at `path`: whole, or not at all (a
-/// temporary file beside it is renamed over it).
-fn write_whatif_report(path: &Path, body: &Value, candidate_file: &Path) -> anyhow::Result<()> {
+/// Writes the what-if `body` as an HTML report into `pending` (a temporary file beside
+/// the target, renamed over it once whole).
+fn write_whatif_report(
+    pending: PendingFile,
+    body: &Value,
+    candidate_file: &Path,
+) -> anyhow::Result<()> {
     let run = |which: &str, label: &str| -> anyhow::Result<ReportRun> {
         let report: Report = serde_json::from_value(
             body.pointer(&format!("/{which}/report"))
@@ -519,7 +540,7 @@ fn write_whatif_report(path: &Path, body: &Value, candidate_file: &Path) -> anyh
         context: &context,
         runs: &runs,
     });
-    PendingFile::create(path, "--report")?.commit(html.as_bytes())
+    pending.commit(html.as_bytes())
 }
 
 /// `pools plan`: the summary, then the actions, then the recent plans that acted.

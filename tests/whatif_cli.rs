@@ -260,3 +260,45 @@ fn pools_simulate_compares_the_current_spec_with_a_candidate_on_the_pools_histor
     );
     assert!(!d.join("whatif.html.tmp").exists());
 }
+
+#[test]
+fn an_unwritable_report_path_fails_before_the_replays_and_a_failed_call_leaves_no_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let candidate = example("pool-lower-service-level.yaml");
+    // Nothing listens on port 1: had the command called the server first, it would
+    // say so instead of naming the report's path.
+    let run = |report: &str| {
+        bare(dir.path())
+            .args([
+                "pools", "simulate", POOL, "-f", &candidate, "--report", report,
+            ])
+            .args(["--server", "http://127.0.0.1:1", "--token", "cap_x_y"])
+            .output()
+            .unwrap()
+    };
+    let out = run("/etc/passwd/report.html");
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("--report: cannot write /etc/passwd/report.html"),
+        "{err}"
+    );
+
+    let report = dir.path().join("report.html");
+    let out = run(report.to_str().unwrap());
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("cannot reach"),
+        "{}",
+        text(&out.stderr)
+    );
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(
+        left.iter()
+            .all(|name| !name.to_string_lossy().contains("report.html")),
+        "the failed what-if left {left:?}"
+    );
+}
