@@ -7,9 +7,10 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 
 use capstan_core::PoolId;
+use common::loop_fixture::{bare, bootstrap_admin};
 use common::{Service, free_port, wall_now};
 use serde_json::Value;
 use simulations::history_replay::recorded_history;
@@ -20,32 +21,6 @@ const POOL: &str = "ci/linux-large";
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
-}
-
-/// The binary in `dir` with no CAPSTAN_* variable or client config of the person
-/// running the tests.
-fn bare(dir: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_capstan"));
-    cmd.current_dir(dir)
-        .env("XDG_CONFIG_HOME", dir.join("no-config"))
-        .env("USER", "tester");
-    for (k, _) in std::env::vars() {
-        if k.starts_with("CAPSTAN_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd
-}
-
-/// The first admin, made on the store directly (this also creates the database).
-fn bootstrap_admin(dir: &Path) -> String {
-    let out = bare(dir)
-        .args(["clients", "create", "--name", "admin", "--scope", "*"])
-        .args(["--database-url", "sqlite://capstan.db"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    text(&out.stdout).trim().to_owned()
 }
 
 /// Two weeks of diurnal history for [`POOL`], ending now: a sample a minute, every
@@ -95,7 +70,7 @@ struct Session {
 impl Session {
     fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let token = bootstrap_admin(dir.path());
+        let token = bootstrap_admin(dir.path(), "sqlite://capstan.db");
         import_history(dir.path());
         let port = free_port();
         let mut cmd = bare(dir.path());
