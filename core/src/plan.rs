@@ -51,6 +51,18 @@ impl Plan {
     /// 2026-11-30T12:03:00.000Z (InsufficientInstanceCapacity); terminating 2: idle_timeout w-1, w-2
     /// ```
     pub fn summary(&self) -> String {
+        self.summary_with(|s| {
+            format!(
+                "skipped {}: {}",
+                s.launch_config_id,
+                s.reason.words(|t| t.to_string())
+            )
+        })
+    }
+
+    /// [`Plan::summary`] with each skipped offering's clause written by `skipped` (the
+    /// dashboard says its times as clocks).
+    pub fn summary_with(&self, skipped: impl Fn(&SkippedOffering) -> String) -> String {
         let r = &self.report;
         let mut clauses = Vec::new();
 
@@ -107,26 +119,7 @@ impl Plan {
                 launches.join(", ")
             ));
         }
-        for s in &r.skipped_offerings {
-            let why = match &s.reason {
-                SkipReason::Unavailable { until, reason } => {
-                    format!("unavailable until {until} ({reason})")
-                }
-                SkipReason::OverOwnMax {
-                    max_slots,
-                    current_slots,
-                } => format!("at its own maximum ({current_slots} of {max_slots} slots)"),
-                SkipReason::OverBudget {
-                    current_cost_per_hour,
-                    instance_price_per_hour,
-                    max_cost_per_hour,
-                } => format!(
-                    "over budget ({current_cost_per_hour:.2}/h + {instance_price_per_hour:.2}/h \
-                     for one more exceeds {max_cost_per_hour:.2}/h)"
-                ),
-            };
-            clauses.push(format!("skipped {}: {why}", s.launch_config_id));
-        }
+        clauses.extend(r.skipped_offerings.iter().map(skipped));
         if r.rate_limited {
             clauses.push(format!(
                 "held back by the launch-rate limit ({} launched in the last minute)",
@@ -330,6 +323,31 @@ pub enum SkipReason {
         /// The budget's ceiling.
         max_cost_per_hour: f64,
     },
+}
+
+impl SkipReason {
+    /// Why, in words, with the time an offering is unavailable until written by `time`:
+    /// "unavailable until 2026-11-30T12:03:00.000Z (InsufficientInstanceCapacity)",
+    /// "at its own maximum (8 of 8 slots)", "over budget (…)".
+    pub fn words(&self, time: impl Fn(Timestamp) -> String) -> String {
+        match self {
+            SkipReason::Unavailable { until, reason } => {
+                format!("unavailable until {} ({reason})", time(*until))
+            }
+            SkipReason::OverOwnMax {
+                max_slots,
+                current_slots,
+            } => format!("at its own maximum ({current_slots} of {max_slots} slots)"),
+            SkipReason::OverBudget {
+                current_cost_per_hour,
+                instance_price_per_hour,
+                max_cost_per_hour,
+            } => format!(
+                "over budget ({current_cost_per_hour:.2}/h + {instance_price_per_hour:.2}/h \
+                 for one more exceeds {max_cost_per_hour:.2}/h)"
+            ),
+        }
+    }
 }
 
 /// An offering the planner passed over, and why.

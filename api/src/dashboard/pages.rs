@@ -244,18 +244,10 @@ async fn plan_report(
         f.backlog_slots,
     );
     out.push_str("<ul class=\"clauses\">");
-    // The plan's own summary, with each skipped offering said again from the report
-    // so its time reads as a clock ("until 12:03:00 UTC"), not an RFC 3339 stamp.
-    let mut skipped = r.skipped_offerings.iter();
-    for clause in s.plan.summary().split("; ") {
-        let text = if clause.starts_with("skipped ") {
-            skipped
-                .next()
-                .map_or_else(|| clause.to_owned(), |o| skipped_words(o, now))
-        } else {
-            clause.to_owned()
-        };
-        let _ = write!(out, "<li>{}</li>", Esc(&text));
+    // The plan's own summary, each skipped offering's time read as a clock ("until
+    // 12:03:00 UTC"), not an RFC 3339 stamp.
+    for clause in s.plan.summary_with(|o| skipped_words(o, now)).split("; ") {
+        let _ = write!(out, "<li>{}</li>", Esc(clause));
     }
     out.push_str("</ul>");
     let dry = if record.spec.scaling.dry_run || state.dry_run {
@@ -297,18 +289,7 @@ fn skipped_words(o: &SkippedOffering, now: Timestamp) -> String {
         SkipReason::Unavailable { until, reason } => {
             format!("{reason}, until {}", clock(*until, now))
         }
-        SkipReason::OverOwnMax {
-            max_slots,
-            current_slots,
-        } => format!("at its own maximum ({current_slots} of {max_slots} slots)"),
-        SkipReason::OverBudget {
-            current_cost_per_hour,
-            instance_price_per_hour,
-            max_cost_per_hour,
-        } => format!(
-            "over budget ({current_cost_per_hour:.2}/h + {instance_price_per_hour:.2}/h for one more \
-             exceeds {max_cost_per_hour:.2}/h)"
-        ),
+        other => other.words(|t| clock(t, now)),
     };
     format!("{} skipped: {why}", o.launch_config_id)
 }
