@@ -58,9 +58,9 @@ impl RecentArrivals {
         if dt_s > 0.0 {
             if dt_s != self.last_dt_s {
                 self.last_dt_s = dt_s;
-                self.short_decay = (-dt_s / SHORT_TAU_S).exp();
-                self.long_decay = (-dt_s / LONG_TAU_S).exp();
-                self.latest_decay = (-dt_s / LATEST_TAU_S).exp();
+                self.short_decay = libm::exp(-dt_s / SHORT_TAU_S);
+                self.long_decay = libm::exp(-dt_s / LONG_TAU_S);
+                self.latest_decay = libm::exp(-dt_s / LATEST_TAU_S);
             }
             self.short *= self.short_decay;
             self.long *= self.long_decay;
@@ -191,11 +191,11 @@ mod tests {
         r.add(SHORT_TAU_S, 0);
         let (short, long) = r.rates_per_s();
         assert!((short * SHORT_TAU_S - 120.0 / std::f64::consts::E).abs() < 1e-9);
-        let expect_long = 120.0 * (-SHORT_TAU_S / LONG_TAU_S).exp();
+        let expect_long = 120.0 * libm::exp(-SHORT_TAU_S / LONG_TAU_S);
         assert!((long * LONG_TAU_S - expect_long).abs() < 1e-9);
         // The latest count has forgotten the burst four time constants later.
         let latest = r.latest_rate_per_s() * LATEST_TAU_S;
-        assert!((latest - 120.0 * (-SHORT_TAU_S / LATEST_TAU_S).exp()).abs() < 1e-9);
+        assert!((latest - 120.0 * libm::exp(-SHORT_TAU_S / LATEST_TAU_S)).abs() < 1e-9);
         assert!(latest < 120.0 * 0.02, "{latest}");
     }
 

@@ -83,7 +83,7 @@ impl RunTimeDistribution {
         let fade = if half_life == 0 {
             1.0
         } else {
-            0.5f64.powf(f64::from(FADE_EVERY) / f64::from(half_life))
+            libm::pow(0.5, f64::from(FADE_EVERY) / f64::from(half_life))
         };
         Self {
             edges,

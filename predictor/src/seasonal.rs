@@ -308,7 +308,7 @@ impl SeasonalRate {
             // Kept unclamped below (clamping each step would bias the average).
             self.dispersion =
                 ((1.0 - DISPERSION_RATE) * self.dispersion + DISPERSION_RATE * z).min(1e4);
-            let cap = f + WINSOR_SIGMAS * (self.dispersion() * f.max(1.0)).sqrt();
+            let cap = f + WINSOR_SIGMAS * libm::sqrt(self.dispersion() * f.max(1.0));
             self.update(b, y.min(cap));
         }
         self.history[pos(b, self.w_len)] = y;
@@ -388,7 +388,7 @@ fn renormalise(profile: &mut [f64], level: &mut f64) {
 /// The 5 % quantile of a count with this mean and dispersion (normal approximation,
 /// which is all an interval's lower end needs).
 fn lower_quantile(mean: f64, dispersion: f64) -> u32 {
-    let q = mean - 1.645 * (dispersion * mean).sqrt();
+    let q = mean - 1.645 * libm::sqrt(dispersion * mean);
     if q <= 0.0 { 0 } else { q.floor() as u32 }
 }
 

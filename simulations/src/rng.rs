@@ -2,54 +2,57 @@
 //!
 //! A simulation must give byte-identical results for a seed wherever it runs. Two
 //! things could break that: a generator whose algorithm may change between library
-//! versions (such as `rand`'s `StdRng`), and the platform's `libm`, whose `ln`, `exp`
-//! and `cos` may differ in the last bit between systems. So this module fixes the
-//! generator (xoshiro256++, seeded through SplitMix64, as published by Blackman and
-//! Vigna) and computes the few transcendental functions sampling needs ([`det_ln`],
-//! [`det_exp`]) from additions, multiplications and divisions only, which IEEE 754
-//! rounds identically everywhere. Normal variates use Marsaglia's polar method, which
-//! needs only `ln` and `sqrt` (also correctly rounded by IEEE 754).
+//! versions (such as `rand`'s `StdRng`), and the platform's maths library, whose `ln`,
+//! `exp` and `cos` may differ in the last bit between systems. So this module uses a
+//! named generator whose algorithm is fixed by its definition
+//! ([`rand_xoshiro::Xoshiro256PlusPlus`], xoshiro256++ by Blackman and Vigna, seeded
+//! through SplitMix64 by `seed_from_u64`), and takes every transcendental function from
+//! the pure-Rust [`libm`] crate, which computes them in software from IEEE 754
+//! arithmetic instead of calling the platform's library. Normal variates use
+//! Marsaglia's polar method, which needs only `log` and `sqrt`.
+//!
+//! Sampling (uniform floats, bounded integers, the distributions) is written here
+//! rather than taken from `rand`'s distributions, whose algorithms `rand` may change in
+//! a minor release: a seed's trace is pinned by the tests below.
+
+use rand_core::{Rng, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
 
 /// A seeded pseudo-random generator (xoshiro256++).
 #[derive(Debug, Clone)]
 pub struct SimRng {
-    s: [u64; 4],
+    inner: Xoshiro256PlusPlus,
 }
 
+/// Odd constant that spreads consecutive stream numbers over the whole 64-bit range
+/// before they are mixed into a fork's seed (the golden-ratio multiplier of
+/// SplitMix-style hashing, as used by the "Weyl sequence" streams of SplitMix64).
+const STREAM_MIX: u64 = 0xD1B5_4A32_D192_ED03;
+
 impl SimRng {
-    /// A generator whose whole sequence is fixed by `seed`.
+    /// A generator whose whole sequence is fixed by `seed` (xoshiro256++ whose state is
+    /// the first four outputs of SplitMix64 started at `seed`).
     pub fn new(seed: u64) -> Self {
-        let mut sm = seed;
-        let mut next = || {
-            sm = sm.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = sm;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        };
         Self {
-            s: [next(), next(), next(), next()],
+            inner: Xoshiro256PlusPlus::seed_from_u64(seed),
         }
     }
 
     /// An independent generator for a named purpose, so that adding draws for one
     /// purpose does not shift the sequence of another.
+    ///
+    /// The child is `SimRng::new(d ^ stream * STREAM_MIX)`, where `d` is the parent's
+    /// next 64-bit draw: the parent advances by exactly one draw, and the child's state
+    /// is four SplitMix64 outputs of that seed, so children of different streams (or of
+    /// the same stream at different points of the parent) start from unrelated states.
+    /// Deterministic: the same parent state and stream give the same child.
     pub fn fork(&mut self, stream: u64) -> Self {
-        Self::new(self.next_u64() ^ stream.wrapping_mul(0xD1B5_4A32_D192_ED03))
+        Self::new(self.next_u64() ^ stream.wrapping_mul(STREAM_MIX))
     }
 
     /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
-        let s = &mut self.s;
-        let result = s[0].wrapping_add(s[3]).rotate_left(23).wrapping_add(s[0]);
-        let t = s[1] << 17;
-        s[2] ^= s[0];
-        s[3] ^= s[1];
-        s[1] ^= s[2];
-        s[0] ^= s[3];
-        s[2] ^= t;
-        s[3] = s[3].rotate_left(45);
-        result
+        self.inner.next_u64()
     }
 
     /// Uniform in [0, 1), 53 bits of precision.
@@ -81,7 +84,7 @@ impl SimRng {
 
     /// Exponential with the given mean.
     pub fn exponential(&mut self, mean: f64) -> f64 {
-        -det_ln(self.uniform_open0()) * mean
+        -libm::log(self.uniform_open0()) * mean
     }
 
     /// Standard normal (Marsaglia's polar method).
@@ -91,7 +94,7 @@ impl SimRng {
             let v = 2.0 * self.uniform() - 1.0;
             let s = u * u + v * v;
             if s > 0.0 && s < 1.0 {
-                return u * (-2.0 * det_ln(s) / s).sqrt();
+                return u * libm::sqrt(-2.0 * libm::log(s) / s);
             }
         }
     }
@@ -99,7 +102,7 @@ impl SimRng {
     /// Log-normal with the given median and shape `sigma` (the standard deviation of
     /// its logarithm).
     pub fn log_normal(&mut self, median: f64, sigma: f64) -> f64 {
-        median * det_exp(sigma * self.standard_normal())
+        median * libm::exp(sigma * self.standard_normal())
     }
 
     /// Poisson with the given mean (inversion for small means, a rounded normal
@@ -109,12 +112,12 @@ impl SimRng {
             return 0;
         }
         if mean > 500.0 {
-            return (mean + mean.sqrt() * self.standard_normal())
+            return (mean + libm::sqrt(mean) * self.standard_normal())
                 .round()
                 .max(0.0) as u64;
         }
         let mut k = 0u64;
-        let mut p = det_exp(-mean);
+        let mut p = libm::exp(-mean);
         let mut cdf = p;
         let u = self.uniform();
         while u > cdf && p > 0.0 {
@@ -126,98 +129,14 @@ impl SimRng {
     }
 }
 
-const LN_2: f64 = std::f64::consts::LN_2;
-
-/// Natural logarithm of `x > 0` from basic arithmetic only (accurate to a few ulp).
-///
-/// `x = m * 2^e` with `m` in [sqrt(1/2), sqrt(2)); `ln m = 2 atanh(s)` with
-/// `s = (m - 1)/(m + 1)`, `|s| < 0.172`, summed as a series to 1e-17.
-pub fn det_ln(x: f64) -> f64 {
-    if x.is_nan() || x < 0.0 {
-        return f64::NAN;
-    }
-    if x == 0.0 {
-        return f64::NEG_INFINITY;
-    }
-    if x.is_infinite() {
-        return f64::INFINITY;
-    }
-    let (mut m, mut e) = frexp(x);
-    if m < std::f64::consts::FRAC_1_SQRT_2 {
-        m *= 2.0;
-        e -= 1;
-    }
-    let s = (m - 1.0) / (m + 1.0);
-    let s2 = s * s;
-    let mut term = s;
-    let mut sum = 0.0;
-    let mut k = 1.0;
-    while k < 40.0 {
-        sum += term / k;
-        term *= s2;
-        k += 2.0;
-    }
-    2.0 * sum + f64::from(e) * LN_2
-}
-
-/// `e^x` from basic arithmetic only (accurate to a few ulp; saturates to 0 and
-/// infinity outside the representable range).
-pub fn det_exp(x: f64) -> f64 {
-    if x.is_nan() {
-        return f64::NAN;
-    }
-    if x > 709.0 {
-        return f64::INFINITY;
-    }
-    if x < -745.0 {
-        return 0.0;
-    }
-    let n = (x / LN_2).round();
-    // Cody-Waite: ln 2 split so that n * LN2_HI is exact for |n| < 2^20.
-    const LN2_HI: f64 = 6.931_471_803_691_238e-1;
-    const LN2_LO: f64 = 1.908_214_929_270_587_7e-10;
-    let r = (x - n * LN2_HI) - n * LN2_LO;
-    // Taylor series of e^r for |r| <= 0.35: 20 terms reach far below 1 ulp.
-    let mut term = 1.0;
-    let mut sum = 1.0;
-    for k in 1..20 {
-        term *= r / f64::from(k);
-        sum += term;
-    }
-    ldexp(sum, n as i32)
-}
-
-/// Splits finite positive `x` into `m * 2^e` with `m` in [1, 2).
-fn frexp(x: f64) -> (f64, i32) {
-    let bits = x.to_bits();
-    let exp = ((bits >> 52) & 0x7ff) as i32;
-    if exp == 0 {
-        // Subnormal: scale up first.
-        let (m, e) = frexp(x * (1u64 << 54) as f64);
-        return (m, e - 54);
-    }
-    let m = f64::from_bits((bits & !(0x7ff << 52)) | (1023 << 52));
-    (m, exp - 1023)
-}
-
-/// `x * 2^e`, in two steps so that neither factor overflows prematurely.
-fn ldexp(x: f64, e: i32) -> f64 {
-    let half = e / 2;
-    x * pow2(half) * pow2(e - half)
-}
-
-fn pow2(e: i32) -> f64 {
-    let e = e.clamp(-1022, 1023);
-    f64::from_bits(((e + 1023) as u64) << 52)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn sequence_is_fixed_by_the_seed() {
-        // Pinned values: if these change, every seeded simulation changes.
+    fn pinned_values_of_seed_42() {
+        // Pinned values: if these change, every seeded simulation changes. They are
+        // the reference xoshiro256++ outputs for SplitMix64-seeded state 42.
         let mut r = SimRng::new(42);
         let first: Vec<u64> = (0..3).map(|_| r.next_u64()).collect();
         assert_eq!(
@@ -228,25 +147,66 @@ mod tests {
                 18149643915985481100
             ]
         );
-        let mut again = SimRng::new(42);
-        assert_eq!(first, (0..3).map(|_| again.next_u64()).collect::<Vec<_>>());
-        assert_ne!(SimRng::new(43).next_u64(), first[0]);
+        // A fork of stream 7 taken first from seed 42.
+        let mut child = SimRng::new(42).fork(7);
+        assert_eq!(
+            [child.next_u64(), child.next_u64()],
+            [11454241954837919175, 17768649664088412828]
+        );
+        // Sampling on top of the generator: Poisson by inversion and by the normal
+        // approximation, then log-normal (libm `exp`, Marsaglia with libm `log`) and
+        // exponential, compared bit for bit.
+        let mut s = SimRng::new(42);
+        let small: Vec<u64> = (0..5).map(|_| s.poisson(4.5)).collect();
+        assert_eq!(small, [6, 3, 10, 5, 6]);
+        assert_eq!(s.poisson(1000.0), 1007);
+        let ln: Vec<f64> = (0..3).map(|_| s.log_normal(300.0, 1.0)).collect();
+        assert_eq!(
+            ln.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            [478.5717697268893f64, 619.1368316823651, 716.0700341821739]
+                .map(f64::to_bits)
+                .to_vec(),
+            "{ln:?}"
+        );
+        assert_eq!(
+            s.exponential(10.0).to_bits(),
+            26.65990190197458f64.to_bits()
+        );
+        let below: Vec<u64> = (0..5).map(|_| s.below(10)).collect();
+        assert_eq!(below, [4, 5, 2, 0, 5]);
     }
 
     #[test]
-    fn deterministic_ln_and_exp_match_libm_closely() {
-        for &x in &[
-            1e-300, 1e-5, 0.1, 0.5, 0.7, 0.71, 1.0, 1.5, 2.0, 10.0, 12345.678, 1e300,
-        ] {
-            let rel = (det_ln(x) - x.ln()).abs() / x.ln().abs().max(1e-300);
-            assert!(rel < 1e-14 || (det_ln(x) - x.ln()).abs() < 1e-15, "ln {x}");
-        }
-        for &x in &[-700.0, -20.0, -1.0, -0.1, 0.0, 0.3, 1.0, 5.5, 100.0, 700.0] {
-            let rel = (det_exp(x) - x.exp()).abs() / x.exp();
-            assert!(rel < 1e-14, "exp {x}: {} vs {}", det_exp(x), x.exp());
-        }
-        assert_eq!(det_exp(0.0), 1.0);
-        assert_eq!(det_ln(1.0), 0.0);
+    fn fork_is_deterministic_advances_the_parent_once_and_separates_streams() {
+        let mut a = SimRng::new(9);
+        let mut b = SimRng::new(9);
+        let mut fa = a.fork(3);
+        let mut fb = b.fork(3);
+        let xs: Vec<u64> = (0..4).map(|_| fa.next_u64()).collect();
+        assert_eq!(xs, (0..4).map(|_| fb.next_u64()).collect::<Vec<_>>());
+        // The parent moved by exactly one draw.
+        let mut stepped = SimRng::new(9);
+        stepped.next_u64();
+        assert_eq!(a.next_u64(), stepped.next_u64());
+        // Another stream from the same parent state, or the same stream one draw
+        // later, starts elsewhere; and no child replays its parent.
+        let mut other = SimRng::new(9).fork(4);
+        assert_ne!(other.next_u64(), xs[0]);
+        let mut later = SimRng::new(9);
+        later.next_u64();
+        assert_ne!(later.fork(3).next_u64(), xs[0]);
+        let parent: Vec<u64> = {
+            let mut p = SimRng::new(9);
+            (0..64).map(|_| p.next_u64()).collect()
+        };
+        assert!(!parent.contains(&xs[0]));
+    }
+
+    #[test]
+    fn other_seeds_give_other_sequences() {
+        let first = |seed| SimRng::new(seed).next_u64();
+        assert_ne!(first(43), first(42));
+        assert_ne!(first(0), first(1));
     }
 
     #[test]
@@ -265,7 +225,32 @@ mod tests {
         assert!((median - 100.0).abs() < 2.0, "{median}");
         let mean_p = (0..n).map(|_| r.poisson(4.5) as f64).sum::<f64>() / f64::from(n);
         assert!((mean_p - 4.5).abs() < 0.03, "{mean_p}");
-        let below: Vec<u64> = (0..1000).map(|_| r.below(3)).collect();
-        assert!(below.iter().all(|&b| b < 3) && below.contains(&0) && below.contains(&2));
+        let big: Vec<f64> = (0..20_000).map(|_| r.poisson(2_000.0) as f64).collect();
+        let big_mean = big.iter().sum::<f64>() / big.len() as f64;
+        let big_var = big.iter().map(|x| (x - big_mean).powi(2)).sum::<f64>() / big.len() as f64;
+        assert!((big_mean - 2_000.0).abs() < 2.0, "{big_mean}");
+        assert!((big_var / 2_000.0 - 1.0).abs() < 0.05, "{big_var}");
+        let mut counts = [0u32; 3];
+        for _ in 0..30_000 {
+            counts[r.below(3) as usize] += 1;
+        }
+        assert!(
+            counts.iter().all(|&c| (9_500..10_500).contains(&c)),
+            "{counts:?}"
+        );
+        let hits = (0..100_000).filter(|_| r.chance(0.25)).count();
+        assert!((24_000..26_000).contains(&hits), "{hits}");
+        assert!(!(0..1000).any(|_| r.chance(0.0)));
+    }
+
+    #[test]
+    fn uniforms_stay_in_their_intervals() {
+        let mut r = SimRng::new(11);
+        for _ in 0..100_000 {
+            let u = r.uniform();
+            assert!((0.0..1.0).contains(&u), "{u}");
+            let o = r.uniform_open0();
+            assert!(o > 0.0 && o <= 1.0, "{o}");
+        }
     }
 }
