@@ -13,6 +13,8 @@
 //! - [`trace`]: readers for the Standard Workload Format and `submit_s,run_s` CSV,
 //!   plain or gzip.
 //! - [`workload`]: seeded generated workloads with daily and weekly cycles and bursts.
+//! - [`frontier`]: a trace replayed over a grid of policy settings in parallel, the
+//!   cost-wait frontier, what a wait target costs, and its SVG (`capstan simulate --sweep`).
 //! - [`oracle`]: the least instance-time any policy could spend with zero wait.
 //! - [`rng`]: the platform-independent random generator every draw comes from.
 //! - [`history_replay`]: a pool's recorded queue samples and task runs as a trace, for
@@ -23,6 +25,7 @@
 //!   charts (`capstan simulate --report` and the what-if write it).
 pub mod cloud;
 pub mod engine;
+pub mod frontier;
 pub mod history_replay;
 pub mod oracle;
 pub mod plot;

@@ -41,8 +41,8 @@ const RUN_COLORS: [&str; 8] = [
 const DEMAND_FILL: &str = "#bdbdbd";
 const QUEUE_COLOR: &str = "#d62728";
 const BOOTING_COLOR: &str = "#444444";
-const GRID_COLOR: &str = "#e6e6e6";
-const AXIS_COLOR: &str = "#888888";
+pub(crate) const GRID_COLOR: &str = "#e6e6e6";
+pub(crate) const AXIS_COLOR: &str = "#888888";
 
 /// Chart sizes in pixels: the whole-run panel and the day beside it fill one row, cost
 /// and wait another.
@@ -190,10 +190,10 @@ pub fn svg_document(title: &str, runs: &[ReportRun]) -> String {
 }
 
 /// About the width of a caption character at 11 px, for wrapping in plain SVG.
-const CAPTION_CHAR_W: f64 = 5.9;
+pub(crate) const CAPTION_CHAR_W: f64 = 5.9;
 
 /// `text` cut into lines of at most `width` characters at spaces.
-fn wrap(text: &str, width: usize) -> Vec<String> {
+pub(crate) fn wrap(text: &str, width: usize) -> Vec<String> {
     let mut lines: Vec<String> = Vec::new();
     let mut line = String::new();
     for word in text.split_whitespace() {
@@ -336,7 +336,7 @@ fn bins(series: &[SeriesPoint], bucket: f64, from: f64, to: f64, max_bins: usize
 
 /// A linear or log axis mapped onto a pixel range.
 #[derive(Clone, Copy)]
-struct Scale {
+pub(crate) struct Scale {
     lo: f64,
     hi: f64,
     /// Pixel of `lo` and of `hi` (y grows downwards, so `lo` is the larger pixel).
@@ -346,7 +346,7 @@ struct Scale {
 }
 
 impl Scale {
-    fn px(&self, v: f64) -> f64 {
+    pub(crate) fn px(&self, v: f64) -> f64 {
         let f = if self.log {
             let (lo, hi) = (self.lo.log10(), self.hi.log10());
             (v.max(self.lo).log10() - lo) / (hi - lo)
@@ -358,25 +358,25 @@ impl Scale {
 }
 
 /// The frame of one chart: plot area, scales, title, legend and axes.
-struct Frame {
+pub(crate) struct Frame {
     width: f64,
     height: f64,
-    x: Scale,
-    y: Scale,
-    body: String,
+    pub(crate) x: Scale,
+    pub(crate) y: Scale,
+    pub(crate) body: String,
     series: usize,
     legend_x: f64,
 }
 
 /// How a legend entry is drawn.
-enum Swatch<'a> {
+pub(crate) enum Swatch<'a> {
     Area(&'a str),
     Line(&'a str),
     Dashed(&'a str),
 }
 
 impl Frame {
-    fn new(width: f64, height: f64, x: (f64, f64), y: (f64, f64), log_y: bool) -> Self {
+    pub(crate) fn new(width: f64, height: f64, x: (f64, f64), y: (f64, f64), log_y: bool) -> Self {
         let x = Scale {
             lo: x.0,
             hi: if x.1 > x.0 { x.1 } else { x.0 + 1.0 },
@@ -402,7 +402,7 @@ impl Frame {
         }
     }
 
-    fn title(&mut self, text: &str) {
+    pub(crate) fn title(&mut self, text: &str) {
         let _ = write!(
             self.body,
             r#"<text x="{MARGIN_LEFT}" y="15" font-size="13" font-weight="bold">{}</text>"#,
@@ -410,7 +410,7 @@ impl Frame {
         );
     }
 
-    fn legend(&mut self, swatch: Swatch<'_>, label: &str) {
+    pub(crate) fn legend(&mut self, swatch: Swatch<'_>, label: &str) {
         let (x, y) = (self.legend_x, 31.0);
         let _ = match swatch {
             Swatch::Area(color) => write!(
@@ -444,7 +444,7 @@ impl Frame {
     }
 
     /// Grid lines and labels of the y axis at `ticks`, and its name.
-    fn y_axis(&mut self, ticks: &[(f64, String)], name: &str) {
+    pub(crate) fn y_axis(&mut self, ticks: &[(f64, String)], name: &str) {
         for (v, label) in ticks {
             let py = self.y.px(*v);
             let _ = write!(
@@ -466,7 +466,7 @@ impl Frame {
     }
 
     /// Ticks and labels of the x axis at `ticks` (in seconds), and its name.
-    fn x_axis(&mut self, ticks: &[(f64, String)], name: &str) {
+    pub(crate) fn x_axis(&mut self, ticks: &[(f64, String)], name: &str) {
         let base = self.y.px_lo;
         let _ = write!(
             self.body,
@@ -493,7 +493,7 @@ impl Frame {
     }
 
     /// Adds one drawn series; an empty path draws nothing and is left out.
-    fn series(&mut self, d: &str, attributes: &str) {
+    pub(crate) fn series(&mut self, d: &str, attributes: &str) {
         if d.is_empty() {
             return;
         }
@@ -546,7 +546,7 @@ impl Frame {
         d
     }
 
-    fn into_chart(self, kind: &'static str, title: String) -> Chart {
+    pub(crate) fn into_chart(self, kind: &'static str, title: String) -> Chart {
         Chart {
             kind,
             width: self.width,
@@ -857,7 +857,7 @@ fn nice_time_step(length: f64, unit: TimeUnit) -> f64 {
 }
 
 /// An axis number: `12`, `2.5`, `12k`, `1.5M`.
-fn number(v: f64) -> String {
+pub(crate) fn number(v: f64) -> String {
     let a = v.abs();
     let trim = |s: String| {
         if s.contains('.') {
@@ -878,7 +878,7 @@ fn number(v: f64) -> String {
 }
 
 /// A wait for a label: `0.4 s`, `86 s`, `14 min`, `2.5 h`.
-fn duration_label(s: f64) -> String {
+pub(crate) fn duration_label(s: f64) -> String {
     if s < 10.0 {
         format!("{} s", number((s * 10.0).round() / 10.0))
     } else if s < 600.0 {
