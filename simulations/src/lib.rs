@@ -13,6 +13,8 @@
 //! - [`trace`]: readers for the Standard Workload Format and `submit_s,run_s` CSV,
 //!   plain or gzip.
 //! - [`workload`]: seeded generated workloads with daily and weekly cycles and bursts.
+//! - [`suite`]: the workload suite, shapes (pool sizes, run-time mixes, bursts,
+//!   cycles, a step, a quiet month) times settings (slots, boot, spot), as data.
 //! - [`frontier`]: a trace replayed over a grid of policy settings in parallel, the
 //!   cost-wait frontier, what a wait target costs, and its SVG (`capstan simulate --sweep`).
 //! - [`oracle`]: the least instance-time any policy could spend with zero wait.
@@ -31,5 +33,6 @@ pub mod oracle;
 pub mod plot;
 pub mod report;
 pub mod rng;
+pub mod suite;
 pub mod trace;
 pub mod workload;
