@@ -4,7 +4,7 @@
 //! served at `/openapi.json`, with Swagger UI at `/docs` (its assets are vendored into
 //! the binary at build time). `api/openapi.json` is the committed copy; the test
 //! `openapi_document_is_committed` fails when it drifts (regenerate with
-//! `CAPSTAN_BLESS=1 cargo test -p api --test openapi`).
+//! `UPDATE_EXPECT=1 cargo test -p api --test openapi`).
 
 use utoipa::openapi::OpenApi as Document;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};

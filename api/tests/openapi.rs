@@ -1,5 +1,6 @@
 //! The committed OpenAPI document (`api/openapi.json`) is the one the code generates.
-//! Regenerate it after changing a route: `CAPSTAN_BLESS=1 cargo test -p api --test openapi`.
+//! It is an `expect_test::expect_file!`: a drift fails with a diff; regenerate it after
+//! changing a route with `UPDATE_EXPECT=1 cargo test -p api --test openapi`.
 //! The plan and forecast bodies, with every variant of the core types they carry, are
 //! checked against it.
 
@@ -16,17 +17,8 @@ fn openapi_document_is_committed() {
         .to_pretty_json()
         .expect("the document serializes")
         + "\n";
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("openapi.json");
-    if std::env::var("CAPSTAN_BLESS").as_deref() == Ok("1") {
-        std::fs::write(&path, &generated).unwrap();
-        return;
-    }
-    let committed = std::fs::read_to_string(&path).unwrap_or_default();
-    assert!(
-        committed == generated,
-        "api/openapi.json differs from the document the code generates; \
-         regenerate it with CAPSTAN_BLESS=1 cargo test -p api --test openapi and commit it"
-    );
+    // api/openapi.json, where it is served from and committed.
+    expect_test::expect_file!["../openapi.json"].assert_eq(&generated);
 }
 
 #[test]

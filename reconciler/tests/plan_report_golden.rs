@@ -3,8 +3,9 @@
 //! schedule floor, a worker past its idle timeout and one that never registered.
 //!
 //! A change in the plan's JSON shows as a readable diff of
-//! `tests/golden/plan_report.json`. After an intended change, regenerate it with
-//! `CAPSTAN_UPDATE_GOLDEN=1 cargo test -p reconciler --test plan_report_golden`.
+//! `tests/golden/plan_report.json` (an `expect_test::expect_file!`). After an intended
+//! change, regenerate it with
+//! `UPDATE_EXPECT=1 cargo test -p reconciler --test plan_report_golden`.
 
 use capstan_core::{
     Forecast, LaunchLog, OfferingHealth, PoolSpec, ScalingPolicy, Timestamp, Worker, WorkerId,
@@ -106,10 +107,5 @@ fn plan_report_matches_the_golden_file() {
             .unwrap()
             .plan(&workers, &forecast, &health, now, &LaunchLog::new());
     let json = serde_json::to_string_pretty(&plan).unwrap() + "\n";
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/plan_report.json");
-    if std::env::var_os("CAPSTAN_UPDATE_GOLDEN").is_some() {
-        std::fs::write(path, &json).unwrap();
-    }
-    let golden = std::fs::read_to_string(path).unwrap();
-    assert_eq!(json, golden, "plan JSON differs from {path}");
+    expect_test::expect_file!["golden/plan_report.json"].assert_eq(&json);
 }
