@@ -36,9 +36,17 @@ pub struct SimulateArgs {
         conflicts_with = "workload"
     )]
     trace: Option<PathBuf>,
-    /// Replay a generated workload instead of a trace.
-    #[arg(long, value_name = "NAME", value_parser = ["diurnal"])]
+    /// Replay a generated workload instead of a trace: a shape of the workload suite
+    /// (docs/workloads.md).
+    #[arg(
+        long,
+        value_name = "NAME",
+        value_parser = clap::builder::PossibleValuesParser::new(simulations::suite::shape_names())
+    )]
     workload: Option<String>,
+    /// Length of the generated workload in days (overrides the shape's).
+    #[arg(long, value_name = "N", conflicts_with = "trace")]
+    days: Option<u32>,
     /// Trace format; by default from the file name (.swf, .csv, optionally .gz).
     #[arg(long, value_enum)]
     format: Option<FormatArg>,
@@ -281,13 +289,19 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
 
 fn load_trace(args: &SimulateArgs) -> anyhow::Result<(Trace, String)> {
     if let Some(name) = &args.workload {
-        let spec = WorkloadSpec::named(name, args.seed)
+        let mut spec = WorkloadSpec::named(name, args.seed)
             .with_context(|| format!("--workload: unknown workload {name:?}"))?;
-        let trace = spec.generate()?;
+        if let Some(days) = args.days {
+            spec.days = days;
+        }
+        let trace = spec.generate().with_context(|| match args.days {
+            Some(days) => format!("--workload {name} --days {days}"),
+            None => format!("--workload {name}"),
+        })?;
         return Ok((trace, format!("workload {name} (seed {})", args.seed)));
     }
     let Some(path) = &args.trace else {
-        bail!("give --trace PATH or --workload diurnal");
+        bail!("give --trace PATH or --workload NAME");
     };
     let options = ReadOptions {
         format: args.format.map(|f| match f {
