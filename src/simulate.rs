@@ -7,6 +7,9 @@
 //! one JSON object, and on request writes the charts as an SVG file (`--plot`) or an
 //! HTML report with the table and the charts (`--report`). Output files are written
 //! whole or not at all: into a temporary file beside the target, renamed over it.
+//!
+//! `--sweep` replays the trace over a grid of settings instead and prints the cost-wait
+//! frontier (the `sweep` submodule).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,6 +26,8 @@ use simulations::trace::{ReadOptions, Trace, TraceFormat, read_trace};
 use simulations::workload::WorkloadSpec;
 
 use crate::output::PendingFile;
+
+mod sweep;
 
 /// Replay a job trace against a pool's scaling policy and report cost and waits.
 #[derive(Debug, clap::Args)]
@@ -60,10 +65,10 @@ pub struct SimulateArgs {
     #[arg(long, value_name = "FILE")]
     cloud: Option<PathBuf>,
     /// Scaling policy; by default the pool's (reactive for the default pool).
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, conflicts_with = "sweep")]
     policy: Option<PolicyArg>,
     /// Run several policies on the same trace side by side, e.g. `reactive,forecast`.
-    #[arg(long, value_enum, value_delimiter = ',', conflicts_with = "policy")]
+    #[arg(long, value_enum, value_delimiter = ',', conflicts_with_all = ["policy", "sweep"])]
     compare: Vec<PolicyArg>,
     /// Seed of every random draw (workload, boot times, failures, interruptions).
     #[arg(long, default_value_t = 1)]
@@ -84,18 +89,58 @@ pub struct SimulateArgs {
     #[arg(long, value_name = "S")]
     idle_timeout: Option<u64>,
     /// Reactive scaling ratio (overrides --pool).
-    #[arg(long, value_name = "R")]
+    #[arg(long, value_name = "R", conflicts_with = "sweep")]
     ratio: Option<f64>,
     /// Forecast service level in (0, 1) (overrides --pool).
-    #[arg(long, value_name = "P")]
+    #[arg(long, value_name = "P", conflicts_with = "sweep")]
     service_level: Option<f64>,
     /// Write the charts (one panel per policy with its busiest day, cost and wait over
     /// time) to this SVG file.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "sweep")]
     plot: Option<PathBuf>,
     /// Write a self-contained HTML report (comparison table and charts) to this file.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "sweep")]
     report: Option<PathBuf>,
+    /// Sweep the settings instead of one run: forecast at a range of service levels
+    /// and reactive at each ratio and idle timeout, in parallel; prints the cost-wait
+    /// frontier and what p95 and mean wait targets cost.
+    #[arg(long)]
+    sweep: bool,
+    /// Service levels of the sweep, each in [0, 1) (default
+    /// 0,0.3,0.5,0.7,0.8,0.9,0.93,0.95,0.97,0.98,0.99).
+    #[arg(
+        long,
+        value_name = "P,..",
+        allow_negative_numbers = true,
+        value_delimiter = ',',
+        requires = "sweep"
+    )]
+    levels: Vec<f64>,
+    /// Reactive scaling ratios of the sweep, each > 0 (default 1,2,4).
+    #[arg(
+        long,
+        value_name = "R,..",
+        allow_negative_numbers = true,
+        value_delimiter = ',',
+        requires = "sweep"
+    )]
+    ratios: Vec<f64>,
+    /// Reactive idle timeouts of the sweep in seconds (default half, once and twice
+    /// the pool's).
+    #[arg(
+        long,
+        value_name = "S,..",
+        allow_negative_numbers = true,
+        value_delimiter = ',',
+        requires = "sweep"
+    )]
+    idle_timeouts: Vec<u64>,
+    /// Replays run at once in the sweep (default: one per core).
+    #[arg(long, value_name = "N", requires = "sweep")]
+    threads: Option<usize>,
+    /// Write the sweep's frontier chart to this SVG file.
+    #[arg(long, value_name = "FILE", requires = "sweep")]
+    svg: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -129,6 +174,9 @@ const MAX_SERIES_POINTS: i64 = 400_000;
 
 /// Runs `capstan simulate`.
 pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
+    if args.sweep {
+        return sweep::run(&args);
+    }
     if args.plot.is_some() && args.plot == args.report {
         bail!(
             "--plot and --report: give two different files, not both {}",
