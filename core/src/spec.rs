@@ -194,8 +194,9 @@ pub struct Scaling {
     pub policy: ScalingPolicy,
     /// Acceptable time a task waits for a slot, in seconds. Default: 60.
     pub target_wait_s: u64,
-    /// Probability that demand is covered, in (0, 1): the forecast quantile capstan
-    /// sizes at. Default: 0.95.
+    /// Share of tasks that should start within `target_wait_s`, in [0, 1): the
+    /// forecast policy sizes its spare slots at this quantile (0: no spare, sized as
+    /// `reactive`). Default: 0.95.
     pub service_level: f64,
     /// Multiplier on the backlog the reactive estimator answers (1 = one slot per
     /// waiting task). Default: 1.0.

@@ -495,10 +495,10 @@ fn decode_scaling(value: Value, path: String, errors: &mut Vec<FieldError>) -> O
     let target_wait_s = o.or("target_wait_s", d.target_wait_s);
     let service_level = o.or("service_level", d.service_level);
     let service_level = o.check("service_level", service_level, |s| {
-        if *s > 0.0 && *s < 1.0 {
+        if *s >= 0.0 && *s < 1.0 {
             Ok(())
         } else {
-            Err(format!("must be between 0 and 1 (exclusive), got {s}"))
+            Err(format!("must be at least 0 and below 1, got {s}"))
         }
     });
     let scaling_ratio = o.or("scaling_ratio", d.scaling_ratio);

@@ -15,11 +15,13 @@
 //! - [`reactive`]: the classic estimator (pending and running against existing slots).
 //! - [`seasonal`]: arrival-rate forecasting with daily and weekly seasonality
 //!   (double-seasonal Holt-Winters, seasonal naive while history is short).
-//! - [`recent`]: short-term clustering: recent arrivals, at three time scales, adjust
-//!   the seasonal forecast through an online regression.
+//! - [`clusters`]: bursts as their own model (compound arrivals: a Poisson background
+//!   plus clusters whose rate and sizes are the pool's own).
 //! - [`runtime`]: the run-time distribution, which says how many running tasks and
 //!   new arrivals still hold a slot `lead` seconds from now.
 //! - [`sizing`]: Poisson / negative-binomial quantiles at the service level.
+//! - [`waits`]: which tasks waited longer than the pool's `target_wait_s`, read from
+//!   the queue samples.
 //! - [`accuracy`]: MASE against seasonal naive, pinball loss, interval coverage.
 //!
 //! # The `forecast` policy
@@ -36,24 +38,25 @@
 //! Launches decided now are ready at `now + L`; until then arrivals take the spare
 //! slots that exist, and whatever they take is replaced by the launch decided at the
 //! next tick, ready one tick and one lead later. So the spare must carry the arrivals
-//! of `L + tick`. `A` is the expected arrivals: the seasonal forecast adjusted by
-//! recent arrivals ([`recent`]). Their distribution is negative binomial with
-//! `var = mean + κ · mean²` ([`VarianceModel::Quadratic`], κ learned from every
-//! window's outcome; Poisson when κ = 0), and `Q_level` is its quantile on the
-//! configured [`sizing::Basis`] (by default the share of *tasks* covered). `S_run`
-//! and `S_arr` come from the run-time distribution and give the expected busy slots
-//! the forecast reports. The target does not credit completions of running tasks
-//! against the spare: a slot frees at a random time in the window while bursts come at
-//! its start, and crediting them measured worse on the SDSC trace.
+//! of `L + tick`. Their distribution is compound ([`clusters`]): a Poisson background
+//! whose mean is the seasonal forecast less the clusters' expected share, new clusters
+//! at the pool's cluster rate with its own cluster sizes, and the rest of a cluster
+//! that is arriving now. `Q_level` is its quantile on the configured [`sizing::Basis`]
+//! (by default the share of *tasks* covered). `S_run` and `S_arr` come from the
+//! run-time distribution and give the expected busy slots the forecast reports. The
+//! target does not credit completions of running tasks against the spare: a slot frees
+//! at a random time in the window while bursts come at its start.
 //!
 //! The level closes the loop on what matters, the tasks' waits: [`waits`] reads from
 //! the queue samples which tasks were still pending `target_wait_s` after they
-//! arrived, and the logit of `level` moves by
-//! `margin_rate × (late − (1 − service_level) × scored)` (a stochastic-approximation
-//! quantile tracker, [`Controller::Level`]). So in the long run about a fraction
-//! `service_level` of tasks start within `target_wait_s`, whatever the model gets
-//! wrong, while the spare keeps the shape the model gives it over the day and through
-//! bursts. ([`Controller::Margin`] moves an additive margin in slots instead.)
+//! arrived, and the logit of `level` moves by `rate × (late − (1 − service_level) ×
+//! scored)` (a stochastic-approximation quantile tracker), within
+//! [`LEVEL_BAND`] of the operator's level. So about a fraction `service_level` of
+//! tasks start within `target_wait_s` where the model is wrong by less than the band,
+//! and a lower service level always means a lower level: the knob keeps working down
+//! to 0, where the spare is zero and the policy is the reactive one. The rate makes
+//! a week of tasks late at twice the allowed share move the odds of the level by `e`
+//! ([`Predictor::feedback_rate`]).
 //!
 //! The planner launches toward the larger of this target and the reactive backlog
 //! target, and scales in only through idle timeouts, never below this target.
@@ -62,8 +65,8 @@
 //! pending × ratio, and launches follow the reactive estimator.
 
 pub mod accuracy;
+pub mod clusters;
 pub mod reactive;
-pub mod recent;
 pub mod runtime;
 pub mod seasonal;
 pub mod sizing;
@@ -74,8 +77,8 @@ use capstan_core::{
 };
 
 pub use accuracy::{AccuracyReport, AccuracyTracker};
+pub use clusters::Clusters;
 pub use reactive::reactive_target;
-pub use recent::{RecentArrivals, WindowRegression};
 pub use runtime::{RunTimeDistribution, Survival};
 pub use seasonal::{SeasonalConfig, SeasonalConfigError, SeasonalRate};
 pub use sizing::{Basis, CountQuantiles};
@@ -90,56 +93,20 @@ pub struct PredictorConfig {
     pub basis: Basis,
     /// Finished tasks after which an old run time weighs half (0 = never fade).
     pub run_time_half_life: u32,
-    /// How window variance grows with the mean.
-    pub variance: VarianceModel,
-    /// What the wait feedback adjusts.
-    pub controller: Controller,
-    /// Learning rate of the wait feedback, per late task: slots for
-    /// [`Controller::Margin`], logit units of the level for [`Controller::Level`].
-    pub margin_rate: f64,
-    /// Weight of each scored window in the learned variance.
-    pub dispersion_rate: f64,
-    /// Whether recent arrivals adjust the seasonal forecast ([`recent`]).
-    pub short_term: bool,
-    /// Forgetting factor of the short-term regression, per scored window.
-    pub regression_forgetting: f64,
+    /// Whether the wait feedback moves the level (off: the spare is sized at the
+    /// service level itself).
+    pub feedback: bool,
 }
 
 impl Default for PredictorConfig {
     fn default() -> Self {
         Self {
             seasonal: SeasonalConfig::default(),
-            basis: Basis::Tasks,
+            basis: Basis::Windows,
             run_time_half_life: 20_000,
-            variance: VarianceModel::Quadratic,
-            controller: Controller::Level,
-            margin_rate: 0.01,
-            dispersion_rate: 0.000_05,
-            short_term: true,
-            regression_forgetting: 0.999_99,
+            feedback: true,
         }
     }
-}
-
-/// How the variance of a window's arrivals depends on its mean.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum VarianceModel {
-    /// `var = φ · mean` (quasi-Poisson; negative binomial with a fixed success
-    /// probability).
-    Linear,
-    /// `var = mean + κ · mean²` (negative binomial with a fixed shape): busier windows
-    /// are burstier, as in queues fed by people and pipelines.
-    Quadratic,
-}
-
-/// What the feedback from tasks' waits adjusts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Controller {
-    /// An additive margin, in slots, on top of the quantile at the service level.
-    Margin,
-    /// The quantile level itself: the spare keeps the shape the model gives it over
-    /// the day and through bursts, and only its level moves.
-    Level,
 }
 
 /// Why a predictor configuration is unusable.
@@ -148,36 +115,24 @@ pub enum PredictorError {
     /// The seasonal model's settings are invalid.
     #[error("seasonal.{0}")]
     Seasonal(#[from] SeasonalConfigError),
-    /// A learning rate is outside [0, 1].
-    #[error("{name}: must be in [0, 1], got {value}")]
-    Rate {
-        /// Which rate.
-        name: &'static str,
-        /// Its value.
-        value: f64,
-    },
 }
 
-/// Windows whose outcome is awaited at most (older ones are dropped unscored).
-const MAX_OPEN_WINDOWS: usize = 64;
-/// Weight of each forecast in the typical quantile (about a day of 30 s ticks).
-const TYPICAL_Q_RATE: f64 = 1.0 / 2880.0;
-/// A window's arrivals count at most this many times `1 + mean` above their mean in
-/// the learned overdispersion κ (measured on the `diurnal` workload and the SDSC trace:
-/// 4 to 16 trade diurnal instance-hours against p95 wait; 8 keeps both p95s).
-const EXCESS_CLIP: f64 = 8.0;
-/// Realised windows before the learned window dispersion replaces the bucket one.
-const MIN_WINDOWS_FOR_DISPERSION: u64 = 200;
-
-/// A spare-slot decision waiting for its window to pass, to be scored.
-#[derive(Debug, Clone, Copy, Default)]
-struct OpenWindow {
-    due_ms: i64,
-    features: [f64; recent::FEATURES],
-    arrivals_before: u64,
-    mean: f64,
-    spare: f64,
-}
+/// How far, in logit units, the wait feedback may move the level from the operator's
+/// service level: a factor e² ≈ 7.4 on the odds of a late task either way. Within it
+/// the feedback corrects a model that is wrong by that much; beyond it the operator's
+/// number stands, so that every service level keeps its own range of spares and the
+/// knob orders them.
+pub const LEVEL_BAND: f64 = 2.0;
+/// A day, in seconds.
+const DAY_S: f64 = 86_400.0;
+/// A week, in seconds: the memory of the task count behind the feedback rate.
+const WEEK_S: f64 = 7.0 * 86_400.0;
+/// Tasks a day assumed at least (the feedback rate's floor on a quiet pool: its
+/// level moves by at most 1/15 per late task at the default service level).
+const MIN_TASKS_PER_DAY: f64 = 300.0;
+/// The level is quantised to steps of this many logit units so the quantile memo
+/// keeps hitting while it drifts.
+const LEVEL_STEP: f64 = 0.05;
 
 /// Incremental demand model of one pool.
 #[derive(Debug, Clone)]
@@ -187,35 +142,22 @@ pub struct Predictor {
     last: Option<QueueSample>,
     /// Seconds between the last two samples: the planner's tick.
     tick_s: f64,
-    /// Arrivals ever observed.
-    arrivals: u64,
     seasonal: SeasonalRate,
-    recent: RecentArrivals,
-    regression: WindowRegression,
+    clusters: Clusters,
     run_times: RunTimeDistribution,
-    quantiles: CountQuantiles,
-    margin: f64,
-    /// Logit of the quantile level in use ([`Controller::Level`]); set at the first
-    /// forecast from the pool's service level.
-    level_logit: Option<f64>,
     waits: WaitTracker,
-    /// Service level and acceptable wait of the last forecast, for scoring waits.
+    /// The operator's service level and acceptable wait.
     level: f64,
     target_wait_ms: i64,
-    /// Slowly moving average of the model quantile, which scales the margin's bounds.
-    typical_q: f64,
-    window_dispersion: f64,
-    /// Averages behind the quadratic variance model: (c − μ)² − μ and μ².
-    excess_variance: f64,
-    mean_squared: f64,
-    windows_scored: u64,
-    tasks_scored: f64,
-    tasks_uncovered: f64,
-    windows_covered: u64,
-    open: [OpenWindow; MAX_OPEN_WINDOWS],
-    open_head: usize,
-    open_len: usize,
-    last_window_ms: Option<i64>,
+    /// Logit of the quantile level in use, within `LEVEL_BAND` of `level`'s.
+    level_logit: f64,
+    /// Arrivals and time faded over a week (the feedback rate's task count).
+    week_arrivals: f64,
+    week_time_s: f64,
+    week_decay: (f64, f64),
+    /// The first sample's time: clusters are told from the background once a day of
+    /// history says what the background is.
+    first_at: Option<Timestamp>,
 }
 
 impl Default for Predictor {
@@ -224,8 +166,19 @@ impl Default for Predictor {
     }
 }
 
+fn logit(p: f64) -> f64 {
+    let p = p.clamp(1e-9, 1.0 - 1e-9);
+    libm::log(p / (1.0 - p))
+}
+
+fn logistic(x: f64) -> f64 {
+    1.0 / (1.0 + libm::exp(-x))
+}
+
 impl Predictor {
-    /// A predictor with the default settings that has seen nothing.
+    /// A predictor with the default settings that has seen nothing, for the default
+    /// service level (0.95 within 60 s) until [`Predictor::set_objective`] says
+    /// otherwise.
     pub fn new() -> Self {
         match Self::with_config(PredictorConfig::default()) {
             Ok(p) => p,
@@ -236,43 +189,40 @@ impl Predictor {
 
     /// A predictor with these settings, or the first one that is invalid.
     pub fn with_config(cfg: PredictorConfig) -> Result<Self, PredictorError> {
-        for (name, value) in [
-            ("margin_rate", cfg.margin_rate),
-            ("dispersion_rate", cfg.dispersion_rate),
-            ("regression_forgetting", cfg.regression_forgetting),
-        ] {
-            if !(0.0..=1.0).contains(&value) {
-                return Err(PredictorError::Rate { name, value });
-            }
-        }
         Ok(Self {
             cfg,
             last: None,
             tick_s: 0.0,
-            arrivals: 0,
             seasonal: SeasonalRate::new(cfg.seasonal)?,
-            recent: RecentArrivals::new(),
-            regression: WindowRegression::new(cfg.regression_forgetting),
+            clusters: Clusters::new(),
             run_times: RunTimeDistribution::new(cfg.run_time_half_life),
-            quantiles: CountQuantiles::new(),
-            margin: 0.0,
-            level_logit: None,
             waits: WaitTracker::new(),
             level: 0.95,
             target_wait_ms: 60_000,
-            typical_q: 0.0,
-            window_dispersion: 1.0,
-            excess_variance: 0.0,
-            mean_squared: 0.0,
-            windows_scored: 0,
-            tasks_scored: 0.0,
-            tasks_uncovered: 0.0,
-            windows_covered: 0,
-            open: [OpenWindow::default(); MAX_OPEN_WINDOWS],
-            open_head: 0,
-            open_len: 0,
-            last_window_ms: None,
+            level_logit: logit(0.95),
+            week_arrivals: 0.0,
+            week_time_s: 0.0,
+            week_decay: (0.0, 1.0),
+            first_at: None,
         })
+    }
+
+    /// A predictor for `spec`'s service level and acceptable wait.
+    pub fn for_spec(spec: &PoolSpec) -> Self {
+        let mut p = Self::new();
+        p.set_objective(spec);
+        p
+    }
+
+    /// Takes the service level and acceptable wait of `spec` (called when the spec
+    /// changes). A changed service level restarts the level at it; history stays.
+    pub fn set_objective(&mut self, spec: &PoolSpec) {
+        let level = spec.scaling.service_level.clamp(0.0, 1.0 - 1e-9);
+        if level != self.level {
+            self.level = level;
+            self.level_logit = logit(level);
+        }
+        self.target_wait_ms = secs_to_ms(spec.scaling.target_wait_s);
     }
 
     /// The settings.
@@ -284,99 +234,51 @@ impl Predictor {
     /// the previous one's time updates the levels and counts only.
     pub fn observe(&mut self, sample: &QueueSample) {
         let mut dt = 0.0;
+        let mut expected = 0.0;
         if let Some(prev) = self.last {
             dt = sample.at.secs_since(prev.at).max(0.0);
             if dt > 0.0 {
                 self.tick_s = dt;
+                expected = self.seasonal.expected_arrivals(prev.at, sample.at);
+                if dt != self.week_decay.0 {
+                    self.week_decay = (dt, libm::exp(-dt / WEEK_S));
+                }
+                self.week_arrivals *= self.week_decay.1;
+                self.week_time_s = self.week_time_s * self.week_decay.1 + dt;
             }
         }
-        self.recent.add(dt, sample.arrivals);
-        self.arrivals += u64::from(sample.arrivals);
+        self.week_arrivals += f64::from(sample.arrivals);
+        let first = *self.first_at.get_or_insert(sample.at);
+        if sample.at.secs_since(first) >= DAY_S {
+            self.clusters.observe(dt, sample.arrivals, expected);
+        }
         self.seasonal.add(sample.at, sample.arrivals);
         self.last = Some(*sample);
-        self.score_windows(sample.at);
         let scored = self.waits.observe(sample, self.target_wait_ms);
-        if scored.tasks > 0 {
+        if scored.tasks > 0 && self.cfg.feedback && self.level > 0.0 {
             let step = scored.late as f64 - (1.0 - self.level) * scored.tasks as f64;
-            match (self.cfg.controller, &mut self.level_logit) {
-                (Controller::Level, Some(logit)) => {
-                    *logit = (*logit + self.cfg.margin_rate * step).clamp(-4.0, 8.0);
-                }
-                _ => self.margin += self.cfg.margin_rate * step,
-            }
+            let centre = logit(self.level);
+            self.level_logit = (self.level_logit + self.feedback_rate() * step)
+                .clamp(centre - LEVEL_BAND, centre + LEVEL_BAND);
         }
+    }
+
+    /// Logit units the level moves per late task: `1 / ((1 − service_level) × tasks
+    /// a week)`, so that a week in which twice the allowed share of tasks is late moves
+    /// the odds of the level by `e`, however busy the pool. Tasks a week are counted
+    /// faded over a week, at least [`MIN_TASKS_PER_WEEK`].
+    pub fn feedback_rate(&self) -> f64 {
+        let per_week = if self.week_time_s > 0.0 {
+            self.week_arrivals / self.week_time_s.max(3600.0) * WEEK_S
+        } else {
+            0.0
+        };
+        1.0 / ((1.0 - self.level).max(1e-3) * (per_week / 7.0).max(MIN_TASKS_PER_DAY))
     }
 
     /// Feeds the run time of one finished task, in seconds.
     pub fn observe_run_time(&mut self, run_s: f64) {
         self.run_times.observe(run_s);
-    }
-
-    /// Scores every open window that has passed by `now` and learns from it.
-    fn score_windows(&mut self, now: Timestamp) {
-        while self.open_len > 0 {
-            let w = self.open[self.open_head];
-            if w.due_ms > now.unix_ms() {
-                break;
-            }
-            self.open_head = (self.open_head + 1) % MAX_OPEN_WINDOWS;
-            self.open_len -= 1;
-            let realised = (self.arrivals - w.arrivals_before) as f64;
-            let uncovered = (realised - w.spare).max(0.0);
-            self.windows_scored += 1;
-            self.tasks_scored += realised;
-            self.tasks_uncovered += uncovered;
-            if uncovered == 0.0 {
-                self.windows_covered += 1;
-            }
-            self.regression.learn(&w.features, realised);
-            let mean = w.mean.max(0.05);
-            let z = (realised - w.mean) * (realised - w.mean) / mean;
-            let r = self.cfg.dispersion_rate;
-            // The average itself is kept unclamped (clamping each step would bias it
-            // toward the bound); readers clamp.
-            self.window_dispersion = ((1.0 - r) * self.window_dispersion + r * z).min(1e4);
-            // A window far above its mean (a burst nobody could foresee) counts as
-            // EXCESS_CLIP · (1 + mean) above it in κ: unclipped, two bursts a day set
-            // κ for every quiet window and kept a wide spare all day.
-            let surprise = (realised - w.mean).min(EXCESS_CLIP * (1.0 + w.mean));
-            let excess = surprise * surprise - w.mean;
-            self.excess_variance = (1.0 - r) * self.excess_variance + r * excess;
-            self.mean_squared = (1.0 - r) * self.mean_squared + r * w.mean * w.mean;
-        }
-    }
-
-    fn open_window(&mut self, w: OpenWindow) {
-        if self.open_len == MAX_OPEN_WINDOWS {
-            self.open_head = (self.open_head + 1) % MAX_OPEN_WINDOWS;
-            self.open_len -= 1;
-        }
-        let slot = (self.open_head + self.open_len) % MAX_OPEN_WINDOWS;
-        self.open[slot] = w;
-        self.open_len += 1;
-    }
-
-    /// Variance-to-mean ratio used for sizing a window whose expected arrivals are
-    /// `mean`: learned from windows once enough have passed (constant, or growing with
-    /// the mean under [`VarianceModel::Quadratic`]), the seasonal model's per-bucket
-    /// one before.
-    pub fn dispersion_at(&self, mean: f64) -> f64 {
-        if self.windows_scored < MIN_WINDOWS_FOR_DISPERSION {
-            return self.seasonal.dispersion();
-        }
-        match self.cfg.variance {
-            VarianceModel::Linear => self.window_dispersion.max(1.0),
-            VarianceModel::Quadratic => 1.0 + self.overdispersion() * mean.max(0.0),
-        }
-    }
-
-    /// κ of the quadratic variance model `var = mean + κ · mean²` (0 = Poisson).
-    pub fn overdispersion(&self) -> f64 {
-        if self.mean_squared > 0.0 {
-            (self.excess_variance / self.mean_squared).clamp(0.0, 1e3)
-        } else {
-            0.0
-        }
     }
 
     /// Fraction of tasks that waited longer than the pool's `target_wait_s`, as read
@@ -385,15 +287,14 @@ impl Predictor {
         self.waits.late_fraction()
     }
 
-    /// The quantile level the spare is sized at now: the service level, or with
-    /// [`Controller::Level`] the level the wait feedback has moved it to.
-    pub fn model_level(&self) -> Option<f64> {
-        self.level_logit.map(|l| 1.0 / (1.0 + (-l).exp()))
-    }
-
-    /// The learned margin, in slots (may be negative).
-    pub fn margin(&self) -> f64 {
-        self.margin
+    /// The quantile level the spare is sized at now: the service level as the wait
+    /// feedback has moved it.
+    pub fn model_level(&self) -> f64 {
+        if self.level <= 0.0 {
+            0.0
+        } else {
+            logistic((self.level_logit / LEVEL_STEP).round() * LEVEL_STEP)
+        }
     }
 
     /// The arrival-rate model.
@@ -401,53 +302,25 @@ impl Predictor {
         &self.seasonal
     }
 
+    /// The cluster model.
+    pub fn clusters(&self) -> &Clusters {
+        &self.clusters
+    }
+
     /// The run-time distribution.
     pub fn run_times(&self) -> &RunTimeDistribution {
         &self.run_times
     }
 
-    /// Coefficients of the short-term regression (seasonal, ~2 min rate, ~15 min rate,
-    /// ~30 s rate).
-    pub fn short_term_coefficients(&self) -> [f64; recent::FEATURES] {
-        self.regression.theta()
-    }
-
-    /// Expected arrivals in `(now, now + window_ms]`, with the features behind it.
-    fn window_mean(&self, now: Timestamp, window_ms: i64) -> (f64, [f64; recent::FEATURES]) {
-        let end = Timestamp::from_unix_ms(now.unix_ms() + window_ms);
-        let seasonal = self.seasonal.expected_arrivals(now, end);
-        let (short, long) = self.recent.rates_per_s();
-        let w = window_ms as f64 / 1000.0;
-        let latest = self.recent.latest_rate_per_s();
-        let x = [seasonal, short * w, long * w, latest * w];
-        let mean = if self.cfg.short_term {
-            self.regression.predict(&x)
-        } else {
-            seasonal
-        };
-        (mean, x)
+    /// Expected arrivals in `(now, now + window_s]`.
+    fn window_mean(&self, now: Timestamp, window_s: f64) -> f64 {
+        let end = Timestamp::from_unix_ms(now.unix_ms() + (window_s * 1000.0) as i64);
+        self.seasonal.expected_arrivals(now, end)
     }
 
     /// Expected arrival rate at `at`, tasks per second.
     pub fn expected_arrival_rate(&self, at: Timestamp) -> f64 {
         self.seasonal.rate_per_s(at)
-    }
-
-    /// How the spare-slot decisions have fared: (windows scored, fraction of windows
-    /// fully covered, fraction of tasks covered). `None` before the first.
-    pub fn spare_coverage(&self) -> Option<(u64, f64, f64)> {
-        (self.windows_scored > 0).then(|| {
-            let tasks = if self.tasks_scored > 0.0 {
-                1.0 - self.tasks_uncovered / self.tasks_scored
-            } else {
-                1.0
-            };
-            (
-                self.windows_scored,
-                self.windows_covered as f64 / self.windows_scored as f64,
-                tasks,
-            )
-        })
     }
 
     /// The forecast for `spec` at `now`, looking `lead_s` seconds ahead, given the
@@ -493,55 +366,24 @@ impl Predictor {
         if spec.scaling.policy == ScalingPolicy::Reactive {
             return forecast;
         }
-        let level = spec.scaling.service_level.clamp(0.0, 1.0 - 1e-9);
-        self.level = level;
-        self.target_wait_ms = secs_to_ms(spec.scaling.target_wait_s);
+        self.set_objective(spec);
         let surv = self.run_times.survival(lead_s);
-        let lead_ms = (lead_s * 1000.0) as i64;
         forecast.expected_busy_slots = f64::from(pending)
             + f64::from(running) * surv.of_running
-            + self.window_mean(now, lead_ms).0 * surv.of_arrivals;
+            + self.window_mean(now, lead_s) * surv.of_arrivals;
         // Slots freed by completions are not credited against the spare: they free up
         // at random times in the window, while bursts come at its start.
         let carried = f64::from(pending) + f64::from(running);
-
-        let window_ms = lead_ms + (self.tick_s * 1000.0) as i64;
-        let due = Timestamp::from_unix_ms(now.unix_ms() + window_ms);
-        let (mean, features) = self.window_mean(now, window_ms);
-        let model_level = match self.cfg.controller {
-            Controller::Margin => level,
-            Controller::Level => {
-                let logit = *self
-                    .level_logit
-                    .get_or_insert_with(|| (level / (1.0 - level)).ln());
-                // Quantised to 0.05 logit steps so the quantile memo keeps hitting.
-                let logit = (logit * 20.0).round() / 20.0;
-                1.0 / (1.0 + (-logit).exp())
-            }
+        let level = if self.cfg.feedback {
+            self.model_level()
+        } else {
+            self.level
         };
-        let q = f64::from(self.quantiles.spare_slots(
-            mean,
-            self.dispersion_at(mean),
-            model_level,
-            self.cfg.basis,
-        ));
-        // The margin is bounded relative to the typical quantile, so one burst cannot
-        // wind it up without bound and a quiet night does not erase it; it never
-        // makes the spare negative.
-        self.typical_q += TYPICAL_Q_RATE * (q - self.typical_q);
-        let bound = 4.0 * self.typical_q + 8.0;
-        self.margin = self.margin.clamp(-bound, bound);
-        let spare = (q + self.margin).max(0.0);
-        if self.last_window_ms.is_none_or(|t| now.unix_ms() > t) {
-            self.last_window_ms = Some(now.unix_ms());
-            self.open_window(OpenWindow {
-                due_ms: due.unix_ms(),
-                features,
-                arrivals_before: self.arrivals,
-                mean,
-                spare,
-            });
-        }
+        // No standing spare for clusters that have not begun (see the module docs):
+        // the background is all the arrivals expected, and a cluster that has begun
+        // brings the rest of it.
+        let expected = self.window_mean(now, lead_s + self.tick_s);
+        let spare = f64::from(self.clusters.spare(expected, 0.0, level, self.cfg.basis));
         forecast.target_slots = clamp_slots(
             (carried + spare).ceil(),
             spec.min_capacity,
@@ -570,15 +412,16 @@ impl Predictor {
                 let at = Timestamp::from_unix_ms(now.unix_ms() + (h * 1000.0) as i64);
                 let surv = self.run_times.compute(h);
                 let carried = f64::from(pending) + f64::from(running) * surv.of_running;
-                let arrivals = self.seasonal.expected_arrivals(now, at);
+                let arrivals = self.window_mean(now, h) * surv.of_arrivals;
                 let quantiles = levels
                     .iter()
                     .map(|&p| Quantile {
                         p,
                         slots: carried
-                            + f64::from(sizing::spare_slots(
-                                arrivals * surv.of_arrivals,
-                                self.dispersion_at(arrivals * surv.of_arrivals),
+                            + f64::from(self.clusters.exact_spare(
+                                arrivals,
+                                0.0,
+                                self.clusters.open(),
                                 p,
                                 Basis::Windows,
                             )),
@@ -586,7 +429,7 @@ impl Predictor {
                     .collect();
                 ForecastPoint {
                     at,
-                    mean: carried + arrivals * surv.of_arrivals,
+                    mean: carried + arrivals,
                     quantiles,
                 }
             })
@@ -640,12 +483,10 @@ mod tests {
     #[test]
     fn default_config_is_valid() {
         assert!(Predictor::with_config(PredictorConfig::default()).is_ok());
-        let err = Predictor::with_config(PredictorConfig {
-            margin_rate: 2.0,
-            ..Default::default()
-        })
-        .unwrap_err();
-        assert_eq!(err.to_string(), "margin_rate: must be in [0, 1], got 2");
+        let mut cfg = PredictorConfig::default();
+        cfg.seasonal.bucket_s = 7;
+        let err = Predictor::with_config(cfg).unwrap_err();
+        assert!(err.to_string().starts_with("seasonal."), "{err}");
     }
 
     #[test]
@@ -672,39 +513,111 @@ mod tests {
         assert_eq!(f.policy, ScalingPolicy::Reactive);
     }
 
+    /// Fifteen days of one arrival per 30 s tick with 10 tasks running and none
+    /// pending, run times of 300 s; `late` makes every sample's arrival wait past the
+    /// target. (Two weeks of tasks none of which is late move the level's logit by 2,
+    /// to the bottom of its band: see `feedback_rate`.)
+    fn steady(spec: &PoolSpec, late: bool) -> (Predictor, Forecast) {
+        let mut p = Predictor::for_spec(spec);
+        let mut last = None;
+        for i in 1..=(15 * 2880) {
+            // A late pool keeps 3 tasks pending for good (each waits 90 s > 60 s).
+            let pending = if late { 3 } else { 0 };
+            p.observe(&sample(i * 30, pending, 10, 1));
+            p.observe_run_time(300.0);
+            last = Some(p.forecast(spec, Timestamp::from_unix_secs(i * 30), 120.0, 10));
+        }
+        (p, last.unwrap())
+    }
+
     #[test]
     fn forecast_policy_keeps_spare_slots_for_steady_arrivals() {
         let spec = spec(ScalingPolicy::Forecast);
-        let mut p = Predictor::new();
-        // Two days of 1 arrival per 30 s tick, 10 running, nothing pending.
-        let mut last = None;
-        for i in 1..=(2 * 2880) {
-            p.observe(&sample(i * 30, 0, 10, 1));
-            for _ in 0..1 {
-                p.observe_run_time(300.0);
-            }
-            last = Some(p.forecast(&spec, Timestamp::from_unix_secs(i * 30), 120.0, 10));
-        }
-        let f = last.unwrap();
-        // The window is 120 + 30 = 150 s: 5 arrivals every time, and every task starts
-        // at once (nothing is ever pending), so the margin only ever shrinks: the
-        // spare is below the model's 95 % quantile of Poisson(5) (10) but the target
-        // still holds the 10 running tasks.
-        assert!(p.margin() < 0.0, "{}", p.margin());
-        assert!((10..20).contains(&f.target_slots), "{f:?}");
+        let (p, f) = steady(&spec, false);
+        // Nobody ever waited, so the feedback lowered the level to the bottom of its
+        // band, and no more.
         assert_eq!(p.late_fraction(), Some(0.0));
-        assert!(f.demand_slots() == f.target_slots.max(f.backlog_slots));
-        // Expected busy at now+120: 10 × (300-120)/300 + 4 arrivals.
+        let floor = logistic(logit(0.95) - LEVEL_BAND);
+        assert!(
+            (p.model_level() - floor).abs() < 0.01,
+            "{}",
+            p.model_level()
+        );
+        // Steady single arrivals are background, not clusters.
+        assert_eq!(p.clusters().rate_per_s(), 0.0);
+        // The window is 120 + 30 = 150 s: Poisson(5) arrivals, sized on the tasks basis
+        // at that level (windows basis, the default) by the independent Poisson code of
+        // `sizing`.
+        let spare = sizing::spare_slots(5.0, 1.0, p.model_level(), Basis::Windows);
+        assert!(spare >= 3, "{spare}");
+        assert_eq!(f.target_slots, 10 + spare, "{f:?}");
+        assert_eq!(f.backlog_slots, 10, "{f:?}");
+        // Expected busy at now+120: 10 × (300-120)/300 + 4 arrivals, all still running.
         assert!((f.expected_busy_slots - 10.0).abs() < 0.5, "{f:?}");
-        let points = p.forecast_points(&spec, Timestamp::from_unix_secs(2 * 86400), &[60.0, 600.0]);
+
+        // The same pool with tasks waiting past the target: the level rises to the top
+        // of its band, and the spare with it.
+        let (late, g) = steady(&spec, true);
+        let ceiling = logistic(logit(0.95) + LEVEL_BAND);
+        assert!(
+            (late.model_level() - ceiling).abs() < 0.01,
+            "{}",
+            late.model_level()
+        );
+        let spare = sizing::spare_slots(5.0, 1.0, late.model_level(), Basis::Windows);
+        assert_eq!(g.target_slots, 13 + spare, "{g:?}");
+        assert!(g.target_slots > f.target_slots + 3, "{g:?} vs {f:?}");
+
+        let points =
+            p.forecast_points(&spec, Timestamp::from_unix_secs(15 * 86400), &[60.0, 600.0]);
         assert_eq!(points.len(), 2);
-        assert!(points[1].mean > points[0].mean - 1e-9);
+        // At +60 s: 8 of the 10 running tasks and 2 arrivals; at +600 s none of them
+        // but the 10 arrivals of the last 300 s. The band widens with the horizon.
+        assert!((points[0].mean - 10.0).abs() < 0.01, "{points:?}");
+        assert!((points[1].mean - 10.0).abs() < 0.01, "{points:?}");
+        assert!(
+            points[1].quantiles[2].slots > points[0].quantiles[2].slots,
+            "{points:?}"
+        );
         assert!(
             points[0]
                 .quantiles
                 .windows(2)
-                .all(|w| w[0].slots <= w[1].slots)
+                .all(|w| w[0].slots < w[1].slots),
+            "{points:?}"
         );
+    }
+
+    #[test]
+    fn a_lower_service_level_never_asks_for_more_and_zero_is_reactive() {
+        let mut targets = Vec::new();
+        for level in [0.0, 0.3, 0.6, 0.8, 0.9, 0.95, 0.99] {
+            let mut spec = spec(ScalingPolicy::Forecast);
+            spec.scaling.service_level = level;
+            let (_, f) = steady(&spec, false);
+            targets.push((level, f.target_slots));
+        }
+        assert!(targets.windows(2).all(|w| w[0].1 <= w[1].1), "{targets:?}");
+        assert!(targets[0].1 < targets[6].1, "{targets:?}");
+        // At 0 the spare is zero: the target is what the backlog needs, as reactive's.
+        assert_eq!(targets[0].1, 10, "{targets:?}");
+    }
+
+    #[test]
+    fn the_objective_is_known_before_the_first_forecast() {
+        // Warm-up feeds history before any forecast: the feedback must already work
+        // towards the pool's own level, not a default.
+        let mut spec = spec(ScalingPolicy::Forecast);
+        spec.scaling.service_level = 0.5;
+        let p = Predictor::for_spec(&spec);
+        assert_eq!(p.model_level(), 0.5);
+        let mut q = Predictor::new();
+        assert_eq!(
+            q.model_level(),
+            logistic((logit(0.95) / LEVEL_STEP).round() * LEVEL_STEP)
+        );
+        q.set_objective(&spec);
+        assert_eq!(q.model_level(), 0.5);
     }
 
     #[test]

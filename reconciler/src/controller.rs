@@ -47,7 +47,7 @@ impl PoolController {
     pub fn new(spec: &PoolSpec, boot_s: f64) -> Result<Self, PlanError> {
         Ok(Self {
             planner: Planner::new(spec)?,
-            predictor: Predictor::new(),
+            predictor: Predictor::for_spec(spec),
             health: OfferingHealth::new(),
             launches: LaunchLog::new(),
             lead_s: if boot_s.is_finite() && boot_s >= 0.0 {
@@ -71,6 +71,7 @@ impl PoolController {
         if spec != self.planner.spec() {
             self.planner = Planner::new(spec)?;
         }
+        self.predictor.set_objective(spec);
         Ok(())
     }
 
