@@ -640,6 +640,12 @@ fn frontier_panel(points: &[SweepPoint], metric: WaitMetric) -> crate::plot::Cha
             &d,
             &format!(r#"fill="none" stroke="{color}" stroke-width="1.6""#),
         );
+        // Forecast labels above their dots, reactive ones below, so the two policies'
+        // labels do not overlap where their points meet.
+        let label_dy = match policy {
+            ScalingPolicy::Forecast => -4.0,
+            ScalingPolicy::Reactive => 11.0,
+        };
         for (i, p) in mine.iter().enumerate() {
             let (x, y) = (f.x.px(p.ratio_to_oracle), f.y.px(metric.of(p)));
             let fill = if frontier.contains(&i) {
@@ -658,7 +664,7 @@ fn frontier_panel(points: &[SweepPoint], metric: WaitMetric) -> crate::plot::Cha
                     duration_label(metric.of(p))
                 )),
                 x + 5.0,
-                y - 4.0,
+                label_dy + y,
                 escape(&p.knobs.short())
             );
         }

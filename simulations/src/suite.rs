@@ -11,8 +11,8 @@
 //! (ten weeks for `quiet-month`), as `capstan simulate --workload NAME` generates it.
 //! [`Scale::Small`] is a short version for tests: 10 to 15 days (a week of history and
 //! some days after it), and the `large` shape at a third of its rate. Every small case
-//! with both policies replays in about 25 s of a debug build on one core (measured by
-//! `every_small_case_runs_with_both_policies` below).
+//! with both policies replays in 15-25 s of a debug build on one core (two thirds of
+//! it `large`; `every_small_case_runs_with_both_policies` below prints the time).
 //!
 //! Each setting is reachable from the CLI: `base` is `capstan simulate`'s default,
 //! `4-slot` adds `--slots 4`, and the cloud models of `lognormal-boot` and `spot` ship

@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use capstan_core::ScalingPolicy;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use serde_json::json;
+use serde::Serialize;
 use simulations::engine::SimConfig;
 use simulations::frontier::{
-    GridChoice, SweepPoint, WaitMetric, answers, dominates_reactive, frontier_svg, pareto_frontier,
-    run_sweep, sweep_grid,
+    Answer, GridChoice, SweepPoint, WaitMetric, answers, dominates_reactive, frontier_svg,
+    pareto_frontier, run_sweep, sweep_grid,
 };
 use simulations::report::group;
 use simulations::trace::Trace;
@@ -82,37 +82,42 @@ pub(super) fn run(args: &SimulateArgs) -> anyhow::Result<()> {
     let (forecast, reactive) = by_policy(&points);
     let dominance = dominates_reactive(&forecast, &reactive);
     if args.json {
-        let frontiers = |pts: &[SweepPoint], index: &dyn Fn(usize) -> usize| {
-            let mut m = serde_json::Map::new();
-            for metric in WaitMetric::ALL {
-                let on: Vec<usize> = pareto_frontier(pts, metric)
-                    .into_iter()
-                    .map(index)
-                    .collect();
-                m.insert(metric.name().into(), json!(on));
-            }
-            serde_json::Value::Object(m)
+        let frontiers = |pts: &[SweepPoint], index: &dyn Fn(usize) -> usize| Frontiers {
+            mean: pareto_frontier(pts, WaitMetric::Mean)
+                .into_iter()
+                .map(index)
+                .collect(),
+            p95: pareto_frontier(pts, WaitMetric::P95)
+                .into_iter()
+                .map(index)
+                .collect(),
+            p99: pareto_frontier(pts, WaitMetric::P99)
+                .into_iter()
+                .map(index)
+                .collect(),
         };
-        let mut policy_frontiers = serde_json::Map::new();
-        for policy in [ScalingPolicy::Forecast, ScalingPolicy::Reactive] {
+        let of_policy = |policy: ScalingPolicy| {
             let at: Vec<usize> = (0..points.len())
                 .filter(|&i| points[i].policy == policy)
                 .collect();
             let mine: Vec<SweepPoint> = at.iter().map(|&i| points[i].clone()).collect();
-            policy_frontiers.insert(policy.as_str().into(), frontiers(&mine, &|i| at[i]));
-        }
-        let body = json!({
-            "source": source,
-            "seed": base.seed,
-            "tasks": trace.tasks.len(),
-            "points": points,
-            "frontiers": frontiers(&points, &|i| i),
-            "policy_frontiers": policy_frontiers,
-            "answers": answers(&points),
-            "forecast_dominates_reactive": dominance.is_ok(),
-            "undominated_reactive": dominance.as_ref().err().cloned().unwrap_or_default(),
-        });
-        println!("{body}");
+            frontiers(&mine, &|i| at[i])
+        };
+        let body = SweepJson {
+            source: &source,
+            seed: base.seed,
+            tasks: trace.tasks.len(),
+            points: &points,
+            frontiers: frontiers(&points, &|i| i),
+            policy_frontiers: PolicyFrontiers {
+                forecast: of_policy(ScalingPolicy::Forecast),
+                reactive: of_policy(ScalingPolicy::Reactive),
+            },
+            answers: answers(&points),
+            forecast_dominates_reactive: dominance.is_ok(),
+            undominated_reactive: dominance.err().unwrap_or_default(),
+        };
+        println!("{}", serde_json::to_string(&body)?);
     } else {
         print!(
             "{}",
@@ -135,6 +140,41 @@ pub(super) fn run(args: &SimulateArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// What `--json` prints: one object, its fields in this order.
+#[derive(Serialize)]
+struct SweepJson<'a> {
+    /// The trace's file name or the workload's name and seed.
+    source: &'a str,
+    seed: u64,
+    /// Tasks replayed.
+    tasks: usize,
+    /// A point per setting, in grid order.
+    points: &'a [SweepPoint],
+    /// Indices in `points` of the frontier of all points, by cost.
+    frontiers: Frontiers,
+    /// The same, of each policy's points alone.
+    policy_frontiers: PolicyFrontiers,
+    /// What each wait target costs.
+    answers: Vec<Answer>,
+    forecast_dominates_reactive: bool,
+    /// The reactive points no forecast point dominates, in words.
+    undominated_reactive: Vec<String>,
+}
+
+/// Frontier point indices for each wait measure.
+#[derive(Serialize)]
+struct Frontiers {
+    mean: Vec<usize>,
+    p95: Vec<usize>,
+    p99: Vec<usize>,
+}
+
+#[derive(Serialize)]
+struct PolicyFrontiers {
+    forecast: Frontiers,
+    reactive: Frontiers,
 }
 
 /// The forecast points and the reactive points.
