@@ -85,7 +85,9 @@ pub struct SimulateArgs {
     /// Task slots per instance for every launch config (overrides --pool).
     #[arg(long, value_name = "N")]
     slots: Option<u32>,
-    /// Idle timeout in seconds (overrides --pool).
+    /// Idle timeout in seconds, for every policy (overrides --pool). Without it and
+    /// --pool, reactive runs with 600 s and forecast's is chosen from the boot time and
+    /// the observed idle gaps.
     #[arg(long, value_name = "S")]
     idle_timeout: Option<u64>,
     /// Reactive scaling ratio (overrides --pool).
@@ -217,11 +219,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
     };
     let configs: Vec<SimConfig> = policies
         .iter()
-        .map(|&policy| {
-            let mut c = base.clone();
-            c.spec.scaling.policy = policy;
-            c
-        })
+        .map(|&policy| policy_config(&args, &base, policy))
         .collect();
 
     // Bars start hidden and appear on stderr once a run has taken a second.
@@ -285,7 +283,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
             out.commit(svg_document(&title, &runs).as_bytes())?;
         }
         if let Some(out) = report_out {
-            let [trace_line, pool_line] = setting(&source, &base, reports[0]);
+            let [trace_line, pool_line] = setting(&source, &configs, reports[0]);
             let context = format!(
                 "{trace_line}; {pool_line}. {}Command: {}",
                 if reports[0].forecast_accuracy.is_none()
@@ -324,7 +322,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
         };
         println!("{json}");
     } else {
-        print!("{}", table(&source, &base, &reports));
+        print!("{}", table(&source, &configs, &reports));
         if let Some(path) = &args.plot {
             println!("plot written to {}", path.display());
         }
@@ -374,7 +372,9 @@ fn base_config(args: &SimulateArgs) -> anyhow::Result<SimConfig> {
                 .with_context(|| format!("reading pool spec {}", path.display()))?;
             PoolSpec::from_yaml(&text).map_err(|e| anyhow::anyhow!("{}:\n{e}", path.display()))?
         }
-        None => default_pool(ScalingPolicy::Reactive, 1, 600),
+        // Each policy's own idle timeout is set per run ([`policy_config`]); the sweep
+        // reads this one as forecast's (chosen) and centres reactive on 600 s.
+        None => default_pool(ScalingPolicy::Reactive, 1, None),
     };
     let mut cloud = match &args.cloud {
         Some(path) => {
@@ -393,7 +393,7 @@ fn base_config(args: &SimulateArgs) -> anyhow::Result<SimConfig> {
         }
     }
     if let Some(idle) = args.idle_timeout {
-        spec.scaling.idle_timeout_s = idle;
+        spec.scaling.idle_timeout_s = Some(idle);
     }
     if let Some(ratio) = args.ratio {
         if !(ratio.is_finite() && ratio > 0.0) {
@@ -428,6 +428,30 @@ fn base_config(args: &SimulateArgs) -> anyhow::Result<SimConfig> {
     })
 }
 
+/// `base` run under `policy`. Where neither --pool nor --idle-timeout gives the idle
+/// timeout, each policy gets its default setting's
+/// ([`SimConfig::default_setting`]): 600 s for reactive, chosen for forecast.
+fn policy_config(args: &SimulateArgs, base: &SimConfig, policy: ScalingPolicy) -> SimConfig {
+    let mut c = base.clone();
+    c.spec.scaling.policy = policy;
+    if args.pool.is_none() && args.idle_timeout.is_none() {
+        c.spec.scaling.idle_timeout_s = SimConfig::default_setting(policy, c.seed)
+            .spec
+            .scaling
+            .idle_timeout_s;
+    }
+    c
+}
+
+/// An idle timeout in words: `600 s`, or `chosen (boot time and idle gaps)` when the
+/// spec leaves it to capstan.
+fn idle_timeout_words(idle_timeout_s: Option<u64>) -> String {
+    match idle_timeout_s {
+        Some(s) => format!("{s} s"),
+        None => "chosen (boot time and idle gaps)".into(),
+    }
+}
+
 /// The command as typed, for the report: `capstan` and the arguments, quoted where a
 /// shell would need it.
 fn command_line() -> String {
@@ -447,8 +471,28 @@ fn command_line() -> String {
     words.join(" ")
 }
 
-/// What was simulated: a line on the trace and a line on the pool setting.
-fn setting(source: &str, config: &SimConfig, r0: &Report) -> [String; 2] {
+/// What was simulated: a line on the trace and a line on the pool setting of
+/// `configs` (one per policy; they differ in policy and perhaps idle timeout only).
+fn setting(source: &str, configs: &[SimConfig], r0: &Report) -> [String; 2] {
+    let config = &configs[0];
+    let idle = if configs
+        .iter()
+        .all(|c| c.spec.scaling.idle_timeout_s == config.spec.scaling.idle_timeout_s)
+    {
+        idle_timeout_words(config.spec.scaling.idle_timeout_s)
+    } else {
+        configs
+            .iter()
+            .map(|c| {
+                format!(
+                    "{} {}",
+                    c.spec.scaling.policy.as_str(),
+                    idle_timeout_words(c.spec.scaling.idle_timeout_s)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let lc = &config.spec.launch_configs[0];
     let boot = config
         .cloud
@@ -466,12 +510,11 @@ fn setting(source: &str, config: &SimConfig, r0: &Report) -> [String; 2] {
             r0.sim_seconds / 86_400.0,
         ),
         format!(
-            "pool {}: {} launch config(s), {} slot(s) per instance, boot {boot}, tick {} s, idle timeout {} s, seed {}",
+            "pool {}: {} launch config(s), {} slot(s) per instance, boot {boot}, tick {} s, idle timeout {idle}, seed {}",
             config.spec.id,
             config.spec.launch_configs.len(),
             lc.capacity,
             config.tick_s,
-            config.spec.scaling.idle_timeout_s,
             config.seed,
         ),
     ]
@@ -481,8 +524,8 @@ fn setting(source: &str, config: &SimConfig, r0: &Report) -> [String; 2] {
 type Cell = fn(&Report) -> String;
 
 /// The readable table: one row per measure, one column per policy.
-fn table(source: &str, config: &SimConfig, reports: &[&Report]) -> String {
-    let [trace_line, pool_line] = setting(source, config, reports[0]);
+fn table(source: &str, configs: &[SimConfig], reports: &[&Report]) -> String {
+    let [trace_line, pool_line] = setting(source, configs, reports[0]);
     let mut out = format!("{trace_line}\n{pool_line}\n\n");
     let rows: Vec<(&str, Cell)> = vec![
         ("instance-hours", |r| group(r.instance_seconds / 3600.0, 1)),

@@ -826,6 +826,8 @@ fn record_plan_directly(dir: &Path, pool: &str) -> bool {
                 target_slots: 7,
                 target_set_by: TargetTerm::Forecast,
                 keep_slots: 7,
+                idle_timeout_s: Some(600.0),
+                idle_timeout_chosen: false,
                 current_slots: 5,
                 launch_slots: 2,
                 launched_last_minute: 0,

@@ -381,3 +381,57 @@ fn simulate_rejects_a_bad_cloud_model_naming_the_field() {
         "{err}"
     );
 }
+
+#[test]
+fn the_setting_line_names_each_policys_idle_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("jobs.csv");
+    std::fs::write(&csv, "submit_s,run_s\n0,100\n600,50\n5000,80\n").unwrap();
+    let pool_line = |extra: &[&str]| {
+        let mut args = vec!["simulate", "--trace", csv.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let out = capstan(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        stdout
+            .lines()
+            .find(|l| l.starts_with("pool sim:"))
+            .unwrap_or_else(|| panic!("no pool line in\n{stdout}"))
+            .to_owned()
+    };
+    // The default pool: reactive's documented 600 s, forecast's chosen.
+    assert!(pool_line(&[]).contains(", idle timeout 600 s, "));
+    assert!(
+        pool_line(&["--policy", "forecast"])
+            .contains(", idle timeout chosen (boot time and idle gaps), ")
+    );
+    let both = pool_line(&["--compare", "reactive,forecast"]);
+    assert!(
+        both.contains(", idle timeout reactive 600 s, forecast chosen (boot time and idle gaps), "),
+        "{both}"
+    );
+    // --idle-timeout fixes it for every policy.
+    let fixed = pool_line(&["--compare", "reactive,forecast", "--idle-timeout", "300"]);
+    assert!(fixed.contains(", idle timeout 300 s, "), "{fixed}");
+    // A pool spec's own setting, or its absence, holds for every policy.
+    let pool = dir.path().join("pool.yaml");
+    std::fs::write(
+        &pool,
+        "id: sim\nprovider: fake\nmax_capacity: 100\nlaunch_configs: [{id: on-demand, instance_type: t, price_per_hour: 1.0}]\n",
+    )
+    .unwrap();
+    let unset = pool_line(&[
+        "--pool",
+        pool.to_str().unwrap(),
+        "--compare",
+        "reactive,forecast",
+    ]);
+    assert!(
+        unset.contains(", idle timeout chosen (boot time and idle gaps), "),
+        "{unset}"
+    );
+}

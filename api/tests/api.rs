@@ -1605,6 +1605,8 @@ fn a_plan(secs_from_now: i64, actions: bool) -> Plan {
             target_slots: 5,
             target_set_by: TargetTerm::Forecast,
             keep_slots: 5,
+            idle_timeout_s: Some(600.0),
+            idle_timeout_chosen: false,
             current_slots: 3,
             launch_slots: if actions { 2 } else { 0 },
             launched_last_minute: 0,

@@ -248,6 +248,8 @@ fn plans_and_forecasts_as_served_conform_to_the_document() {
             target_slots: 3,
             target_set_by,
             keep_slots: 3,
+            idle_timeout_s: Some(600.0),
+            idle_timeout_chosen: false,
             current_slots: 1,
             launch_slots: 2,
             launched_last_minute: 0,

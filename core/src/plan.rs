@@ -387,6 +387,15 @@ pub struct PlanReport {
     /// Idle timeouts never take the pool below this many slots: the forecast's need
     /// (not the backlog term, which never scales in) raised to the floor, cut to max.
     pub keep_slots: u32,
+    /// The idle timeout this plan applied, in seconds: the spec's `idle_timeout_s`, or
+    /// the one capstan chose where the spec leaves it out. Absent in reports recorded
+    /// before the field existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_s: Option<f64>,
+    /// Whether capstan chose `idle_timeout_s` (from the boot time and the observed idle
+    /// gaps) because the spec leaves it out; false when the operator set it.
+    #[serde(default)]
+    pub idle_timeout_chosen: bool,
     /// Slots of workers that count as capacity (requested, booting, ready) before the
     /// plan, excluding ones this plan terminates.
     pub current_slots: u32,
@@ -509,6 +518,8 @@ mod tests {
             target_slots: 30,
             target_set_by: TargetTerm::Forecast,
             keep_slots: 30,
+            idle_timeout_s: Some(600.0),
+            idle_timeout_chosen: false,
             current_slots: 30,
             launch_slots: 0,
             launched_last_minute: 0,
@@ -712,6 +723,8 @@ mod tests {
                 target_slots: 3,
                 target_set_by: TargetTerm::Forecast,
                 keep_slots: 3,
+                idle_timeout_s: Some(600.0),
+                idle_timeout_chosen: false,
                 current_slots: 1,
                 launch_slots: 2,
                 launched_last_minute: 0,

@@ -202,8 +202,11 @@ pub struct Scaling {
     /// waiting task). Default: 1.0.
     pub scaling_ratio: f64,
     /// A worker idle this long is terminated (above the pool's floor), in seconds.
-    /// Default: 600.
-    pub idle_timeout_s: u64,
+    /// Default: not set, and capstan chooses it: from the pool's boot time and the idle
+    /// gaps it observes between tasks; before there is data, one boot time. Set it to a
+    /// whole number of seconds to fix it (0 terminates a worker as soon as it is idle).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_s: Option<u64>,
     /// Launch rate limit for the pool, instances per minute. Default: 20.
     pub max_launches_per_minute: u32,
     /// Plan and record, but never launch or terminate anything: for trying a policy
@@ -218,7 +221,7 @@ impl Default for Scaling {
             target_wait_s: 60,
             service_level: 0.95,
             scaling_ratio: 1.0,
-            idle_timeout_s: 600,
+            idle_timeout_s: None,
             max_launches_per_minute: 20,
             dry_run: false,
         }

@@ -193,6 +193,29 @@ impl<'e> Object<'e> {
         self.optional(name).ok().map(|v| v.unwrap_or(default))
     }
 
+    /// Decodes `idle_timeout_s`: absent or `null` means capstan chooses it (`None`);
+    /// otherwise a whole number of seconds. `None` (with the error recorded) when wrong.
+    fn idle_timeout_s(&mut self) -> Option<Option<u64>> {
+        const NAME: &str = "idle_timeout_s";
+        let Some(value) = self.raw(NAME) else {
+            return Some(None);
+        };
+        match serde_json::from_value::<u64>(value.clone()) {
+            Ok(v) => Some(Some(v)),
+            Err(_) => {
+                let field = self.path_of(NAME);
+                self.error(
+                    field,
+                    format!(
+                        "expected a whole number of seconds (>= 0), or leave it out for capstan to choose, got {}",
+                        describe(&value)
+                    ),
+                );
+                None
+            }
+        }
+    }
+
     /// Runs `rule` on a decoded value; records its complaint against `name`.
     fn check<T>(
         &mut self,
@@ -509,7 +532,7 @@ fn decode_scaling(value: Value, path: String, errors: &mut Vec<FieldError>) -> O
             Err(format!("must be > 0 and <= 100, got {r}"))
         }
     });
-    let idle_timeout_s = o.or("idle_timeout_s", d.idle_timeout_s);
+    let idle_timeout_s = o.idle_timeout_s();
     let max_launches = o.or("max_launches_per_minute", d.max_launches_per_minute);
     let max_launches = o.check("max_launches_per_minute", max_launches, at_least(1));
     let dry_run = o.or("dry_run", d.dry_run);

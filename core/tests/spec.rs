@@ -38,7 +38,10 @@ fn minimal_spec_gets_documented_defaults() {
     assert_eq!(spec.scaling.target_wait_s, 60);
     assert_eq!(spec.scaling.service_level, 0.95);
     assert_eq!(spec.scaling.scaling_ratio, 1.0);
-    assert_eq!(spec.scaling.idle_timeout_s, 600);
+    assert_eq!(
+        spec.scaling.idle_timeout_s, None,
+        "unset: capstan chooses it"
+    );
     assert_eq!(spec.scaling.max_launches_per_minute, 20);
     assert_eq!(spec.lifecycle.registration_timeout_s, 900);
     assert_eq!(spec.lifecycle.heartbeat_timeout_s, 300);
@@ -215,4 +218,72 @@ fn json_round_trip_preserves_the_spec() {
     let spec = PoolSpec::from_yaml(EXAMPLE).unwrap();
     let json = serde_json::to_string(&spec).unwrap();
     assert_eq!(PoolSpec::from_json(&json).unwrap(), spec);
+}
+
+const MINIMAL: &str =
+    "id: small\nprovider: fake\nmax_capacity: 4\nlaunch_configs: [{id: a, instance_type: t}]\n";
+
+#[test]
+fn an_unset_idle_timeout_round_trips_as_absent_in_yaml_and_json() {
+    let spec = PoolSpec::from_yaml(MINIMAL).unwrap();
+    assert_eq!(spec.scaling.idle_timeout_s, None);
+    let json = serde_json::to_string(&spec).unwrap();
+    assert!(!json.contains("idle_timeout_s"), "{json}");
+    assert_eq!(PoolSpec::from_json(&json).unwrap(), spec);
+    let yaml = serde_norway::to_string(&spec).unwrap();
+    assert!(!yaml.contains("idle_timeout_s"), "{yaml}");
+    assert_eq!(PoolSpec::from_yaml(&yaml).unwrap(), spec);
+    spec.validate().unwrap();
+}
+
+#[test]
+fn a_set_idle_timeout_round_trips_in_yaml_and_json() {
+    for secs in [0u64, 45, 600] {
+        let text = format!("{MINIMAL}scaling: {{idle_timeout_s: {secs}}}\n");
+        let spec = PoolSpec::from_yaml(&text).unwrap();
+        assert_eq!(spec.scaling.idle_timeout_s, Some(secs));
+        let json = serde_json::to_string(&spec).unwrap();
+        assert!(
+            json.contains(&format!("\"idle_timeout_s\":{secs}")),
+            "{json}"
+        );
+        assert_eq!(PoolSpec::from_json(&json).unwrap(), spec);
+        let yaml = serde_norway::to_string(&spec).unwrap();
+        assert!(yaml.contains(&format!("idle_timeout_s: {secs}")), "{yaml}");
+        assert_eq!(PoolSpec::from_yaml(&yaml).unwrap(), spec);
+    }
+}
+
+#[test]
+fn an_explicit_null_idle_timeout_means_capstan_chooses() {
+    let yaml =
+        PoolSpec::from_yaml(&format!("{MINIMAL}scaling: {{idle_timeout_s: null}}\n")).unwrap();
+    assert_eq!(yaml.scaling.idle_timeout_s, None);
+    let json = PoolSpec::from_json(
+        r#"{"id": "small", "provider": "fake", "max_capacity": 4,
+            "launch_configs": [{"id": "a", "instance_type": "t"}],
+            "scaling": {"idle_timeout_s": null}}"#,
+    )
+    .unwrap();
+    assert_eq!(json, yaml);
+}
+
+#[test]
+fn a_bad_idle_timeout_names_the_field_and_what_is_expected() {
+    for (value, got) in [
+        ("-5", "number -5"),
+        ("1.5", "number 1.5"),
+        ("\"10m\"", "string \"10m\""),
+        ("auto", "string \"auto\""),
+    ] {
+        let errors =
+            PoolSpec::from_yaml(&format!("{MINIMAL}scaling: {{idle_timeout_s: {value}}}\n"))
+                .unwrap_err();
+        assert_eq!(
+            errors.to_string(),
+            format!(
+                "scaling.idle_timeout_s: expected a whole number of seconds (>= 0), or leave it out for capstan to choose, got {got}"
+            )
+        );
+    }
 }

@@ -20,7 +20,9 @@
 //!    is a commitment), never taking the pool over `max_capacity`, and never launching
 //!    more instances than `max_launches_per_minute` allows given the [`LaunchLog`].
 //! 4. **Scale-in** only through idle timeouts: ready workers idle for at least
-//!    `idle_timeout_s`, longest idle first, while the pool stays at or above the
+//!    the idle timeout (the spec's `idle_timeout_s`, or where the spec leaves it out
+//!    the one set with [`Planner::set_auto_idle_timeout_s`], [`DEFAULT_AUTO_IDLE_S`]
+//!    until then), longest idle first, while the pool stays at or above the
 //!    *keep level*: the forecast's `target_slots` (what is needed, spare included)
 //!    raised to the floor. The backlog term never holds workers, since the reactive
 //!    estimator counts every existing slot as wanted. A busy worker is never terminated for idleness. Over `max_capacity`,
@@ -36,6 +38,14 @@ use capstan_core::{
     Action, Forecast, LaunchLog, Offering, OfferingHealth, Plan, PlanReport, PoolSpec, SkipReason,
     SkippedOffering, TargetTerm, TerminateReason, Timestamp, Worker, WorkerState,
 };
+
+/// The idle timeout, in seconds, a planner applies to a pool whose spec leaves
+/// `idle_timeout_s` out, until its owner chooses one with
+/// [`Planner::set_auto_idle_timeout_s`]: one boot time, the controller's default
+/// launch-to-ready time ([`crate::controller::DEFAULT_BOOT_S`]). Before anything is
+/// known about the pool's idle gaps, keeping an idle worker as long as a replacement
+/// would take to boot is the choice that never costs more than twice the best one.
+pub const DEFAULT_AUTO_IDLE_S: f64 = 120.0;
 
 /// Why a planner could not be built for a spec.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -64,6 +74,8 @@ pub struct Planner {
     registration_timeout_ms: i64,
     heartbeat_timeout_ms: i64,
     max_lifetime_ms: Option<i64>,
+    /// The idle timeout applied when the spec leaves `idle_timeout_s` out, in seconds.
+    auto_idle_timeout_s: f64,
 }
 
 /// Plans one tick for `spec` (compiling its schedules on the way). Callers that plan
@@ -86,6 +98,12 @@ fn idle_expired(w: &Worker, idle_timeout_ms: i64, now: Timestamp) -> Option<Time
     }
     let since = w.idle_since?;
     (now.unix_ms() - since.unix_ms() >= idle_timeout_ms).then_some(since)
+}
+
+/// Seconds (finite, >= 0) to whole milliseconds, saturating.
+fn f64_secs_to_ms(s: f64) -> i64 {
+    // `as` saturates at i64::MAX for huge values.
+    (s * 1000.0).round() as i64
 }
 
 fn secs_to_ms(s: u64) -> i64 {
@@ -120,6 +138,7 @@ impl Planner {
             registration_timeout_ms: secs_to_ms(life.registration_timeout_s),
             heartbeat_timeout_ms: secs_to_ms(life.heartbeat_timeout_s),
             max_lifetime_ms: life.max_lifetime_s.map(secs_to_ms),
+            auto_idle_timeout_s: DEFAULT_AUTO_IDLE_S,
         };
         planner.set_offerings(offerings);
         Ok(planner)
@@ -143,6 +162,31 @@ impl Planner {
             })
             .collect();
         self.offerings = offerings;
+    }
+
+    /// Sets the idle timeout, in seconds, applied while the spec leaves
+    /// `idle_timeout_s` out (capstan chooses it: from the boot time and the observed
+    /// idle gaps). An explicit `idle_timeout_s` in the spec always wins. A value that is
+    /// not a finite number >= 0 is ignored, keeping the previous one.
+    pub fn set_auto_idle_timeout_s(&mut self, s: f64) {
+        if s.is_finite() && s >= 0.0 {
+            self.auto_idle_timeout_s = s;
+        }
+    }
+
+    /// The idle timeout the next plan applies, in seconds: the spec's
+    /// `idle_timeout_s` when set, else the chosen one
+    /// ([`Planner::set_auto_idle_timeout_s`], [`DEFAULT_AUTO_IDLE_S`] until then).
+    pub fn idle_timeout_s(&self) -> f64 {
+        match self.spec.scaling.idle_timeout_s {
+            Some(s) => s as f64,
+            None => self.auto_idle_timeout_s,
+        }
+    }
+
+    /// Whether the idle timeout is chosen by capstan (the spec leaves it out).
+    pub fn idle_timeout_chosen(&self) -> bool {
+        self.spec.scaling.idle_timeout_s.is_none()
     }
 
     /// The spec this planner plans for.
@@ -237,7 +281,11 @@ impl Planner {
         let mut current_slots: u32 = 0;
         let mut current_cost = 0.0;
         let mut any_idle_expired = false;
-        let idle_timeout_ms = secs_to_ms(spec.scaling.idle_timeout_s);
+        let idle_timeout_s = self.idle_timeout_s();
+        let idle_timeout_ms = match spec.scaling.idle_timeout_s {
+            Some(s) => secs_to_ms(s),
+            None => f64_secs_to_ms(idle_timeout_s),
+        };
         for w in workers {
             if !w.state.is_live() || w.state == WorkerState::Terminating {
                 continue;
@@ -455,6 +503,8 @@ impl Planner {
                 target_slots: target,
                 target_set_by: set_by,
                 keep_slots: keep,
+                idle_timeout_s: Some(idle_timeout_s),
+                idle_timeout_chosen: self.idle_timeout_chosen(),
                 current_slots,
                 launch_slots,
                 launched_last_minute,
@@ -717,6 +767,85 @@ scaling:
             ]
         );
         assert_eq!(plan.report.target_set_by, TargetTerm::Min);
+    }
+
+    /// Workers idle 1000 s, 300 s and 60 s at t(10_000), nothing busy, no floor.
+    fn idle_for(p: &Planner) -> (Vec<String>, PlanReport) {
+        let workers = [
+            ready("idle-1000", "od-dear-per-slot", 1, 0, Some(9_000)),
+            ready("idle-300", "od-dear-per-slot", 1, 0, Some(9_700)),
+            ready("idle-60", "od-dear-per-slot", 1, 0, Some(9_940)),
+        ];
+        let plan = p.plan(
+            &workers,
+            &forecast(0, 0),
+            &OfferingHealth::new(),
+            t(10_000),
+            &LaunchLog::new(),
+        );
+        let gone = plan
+            .actions
+            .iter()
+            .map(|a| match a {
+                Action::Terminate {
+                    worker,
+                    reason: TerminateReason::IdleTimeout,
+                } => worker.as_str().to_owned(),
+                other => panic!("only idle terminations expected, got {other:?}"),
+            })
+            .collect();
+        (gone, plan.report)
+    }
+
+    #[test]
+    fn an_unset_idle_timeout_uses_the_chosen_one() {
+        let mut spec = spec();
+        spec.min_capacity = 0;
+        spec.scaling.idle_timeout_s = None;
+        let mut p = Planner::new(&spec).unwrap();
+        // Before anything is chosen: one default boot time (120 s).
+        assert_eq!(p.idle_timeout_s(), DEFAULT_AUTO_IDLE_S);
+        let (gone, report) = idle_for(&p);
+        assert_eq!(gone, ["idle-1000", "idle-300"]);
+        assert_eq!(report.idle_timeout_s, Some(120.0));
+        assert!(report.idle_timeout_chosen);
+
+        p.set_auto_idle_timeout_s(500.0);
+        assert_eq!(p.idle_timeout_s(), 500.0);
+        let (gone, report) = idle_for(&p);
+        assert_eq!(gone, ["idle-1000"]);
+        assert_eq!(report.idle_timeout_s, Some(500.0));
+
+        p.set_auto_idle_timeout_s(30.0);
+        // Not a timeout: ignored, 30 s stays.
+        p.set_auto_idle_timeout_s(f64::NAN);
+        p.set_auto_idle_timeout_s(-1.0);
+        p.set_auto_idle_timeout_s(f64::INFINITY);
+        assert_eq!(p.idle_timeout_s(), 30.0);
+        let (gone, report) = idle_for(&p);
+        assert_eq!(gone, ["idle-1000", "idle-300", "idle-60"]);
+        assert_eq!(report.idle_timeout_s, Some(30.0));
+    }
+
+    #[test]
+    fn an_explicit_idle_timeout_ignores_the_chosen_one() {
+        let mut spec = spec();
+        spec.min_capacity = 0;
+        spec.scaling.idle_timeout_s = Some(250);
+        let mut p = Planner::new(&spec).unwrap();
+        for chosen in [30.0, 5_000.0] {
+            p.set_auto_idle_timeout_s(chosen);
+            assert_eq!(p.idle_timeout_s(), 250.0);
+            let (gone, report) = idle_for(&p);
+            assert_eq!(gone, ["idle-1000", "idle-300"], "chosen {chosen} s");
+            assert_eq!(report.idle_timeout_s, Some(250.0));
+            assert!(!report.idle_timeout_chosen);
+        }
+    }
+
+    #[test]
+    fn the_default_chosen_idle_timeout_is_one_default_boot() {
+        assert_eq!(DEFAULT_AUTO_IDLE_S, crate::controller::DEFAULT_BOOT_S);
     }
 
     #[test]

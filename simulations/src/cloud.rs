@@ -543,7 +543,7 @@ mod tests {
         let m = CloudModel::from_yaml(include_str!("../examples/cloud.yaml")).unwrap();
         assert_eq!(m.defaults.billing_minimum_s, 60.0);
         assert_eq!(m.overrides["on-demand"].boot, BootTime::Constant(120.0));
-        let spec = crate::engine::default_pool(capstan_core::ScalingPolicy::Reactive, 1, 600);
+        let spec = crate::engine::default_pool(capstan_core::ScalingPolicy::Reactive, 1, Some(600));
         let resolved = m.resolve(&spec).unwrap();
         assert_eq!(resolved[0].price_per_hour, Some(0.384));
         assert_eq!(resolved[0].launch_failure_probability, 0.01);

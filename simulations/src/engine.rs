@@ -72,10 +72,16 @@ pub struct SimConfig {
 impl SimConfig {
     /// The setting the README's numbers are measured in: [`default_pool`] with
     /// `policy`, the default cloud (constant boot 120 s, per-second billing without a
-    /// minimum, no interruptions or failures) and a 30 s tick.
+    /// minimum, no interruptions or failures) and a 30 s tick. `reactive` keeps the
+    /// documented baseline's idle timeout of 600 s; `forecast` leaves it unset, so the
+    /// controller chooses it from the boot time and the observed idle gaps.
     pub fn default_setting(policy: ScalingPolicy, seed: u64) -> Self {
+        let idle_timeout_s = match policy {
+            ScalingPolicy::Reactive => Some(REACTIVE_IDLE_TIMEOUT_S),
+            ScalingPolicy::Forecast => None,
+        };
         Self {
-            spec: default_pool(policy, 1, 600),
+            spec: default_pool(policy, 1, idle_timeout_s),
             cloud: CloudModel::default(),
             tick_s: 30,
             seed,
@@ -84,12 +90,17 @@ impl SimConfig {
     }
 }
 
+/// The idle timeout of the documented `reactive` baseline, in seconds (the value
+/// [`SimConfig::default_setting`] gives `reactive`).
+pub const REACTIVE_IDLE_TIMEOUT_S: u64 = 600;
+
 /// The pool simulated when none is given: one on-demand launch config `on-demand` of
 /// `slots` slots at 1.0 per instance-hour (so `cost` reads as instance-hours), no
-/// floor, a ceiling of 100,000 slots, reactive ratio 1, the given idle timeout, and a
+/// floor, a ceiling of 100,000 slots, reactive ratio 1, the given idle timeout (`None`:
+/// chosen by capstan from the boot time and the observed idle gaps), and a
 /// launch-rate limit of 10,000 per minute (high enough never to bind, so the baseline
 /// measures the policy, not the limit).
-pub fn default_pool(policy: ScalingPolicy, slots: u32, idle_timeout_s: u64) -> PoolSpec {
+pub fn default_pool(policy: ScalingPolicy, slots: u32, idle_timeout_s: Option<u64>) -> PoolSpec {
     PoolSpec {
         id: PoolId::new("sim").expect("valid id"),
         description: "capstan simulate default pool".into(),

@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use capstan_core::ScalingPolicy;
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{Report, SimConfig, SimError, simulate};
+use crate::engine::{REACTIVE_IDLE_TIMEOUT_S, Report, SimConfig, SimError, simulate};
 use crate::plot::{
     AXIS_COLOR, CAPTION_CHAR_W, Frame, Swatch, duration_label, escape, number, run_color, wrap,
 };
@@ -35,14 +35,17 @@ use crate::trace::Trace;
 pub const DEFAULT_LEVELS: [f64; 11] = [0.0, 0.3, 0.5, 0.7, 0.8, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99];
 /// The scaling ratios `reactive` is swept over by default.
 pub const DEFAULT_RATIOS: [f64; 3] = [1.0, 2.0, 4.0];
-/// The idle timeouts `reactive` is swept over by default, as multiples of the pool's.
+/// The idle timeouts `reactive` is swept over by default, as multiples of the pool's
+/// (of [`REACTIVE_IDLE_TIMEOUT_S`] where the pool leaves it to capstan).
 pub const DEFAULT_IDLE_FACTORS: [f64; 3] = [0.5, 1.0, 2.0];
 
 /// The setting of one point of a sweep: the knobs its policy has.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Knobs {
-    /// `forecast` at this service level (the pool's idle timeout).
+    /// `forecast` at this service level, with the pool's idle timeout (chosen by
+    /// capstan from the boot time and the observed idle gaps where the pool leaves it
+    /// out).
     Forecast {
         /// The forecast quantile, in [0, 1).
         service_level: f64,
@@ -88,10 +91,8 @@ impl Knobs {
     }
 
     /// `base` with these knobs (and no time series: a sweep keeps only the totals).
-    ///
-    /// A pool spec's `service_level` is in (0, 1), open at 0; a level of 0 runs as the
-    /// smallest positive number when the spec rejects 0 itself (the predictor's
-    /// quantile at 2.2e-308 is its quantile at 0).
+    /// `reactive` points always set their idle timeout; `forecast` points keep
+    /// `base`'s, set or not.
     pub fn config(&self, base: &SimConfig) -> SimConfig {
         let mut c = base.clone();
         c.series_points = 0;
@@ -99,16 +100,13 @@ impl Knobs {
         match *self {
             Self::Forecast { service_level } => {
                 c.spec.scaling.service_level = service_level;
-                if service_level == 0.0 && c.spec.validate().is_err() {
-                    c.spec.scaling.service_level = f64::MIN_POSITIVE;
-                }
             }
             Self::Reactive {
                 ratio,
                 idle_timeout_s,
             } => {
                 c.spec.scaling.scaling_ratio = ratio;
-                c.spec.scaling.idle_timeout_s = idle_timeout_s;
+                c.spec.scaling.idle_timeout_s = Some(idle_timeout_s);
             }
         }
         c
@@ -222,7 +220,7 @@ pub struct GridChoice {
     /// Scaling ratios for `reactive`, each in (0, 100] (default [`DEFAULT_RATIOS`]).
     pub ratios: Option<Vec<f64>>,
     /// Idle timeouts for `reactive` in seconds (default [`DEFAULT_IDLE_FACTORS`] times
-    /// the pool's).
+    /// the pool's, or times [`REACTIVE_IDLE_TIMEOUT_S`] where the pool has none).
     pub idle_timeouts_s: Option<Vec<u64>>,
 }
 
@@ -239,8 +237,13 @@ pub struct GridError {
 /// The settings to sweep: `forecast` at every level (ascending), then `reactive` at
 /// every ratio (ascending) × idle timeout (ascending). Duplicates are dropped. The
 /// default idle timeouts are half, once and twice `pool_idle_timeout_s` (rounded to a
-/// second).
-pub fn sweep_grid(choice: &GridChoice, pool_idle_timeout_s: u64) -> Result<Vec<Knobs>, GridError> {
+/// second), or of [`REACTIVE_IDLE_TIMEOUT_S`] when the pool leaves it to capstan:
+/// `reactive` points always run with an explicit idle timeout.
+pub fn sweep_grid(
+    choice: &GridChoice,
+    pool_idle_timeout_s: Option<u64>,
+) -> Result<Vec<Knobs>, GridError> {
+    let centre = pool_idle_timeout_s.unwrap_or(REACTIVE_IDLE_TIMEOUT_S);
     let err = |field, message: String| GridError { field, message };
     let mut levels = choice.levels.clone().unwrap_or(DEFAULT_LEVELS.to_vec());
     if levels.is_empty() {
@@ -265,7 +268,7 @@ pub fn sweep_grid(choice: &GridChoice, pool_idle_timeout_s: u64) -> Result<Vec<K
     let mut idles = choice.idle_timeouts_s.clone().unwrap_or_else(|| {
         DEFAULT_IDLE_FACTORS
             .iter()
-            .map(|f| (pool_idle_timeout_s as f64 * f).round() as u64)
+            .map(|f| (centre as f64 * f).round() as u64)
             .collect()
     });
     if idles.is_empty() {
@@ -829,7 +832,7 @@ mod tests {
 
     #[test]
     fn the_grid_is_the_documented_default_in_order_and_checks_its_values() {
-        let grid = sweep_grid(&GridChoice::default(), 600).unwrap();
+        let grid = sweep_grid(&GridChoice::default(), Some(600)).unwrap();
         assert_eq!(grid.len(), 11 + 9);
         let levels: Vec<f64> = grid
             .iter()
@@ -857,7 +860,17 @@ mod tests {
                 idle_timeout_s
             })
         );
-        assert_eq!(grid, sweep_grid(&GridChoice::default(), 600).unwrap());
+        assert_eq!(grid, sweep_grid(&GridChoice::default(), Some(600)).unwrap());
+        // A pool that leaves the idle timeout to capstan centres reactive on 600 s.
+        assert_eq!(grid, sweep_grid(&GridChoice::default(), None).unwrap());
+        let around_100 = sweep_grid(&GridChoice::default(), Some(100)).unwrap();
+        assert_eq!(
+            around_100[11..14],
+            [50, 100, 200].map(|idle_timeout_s| Knobs::Reactive {
+                ratio: 1.0,
+                idle_timeout_s
+            })
+        );
 
         // Given values are sorted and deduplicated.
         let choice = GridChoice {
@@ -866,7 +879,7 @@ mod tests {
             idle_timeouts_s: Some(vec![60, 30]),
         };
         assert_eq!(
-            sweep_grid(&choice, 600).unwrap(),
+            sweep_grid(&choice, Some(600)).unwrap(),
             vec![
                 Knobs::Forecast { service_level: 0.5 },
                 Knobs::Forecast { service_level: 0.9 },
@@ -880,7 +893,7 @@ mod tests {
                 },
             ]
         );
-        let bad = |choice: GridChoice| sweep_grid(&choice, 600).unwrap_err().to_string();
+        let bad = |choice: GridChoice| sweep_grid(&choice, Some(600)).unwrap_err().to_string();
         assert_eq!(
             bad(GridChoice {
                 levels: Some(vec![0.5, 1.0]),
@@ -990,6 +1003,29 @@ mod tests {
             back.iter().map(|p| (p.policy, p.knobs)).collect::<Vec<_>>(),
             one.iter().map(|p| (p.policy, p.knobs)).collect::<Vec<_>>()
         );
+    }
+
+    #[test]
+    fn reactive_knobs_set_the_idle_timeout_and_forecast_knobs_keep_the_pools() {
+        let base = SimConfig::default_setting(ScalingPolicy::Forecast, 3);
+        assert_eq!(base.spec.scaling.idle_timeout_s, None);
+        let forecast = Knobs::Forecast { service_level: 0.0 }.config(&base);
+        assert_eq!(forecast.spec.scaling.idle_timeout_s, None);
+        // Level 0 runs as 0 itself: the spec accepts it.
+        assert_eq!(forecast.spec.scaling.service_level, 0.0);
+        forecast.spec.validate().unwrap();
+        let reactive = Knobs::Reactive {
+            ratio: 2.0,
+            idle_timeout_s: 300,
+        }
+        .config(&base);
+        assert_eq!(reactive.spec.scaling.policy, ScalingPolicy::Reactive);
+        assert_eq!(reactive.spec.scaling.idle_timeout_s, Some(300));
+        assert_eq!(reactive.spec.scaling.scaling_ratio, 2.0);
+        let mut fixed = base.clone();
+        fixed.spec.scaling.idle_timeout_s = Some(900);
+        let forecast = Knobs::Forecast { service_level: 0.9 }.config(&fixed);
+        assert_eq!(forecast.spec.scaling.idle_timeout_s, Some(900));
     }
 
     #[test]

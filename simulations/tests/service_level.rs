@@ -29,7 +29,11 @@ fn lowering_the_service_level_lowers_the_cost_down_to_reactive_on_every_shape() 
             .collect();
         grid.push(Knobs::Reactive {
             ratio: config.spec.scaling.scaling_ratio,
-            idle_timeout_s: config.spec.scaling.idle_timeout_s,
+            idle_timeout_s: config
+                .spec
+                .scaling
+                .idle_timeout_s
+                .expect("the suite's settings fix the idle timeout"),
         });
         let points = run_sweep(&trace, &config, &grid, threads, &|_, _| {}).expect("replays");
         let costs: Vec<f64> = points.iter().map(|p| p.cost).collect();

@@ -196,7 +196,7 @@ fn table(
 ) -> String {
     let lc = &config.spec.launch_configs[0];
     let mut out = format!(
-        "{source}: {} tasks, {} skipped, {} bad lines, {:.1} days\npool {}: {} slot(s) per instance, tick {} s, idle timeout {} s (forecast's), seed {}\n\n",
+        "{source}: {} tasks, {} skipped, {} bad lines, {:.1} days\npool {}: {} slot(s) per instance, tick {} s, forecast's idle timeout {}, seed {}\n\n",
         group(trace.tasks.len() as f64, 0),
         group(trace.skipped as f64, 0),
         group(trace.bad_lines as f64, 0),
@@ -204,7 +204,7 @@ fn table(
         config.spec.id,
         lc.capacity,
         config.tick_s,
-        config.spec.scaling.idle_timeout_s,
+        super::idle_timeout_words(config.spec.scaling.idle_timeout_s),
         config.seed,
     );
     let on: Vec<Vec<usize>> = WaitMetric::ALL
