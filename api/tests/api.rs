@@ -292,8 +292,13 @@ async fn pools_are_created_read_replaced_patched_and_deleted(c: Ctx) {
     assert_eq!(a.body["id"], "ci/linux");
     assert_eq!(a.body["generation"], 1);
     assert_eq!(a.body["status"], "active");
-    // Defaults are filled in.
-    assert_eq!(a.body["spec"]["scaling"]["idle_timeout_s"], 600);
+    // Defaults are filled in; an unset idle timeout stays out (capstan chooses it).
+    assert_eq!(a.body["spec"]["scaling"]["max_launches_per_minute"], 20);
+    assert!(
+        a.body["spec"]["scaling"].get("idle_timeout_s").is_none(),
+        "{}",
+        a.body
+    );
     assert_eq!(a.body["created"], "2027-01-15T08:00:00.000Z");
 
     // The encoded form names the same pool.

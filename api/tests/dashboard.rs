@@ -654,6 +654,8 @@ async fn pages_show_capacity_plan_workers_errors_and_badges(c: Ctx) {
             "Target 6 slots. The forecast policy forecasts now + 120 s",
             "4.5 busy slots expected, 6 needed at the 95% service level",
             "launching 4 slots: 2 × small",
+            // The idle timeout the plan applied, and who set it.
+            "Idle workers above 6 slots go after 600 s idle: set by <code>scaling.idle_timeout_s</code>.",
             // Times as clocks (the test's now is 08:00:00 UTC).
             "<li>spot-c6i skipped: insufficient capacity, until 08:03:00 UTC</li>",
             "by replica-1",

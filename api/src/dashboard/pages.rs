@@ -250,6 +250,20 @@ async fn plan_report(
         let _ = write!(out, "<li>{}</li>", Esc(clause));
     }
     out.push_str("</ul>");
+    if let Some(idle) = r.idle_timeout_s {
+        let how = if r.idle_timeout_chosen {
+            "chosen by capstan from the boot time and the observed idle gaps (the spec leaves \
+             <code>scaling.idle_timeout_s</code> out)"
+        } else {
+            "set by <code>scaling.idle_timeout_s</code>"
+        };
+        let _ = write!(
+            out,
+            "<p class=\"idle-timeout\">Idle workers above {} slots go after {idle:.0} s idle: \
+             {how}.</p>",
+            r.keep_slots,
+        );
+    }
     let dry = if record.spec.scaling.dry_run || state.dry_run {
         " Dry run: recorded, not applied."
     } else {
