@@ -157,7 +157,7 @@ fn pools_validate_prints_every_problem_of_a_spec_file() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("bad.yaml"),
-        "id: Bad Id\nprovider: aws\nmax_capacity: 5\nmin_capacity: 9\nlaunch_configs: []\nscaling: {service_level: 0}\nextra: 1\n",
+        "id: Bad Id\nprovider: aws\nmax_capacity: 5\nmin_capacity: 9\nlaunch_configs: []\nscaling: {service_level: 1}\nextra: 1\n",
     )
     .unwrap();
     let good = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/pool.yaml");

@@ -80,6 +80,7 @@ struct MemoKey {
     open: u32,
     version: u64,
     level: u64,
+    thin: u64,
     basis: Basis,
 }
 
@@ -189,10 +190,23 @@ impl Clusters {
     /// background with mean `background`, `clusters` new clusters expected, and the rest
     /// of the open cluster. Memoised on the means rounded up (about 1.1 % apart), so
     /// the answer is never below the exact one.
-    pub fn spare(&mut self, background: f64, clusters: f64, level: f64, basis: Basis) -> u32 {
+    pub fn spare(
+        &mut self,
+        background: f64,
+        clusters: f64,
+        thin: f64,
+        level: f64,
+        basis: Basis,
+    ) -> u32 {
         if level.is_nan() || level <= 0.0 {
             return 0;
         }
+        // Thinning rounded up to 1/64 (never below the exact answer's).
+        let thin = if thin.is_finite() {
+            (thin.clamp(0.0, 1.0) * 64.0).ceil() / 64.0
+        } else {
+            1.0
+        };
         let level = level.min(1.0 - 1e-9);
         let (bk, bg) = round_up(background);
         let (ck, cl) = if self.sizes.is_empty() {
@@ -207,6 +221,7 @@ impl Clusters {
             open,
             version: self.version,
             level: level.to_bits(),
+            thin: thin.to_bits(),
             basis,
         };
         let mix = bk
@@ -216,6 +231,7 @@ impl Clusters {
             .wrapping_add(u64::from(open).wrapping_mul(0x1656_67B1_9E37_79F9))
             .wrapping_add(self.version)
             .wrapping_add(level.to_bits())
+            .wrapping_add(thin.to_bits().rotate_left(7))
             .wrapping_add(basis as u64);
         let slot = (mix.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 32) as usize % MEMO_SLOTS;
         if let Some((k, v)) = self.memo[slot]
@@ -223,7 +239,7 @@ impl Clusters {
         {
             return v;
         }
-        let v = self.exact_spare(bg, cl, open, level, basis);
+        let v = self.exact_spare(bg, cl, open, thin, level, basis);
         self.memo[slot] = Some((key, v));
         v
     }
@@ -234,6 +250,7 @@ impl Clusters {
         background: f64,
         clusters: f64,
         open: u32,
+        thin: f64,
         level: f64,
         basis: Basis,
     ) -> u32 {
@@ -259,7 +276,7 @@ impl Clusters {
                 self.sizes
                     .iter()
                     .filter(|(s, _)| *s >= open)
-                    .map(|(s, p)| (s - open, p / tail))
+                    .map(|(s, p)| (thinned(s - open, thin), p / tail))
                     .collect()
             } else {
                 vec![(0, 1.0)]
@@ -269,12 +286,17 @@ impl Clusters {
         };
         let rest_mean: f64 = rest.iter().map(|(m, p)| f64::from(*m) * p).sum();
         let rest_sq: f64 = rest.iter().map(|(m, p)| f64::from(*m).powi(2) * p).sum();
-        let cluster_mean: f64 = clusters * self.mean_size;
+        let cluster_mean: f64 = clusters
+            * self
+                .sizes
+                .iter()
+                .map(|(s, p)| f64::from(thinned(*s, thin)) * p)
+                .sum::<f64>();
         let cluster_sq: f64 = clusters
             * self
                 .sizes
                 .iter()
-                .map(|(s, p)| f64::from(*s).powi(2) * p)
+                .map(|(s, p)| f64::from(thinned(*s, thin)).powi(2) * p)
                 .sum::<f64>();
         let mean = background + cluster_mean + rest_mean;
         if mean <= 0.0 {
@@ -291,7 +313,10 @@ impl Clusters {
         let mut weights: Vec<(u32, f64)> = Vec::with_capacity(self.sizes.len() + 1);
         weights.push((1, background));
         for &(s, p) in &self.sizes {
-            if s == 1 {
+            let s = thinned(s, thin);
+            if s == 0 {
+                continue;
+            } else if s == 1 {
                 weights[0].1 += clusters * p;
             } else if s > 1 {
                 weights.push((s, clusters * p * f64::from(s)));
@@ -343,6 +368,15 @@ impl Clusters {
             s += 1;
         }
         s
+    }
+}
+
+/// `n` tasks of which a share `thin` hold a slot at the window's end (rounded).
+fn thinned(n: u32, thin: f64) -> u32 {
+    if thin >= 1.0 {
+        n
+    } else {
+        (f64::from(n) * thin.max(0.0)).round() as u32
     }
 }
 
@@ -407,14 +441,14 @@ mod tests {
     fn without_clusters_it_is_the_poisson_quantile() {
         let c = Clusters::new();
         // Poisson(2): P(<=4) = 0.947, P(<=5) = 0.983.
-        assert_eq!(c.exact_spare(2.0, 0.0, 0, 0.95, Basis::Windows), 5);
-        assert_eq!(c.exact_spare(2.0, 0.0, 0, 0.90, Basis::Windows), 4);
+        assert_eq!(c.exact_spare(2.0, 0.0, 0, 1.0, 0.95, Basis::Windows), 5);
+        assert_eq!(c.exact_spare(2.0, 0.0, 0, 1.0, 0.90, Basis::Windows), 4);
         // Tasks basis, Poisson(1): E[(A-s)+] is 0.3679, 0.1036, 0.0233 for s = 1, 2, 3.
-        assert_eq!(c.exact_spare(1.0, 0.0, 0, 0.9, Basis::Tasks), 3);
-        assert_eq!(c.exact_spare(1.0, 0.0, 0, 0.85, Basis::Tasks), 2);
+        assert_eq!(c.exact_spare(1.0, 0.0, 0, 1.0, 0.9, Basis::Tasks), 3);
+        assert_eq!(c.exact_spare(1.0, 0.0, 0, 1.0, 0.85, Basis::Tasks), 2);
         // A window that most likely brings nothing needs no spare at a low level.
-        assert_eq!(c.exact_spare(0.1, 0.0, 0, 0.5, Basis::Windows), 0);
-        assert_eq!(c.exact_spare(2.0, 0.0, 0, 0.0, Basis::Windows), 0);
+        assert_eq!(c.exact_spare(0.1, 0.0, 0, 1.0, 0.5, Basis::Windows), 0);
+        assert_eq!(c.exact_spare(2.0, 0.0, 0, 1.0, 0.0, Basis::Windows), 0);
     }
 
     /// Feeds quiet samples, then `n` clusters of `size` in one sample each.
@@ -484,7 +518,7 @@ mod tests {
                 cdf >= level
             });
             assert_eq!(
-                Some(c.exact_spare(bg, lam, 0, level, Basis::Windows) as usize),
+                Some(c.exact_spare(bg, lam, 0, 1.0, level, Basis::Windows) as usize),
                 windows,
                 "level {level}"
             );
@@ -496,7 +530,7 @@ mod tests {
             };
             let tasks = (0..).find(|&s| loss(s) <= (1.0 - level) * mean);
             assert_eq!(
-                Some(c.exact_spare(bg, lam, 0, level, Basis::Tasks) as usize),
+                Some(c.exact_spare(bg, lam, 0, 1.0, level, Basis::Tasks) as usize),
                 tasks,
                 "level {level}"
             );
@@ -509,25 +543,25 @@ mod tests {
         // Ten tasks of a cluster seen, every cluster so far had 40: thirty more come.
         c.observe(30.0, 10, 0.01);
         assert_eq!(c.open(), 10);
-        assert_eq!(c.spare(0.0, 0.0, 0.9, Basis::Windows), 30);
+        assert_eq!(c.spare(0.0, 0.0, 1.0, 0.9, Basis::Windows), 30);
         // Once it is past every size seen, nothing more is expected of it.
         c.observe(30.0, 40, 0.01);
-        assert_eq!(c.spare(0.0, 0.0, 0.9, Basis::Windows), 0);
+        assert_eq!(c.spare(0.0, 0.0, 1.0, 0.9, Basis::Windows), 0);
     }
 
     #[test]
     fn rare_bursts_do_not_raise_the_windows_quantile_but_raise_the_tasks_one() {
         let c = with_clusters(&[40; 10]);
-        let plain = c.exact_spare(2.0, 0.0, 0, 0.95, Basis::Windows);
+        let plain = c.exact_spare(2.0, 0.0, 0, 1.0, 0.95, Basis::Windows);
         // A burst in one window of 300: below the 5 % the windows basis leaves out.
         assert_eq!(
-            c.exact_spare(2.0, 1.0 / 300.0, 0, 0.95, Basis::Windows),
+            c.exact_spare(2.0, 1.0 / 300.0, 0, 1.0, 0.95, Basis::Windows),
             plain
         );
         // On the tasks basis the burst's 40 tasks weigh: 40/300 = 0.13 of 2.13 tasks.
-        let tasks = c.exact_spare(2.0, 1.0 / 300.0, 0, 0.95, Basis::Tasks);
+        let tasks = c.exact_spare(2.0, 1.0 / 300.0, 0, 1.0, 0.95, Basis::Tasks);
         assert!(
-            tasks > c.exact_spare(2.0, 0.0, 0, 0.95, Basis::Tasks),
+            tasks > c.exact_spare(2.0, 0.0, 0, 1.0, 0.95, Basis::Tasks),
             "{tasks}"
         );
     }
@@ -539,11 +573,11 @@ mod tests {
             let bg = f64::from(i) * 0.05;
             let cl = f64::from(i % 7) * 0.02;
             for basis in [Basis::Windows, Basis::Tasks] {
-                let exact = c.exact_spare(bg, cl, 0, 0.95, basis);
-                let memo = c.spare(bg, cl, 0.95, basis);
+                let exact = c.exact_spare(bg, cl, 0, 1.0, 0.95, basis);
+                let memo = c.spare(bg, cl, 1.0, 0.95, basis);
                 assert!(memo >= exact, "{bg} {cl}: {memo} < {exact}");
                 assert!(memo <= exact + 2, "{bg} {cl}: {memo} >> {exact}");
-                let lower = c.exact_spare(bg, cl, 0, 0.6, basis);
+                let lower = c.exact_spare(bg, cl, 0, 1.0, 0.6, basis);
                 assert!(lower <= exact, "{bg} {cl}: {lower} > {exact}");
             }
         }

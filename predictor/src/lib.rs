@@ -371,19 +371,42 @@ impl Predictor {
         forecast.expected_busy_slots = f64::from(pending)
             + f64::from(running) * surv.of_running
             + self.window_mean(now, lead_s) * surv.of_arrivals;
-        // Slots freed by completions are not credited against the spare: they free up
-        // at random times in the window, while bursts come at its start.
+        // Slots freed by completions of running tasks are not credited against the
+        // spare: they free up at random times in the window, while bursts come at its
+        // start. (Crediting them, `running × of_running`, moved the frontier along
+        // itself on the generated suite: cheaper and slower at one level, no better.)
         let carried = f64::from(pending) + f64::from(running);
         let level = if self.cfg.feedback {
             self.model_level()
         } else {
             self.level
         };
-        // No standing spare for clusters that have not begun (see the module docs):
-        // the background is all the arrivals expected, and a cluster that has begun
-        // brings the rest of it.
-        let expected = self.window_mean(now, lead_s + self.tick_s);
-        let spare = f64::from(self.clusters.spare(expected, 0.0, level, self.cfg.basis));
+        // The spare holds the most slots the window's arrivals hold at once, not
+        // every arrival: a 10 s task arriving early in a 150 s window has freed its
+        // slot before the last ones come. Those slots are the arrivals of any stretch
+        // as long as a task holds a slot within the window (`f = of_arrivals` of the
+        // window: their mean is the arrivals still running at its end), and the window
+        // holds about `1 / f` such stretches, so the spare is their count's quantile at
+        // `level^f`: the level that all `1 / f` stretches fit with probability `level`.
+        // Long tasks (f = 1) leave both as they are. No standing spare for clusters
+        // that have not begun (see the module docs): the background is all the
+        // arrivals expected, and a cluster that has begun brings the rest of it,
+        // thinned by `f` too (it arrives over a stretch like the rest: on the
+        // generated `short-tasks` workload, unthinned, each burst of 10 s tasks
+        // launched its whole size, ready after the burst was done).
+        let window_s = lead_s + self.tick_s;
+        let f = self
+            .run_times
+            .survival(window_s)
+            .of_arrivals
+            .clamp(1e-6, 1.0);
+        let expected = self.window_mean(now, window_s) * f;
+        let level = if level > 0.0 {
+            libm::pow(level, f)
+        } else {
+            0.0
+        };
+        let spare = f64::from(self.clusters.spare(expected, 0.0, f, level, self.cfg.basis));
         forecast.target_slots = clamp_slots(
             (carried + spare).ceil(),
             spec.min_capacity,
@@ -422,6 +445,7 @@ impl Predictor {
                                 arrivals,
                                 0.0,
                                 self.clusters.open(),
+                                surv.of_arrivals,
                                 p,
                                 Basis::Windows,
                             )),

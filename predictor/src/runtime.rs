@@ -41,7 +41,9 @@ pub struct RunTimeDistribution {
     fade: f64,
     since_fade: u32,
     observations: u64,
-    cache: Option<LookAhead>,
+    /// The last two look-aheads asked for (the forecast asks for two each tick: the
+    /// lead, and the lead plus a tick); the older one is replaced.
+    cache: [Option<LookAhead>; 2],
 }
 
 /// Cached fractions for one look-ahead.
@@ -94,7 +96,7 @@ impl RunTimeDistribution {
             fade,
             since_fade: 0,
             observations: 0,
-            cache: None,
+            cache: [None, None],
         }
     }
 
@@ -169,18 +171,26 @@ impl RunTimeDistribution {
         if self.total_count <= 0.0 || lead_s <= 0.0 {
             return Survival::ALL;
         }
-        if let Some(c) = self.cache
-            && c.lead_s == lead_s
-            && self.observations - c.at_observation < RECOMPUTE_EVERY
-        {
-            return c.fractions;
+        for c in self.cache.iter().flatten() {
+            if c.lead_s == lead_s && self.observations - c.at_observation < RECOMPUTE_EVERY {
+                return c.fractions;
+            }
         }
         let fractions = self.compute(lead_s);
-        self.cache = Some(LookAhead {
+        let entry = Some(LookAhead {
             lead_s,
             at_observation: self.observations,
             fractions,
         });
+        // Replace the entry for this lead if there is one, else the older entry.
+        let slot = match self.cache {
+            [Some(a), _] if a.lead_s == lead_s => 0,
+            [_, Some(b)] if b.lead_s == lead_s => 1,
+            [Some(a), Some(b)] if a.at_observation > b.at_observation => 1,
+            [Some(_), None] => 1,
+            _ => 0,
+        };
+        self.cache[slot] = entry;
         fractions
     }
 

@@ -65,6 +65,9 @@ pub(crate) struct PoolSlot {
     runs_read_until: Timestamp,
     /// When this replica last recorded the pool's chart point (`store::series`).
     series_at: Option<Timestamp>,
+    /// Workers idle at the last round, with the start of their idle period: a period
+    /// that ended since fed the controller's idle timeout ([`crate::idle`]).
+    idle_seen: HashMap<WorkerId, Timestamp>,
 }
 
 impl PoolSlot {
@@ -79,6 +82,7 @@ impl PoolSlot {
             backoff: Duration::ZERO,
             runs_read_until: Timestamp::from_unix_ms(0),
             series_at: None,
+            idle_seen: HashMap::new(),
         }
     }
 }
@@ -182,6 +186,25 @@ pub(crate) async fn round(shared: &Shared, slot: &mut PoolSlot) -> Result<RoundE
             ctl.observe_boot(reg.secs_since(w.created_at));
         }
     }
+    // Idle periods that ended since the last round: by a task (the worker is busy or
+    // idle since later), or by the worker going away (censored). Known to the round.
+    let idle_now: HashMap<WorkerId, Timestamp> = workers
+        .iter()
+        .filter(|w| w.busy_slots == 0 && w.state.is_live())
+        .filter_map(|w| w.idle_since.map(|t| (w.id.clone(), t)))
+        .collect();
+    let live: HashSet<&WorkerId> = workers
+        .iter()
+        .filter(|w| w.state.is_live())
+        .map(|w| &w.id)
+        .collect();
+    for (id, since) in std::mem::take(&mut slot.idle_seen) {
+        if idle_now.get(&id) == Some(&since) {
+            continue;
+        }
+        ctl.observe_idle_gap(now.secs_since(since).max(0.0), live.contains(&id));
+    }
+    slot.idle_seen = idle_now;
     // A static pool's offerings are its registered machines, a store read with no
     // cloud call to spare: read them every round, so a machine registered after the
     // pool's first round is leasable now rather than at the next refresh.

@@ -17,6 +17,7 @@ use capstan_core::{
 };
 use predictor::Predictor;
 
+use crate::idle::IdleGaps;
 use crate::planning::{PlanError, Planner};
 
 /// Launch-to-ready time assumed before a pool has seen a machine boot, in seconds.
@@ -39,22 +40,25 @@ pub struct PoolController {
     lead_s: f64,
     unavailable_ttl_s: i64,
     last_sample_at: Option<Timestamp>,
+    idle: IdleGaps,
 }
 
 impl PoolController {
     /// A controller for `spec` that has seen nothing, expecting machines to take
     /// `boot_s` seconds from launch to ready until it measures otherwise.
     pub fn new(spec: &PoolSpec, boot_s: f64) -> Result<Self, PlanError> {
+        let lead_s = if boot_s.is_finite() && boot_s >= 0.0 {
+            boot_s
+        } else {
+            DEFAULT_BOOT_S
+        };
         Ok(Self {
+            idle: IdleGaps::new(lead_s),
             planner: Planner::new(spec)?,
             predictor: Predictor::for_spec(spec),
             health: OfferingHealth::new(),
             launches: LaunchLog::new(),
-            lead_s: if boot_s.is_finite() && boot_s >= 0.0 {
-                boot_s
-            } else {
-                DEFAULT_BOOT_S
-            },
+            lead_s,
             unavailable_ttl_s: DEFAULT_UNAVAILABLE_TTL_S,
             last_sample_at: None,
         })
@@ -136,7 +140,21 @@ impl PoolController {
     pub fn observe_boot(&mut self, boot_s: f64) {
         if boot_s.is_finite() && boot_s >= 0.0 {
             self.lead_s += BOOT_EWMA_WEIGHT * (boot_s - self.lead_s);
+            self.idle.set_boot_s(self.lead_s);
         }
+    }
+
+    /// One idle period of a worker ended after `idle_s` seconds: a task took it
+    /// (`reused`), or the worker went away while idle. Feeds the idle timeout chosen for
+    /// pools that set none ([`crate::idle`]).
+    pub fn observe_idle_gap(&mut self, idle_s: f64, reused: bool) {
+        self.idle.observe(idle_s, reused);
+    }
+
+    /// The idle timeout chosen from the boot time and the idle gaps, in seconds (used
+    /// when the spec sets none).
+    pub fn chosen_idle_timeout_s(&self) -> f64 {
+        self.idle.timeout_s()
     }
 
     /// An offering failed with a capacity or quota error at `now`: skip it until the
@@ -162,6 +180,7 @@ impl PoolController {
         if self.health.entries().next().is_some() {
             self.health.forget_expired(now);
         }
+        self.planner.set_auto_idle_timeout_s(self.idle.timeout_s());
         let plan = self
             .planner
             .plan(workers, &forecast, &self.health, now, &self.launches);

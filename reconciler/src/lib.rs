@@ -27,6 +27,7 @@
 #[cfg(feature = "service")]
 mod actuator;
 pub mod controller;
+pub mod idle;
 #[cfg(feature = "service")]
 pub mod crash;
 #[cfg(feature = "service")]

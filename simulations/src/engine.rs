@@ -641,6 +641,14 @@ impl<'a> Engine<'a> {
         self.bucket_starts += 1;
         self.started_at[i] = now;
         let w = &mut self.workers[pos];
+        if w.busy_slots == 0
+            && let Some(since) = w.idle_since
+        {
+            let idle_ms = self.base_ms + now - since.unix_ms();
+            self.controller
+                .observe_idle_gap(idle_ms as f64 / 1000.0, true);
+        }
+        let w = &mut self.workers[pos];
         w.busy_slots += 1;
         w.idle_since = None;
         let inst = &mut self.instances[pos];
@@ -806,6 +814,14 @@ impl<'a> Engine<'a> {
                     ),
                     Action::Terminate { worker, .. } => {
                         if let Some(pos) = self.workers.iter().position(|w| w.id == worker) {
+                            let w = &self.workers[pos];
+                            if w.busy_slots == 0
+                                && let Some(since) = w.idle_since
+                            {
+                                let idle_ms = self.base_ms + now - since.unix_ms();
+                                self.controller
+                                    .observe_idle_gap(idle_ms as f64 / 1000.0, false);
+                            }
                             self.terminations += 1;
                             self.remove_instance(pos, now);
                         }

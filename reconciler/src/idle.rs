@@ -1,0 +1,264 @@
+//! Choosing the idle timeout from the boot time and the pool's own idle gaps, for pools
+//! whose spec leaves `scaling.idle_timeout_s` out.
+//!
+//! An idle machine above the forecast target is a ski rental. Keeping it costs its
+//! price for as long as it idles; retiring it costs a boot (billed, and a wait) if a
+//! task wants it again. With `G` the time an idle machine waits for its next task and
+//! `L` the boot time, keeping a machine that has idled for `a` seconds for another `L`
+//! costs `E[min(G − a, L) | G > a]` and saves a boot with probability
+//! `q(a) = P(G ≤ a + L | G > a)`. So the timeout is the first age at which
+//!
+//! ```text
+//! q(a) · L  <=  E[min(G − a, L) | G > a]
+//! ```
+//!
+//! read off the Kaplan-Meier estimate of the survival of `G` over the pool's last
+//! [`GAP_MEMORY`] idle periods (an idle period that ended by a task is an observed gap;
+//! one that ended because the machine was retired is censored at its length). When
+//! gaps are short (tasks of a few seconds, a busy queue) the machine is kept as long as
+//! the data says it pays; when they are long (a quiet night) it goes at once. Where
+//! the data runs out — nothing is known beyond the timeout in use, since machines are
+//! retired there — the timeout moves one step (a quarter boot) further if keeping still
+//! paid at the last age the data covers and machines were retired at it often enough
+//! to cut the data short, so it can grow where it should. Before
+//! [`MIN_GAPS`] periods are known the timeout is one boot time: the deterministic
+//! ski-rental rule, never more than twice the cost of the best choice in hindsight.
+
+/// Idle periods remembered.
+pub const GAP_MEMORY: usize = 512;
+/// Idle periods before the data replaces the one-boot rule.
+pub const MIN_GAPS: usize = 64;
+/// Idle periods at risk below which an age is not judged (a Kaplan-Meier step on fewer
+/// would move the estimate by more than 6 %).
+const MIN_AT_RISK: usize = 16;
+/// New periods between two recomputations.
+const RECOMPUTE_EVERY: u32 = 32;
+/// The longest timeout chosen: a day.
+pub const MAX_IDLE_S: f64 = 86_400.0;
+
+/// The pool's recent idle periods and the timeout they give.
+#[derive(Debug, Clone)]
+pub struct IdleGaps {
+    /// (seconds idle, whether a task ended it).
+    ring: Vec<(f64, bool)>,
+    head: usize,
+    since_recompute: u32,
+    boot_s: f64,
+    timeout_s: f64,
+    /// Scratch, sorted copy of the ring.
+    sorted: Vec<(f64, bool)>,
+}
+
+impl IdleGaps {
+    /// No idle period known yet, machines booting in `boot_s` seconds.
+    pub fn new(boot_s: f64) -> Self {
+        let boot_s = sane_boot(boot_s);
+        Self {
+            ring: Vec::with_capacity(GAP_MEMORY),
+            head: 0,
+            since_recompute: 0,
+            boot_s,
+            timeout_s: boot_s,
+            sorted: Vec::with_capacity(GAP_MEMORY),
+        }
+    }
+
+    /// The boot time changed (it is measured as machines register).
+    pub fn set_boot_s(&mut self, boot_s: f64) {
+        let boot_s = sane_boot(boot_s);
+        if (boot_s - self.boot_s).abs() > 1e-9 {
+            self.boot_s = boot_s;
+            if self.ring.len() < MIN_GAPS {
+                self.timeout_s = boot_s;
+            }
+        }
+    }
+
+    /// One idle period of `idle_s` seconds ended: by a task (`reused`), or by the
+    /// machine going away (censored).
+    pub fn observe(&mut self, idle_s: f64, reused: bool) {
+        if !idle_s.is_finite() || idle_s < 0.0 {
+            return;
+        }
+        if self.ring.len() < GAP_MEMORY {
+            self.ring.push((idle_s, reused));
+        } else {
+            self.ring[self.head] = (idle_s, reused);
+            self.head = (self.head + 1) % GAP_MEMORY;
+        }
+        self.since_recompute += 1;
+        if self.ring.len() >= MIN_GAPS && self.since_recompute >= RECOMPUTE_EVERY {
+            self.since_recompute = 0;
+            self.recompute();
+        }
+    }
+
+    /// The idle timeout to use, in seconds.
+    pub fn timeout_s(&self) -> f64 {
+        self.timeout_s
+    }
+
+    /// Idle periods known.
+    pub fn len(&self) -> usize {
+        self.ring.len()
+    }
+
+    /// Whether no idle period is known.
+    pub fn is_empty(&self) -> bool {
+        self.ring.is_empty()
+    }
+
+    fn recompute(&mut self) {
+        let l = self.boot_s;
+        let step = (l / 4.0).max(1.0);
+        self.sorted.clear();
+        self.sorted.extend_from_slice(&self.ring);
+        self.sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let n = self.sorted.len();
+        // Kaplan-Meier survival on the grid 0, step, 2·step, ... while enough periods
+        // are at risk; `surv[k]` = P(G > k·step).
+        let mut surv: Vec<f64> = vec![1.0];
+        let mut i = 0; // first period not yet passed
+        let mut s = 1.0;
+        loop {
+            let k = surv.len() - 1;
+            let from = k as f64 * step;
+            let to = from + step;
+            let at_risk = n - i;
+            if at_risk < MIN_AT_RISK || to > MAX_IDLE_S + l {
+                break;
+            }
+            let mut ended = 0usize;
+            while i < n && self.sorted[i].0 < to {
+                if self.sorted[i].1 {
+                    ended += 1;
+                }
+                i += 1;
+            }
+            s *= 1.0 - ended as f64 / at_risk as f64;
+            surv.push(s);
+        }
+        // Ages judged: those whose next boot time is covered, `a + L` on the grid.
+        let span = (l / step).round() as usize;
+        let judged = surv.len().saturating_sub(span);
+        let mut timeout = None;
+        for k in 0..judged {
+            let sa = surv[k];
+            if sa <= 0.0 {
+                timeout = Some(k as f64 * step);
+                break;
+            }
+            let q = 1.0 - surv[k + span] / sa;
+            // E[min(G − a, L) | G > a] by the trapezoid rule on the grid.
+            let kept: f64 = (k..k + span)
+                .map(|j| 0.5 * (surv[j] + surv[j + 1]) * step)
+                .sum::<f64>()
+                / sa;
+            if q * l <= kept {
+                timeout = Some(k as f64 * step);
+                break;
+            }
+        }
+        // Periods cut short by the timeout in use (retired at about it).
+        let cap = self.timeout_s - step;
+        let censored = self
+            .sorted
+            .iter()
+            .filter(|(idle, reused)| !reused && *idle >= cap)
+            .count();
+        self.timeout_s = match timeout {
+            Some(t) => t,
+            // Keeping paid at every age the data covers. If machines were retired
+            // often enough to cut the data short, look one step past the timeout in use;
+            // if few idle periods ever reach it, the tail is rare and the timeout stays.
+            None if censored >= MIN_AT_RISK => (judged as f64 * step).max(self.timeout_s) + step,
+            None => (judged as f64 * step).max(self.timeout_s),
+        }
+        .min(MAX_IDLE_S);
+    }
+}
+
+fn sane_boot(boot_s: f64) -> f64 {
+    if boot_s.is_finite() && boot_s > 0.0 {
+        boot_s
+    } else {
+        1.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `n` gaps drawn by `gap(i)`, censoring those at or above `cap` as a pool
+    /// with that timeout would, and lets the timeout chosen move `cap` between rounds.
+    fn run(g: &mut IdleGaps, rounds: usize, gap: impl Fn(usize) -> f64) {
+        for i in 0..rounds {
+            let cap = g.timeout_s();
+            let x = gap(i);
+            if x < cap {
+                g.observe(x, true);
+            } else {
+                g.observe(cap, false);
+            }
+        }
+    }
+
+    /// Exponential quantiles on a fixed low-discrepancy sequence: deterministic.
+    fn exp_gap(mean: f64) -> impl Fn(usize) -> f64 {
+        move |i| {
+            let u = ((i as f64 + 0.5) * 0.618_033_988_749_895).fract();
+            -mean * (1.0 - u).ln()
+        }
+    }
+
+    #[test]
+    fn without_data_it_is_one_boot() {
+        let mut g = IdleGaps::new(120.0);
+        assert_eq!(g.timeout_s(), 120.0);
+        g.set_boot_s(90.0);
+        assert_eq!(g.timeout_s(), 90.0);
+        g.observe(10.0, true);
+        assert_eq!(g.timeout_s(), 90.0);
+        assert_eq!(g.len(), 1);
+    }
+
+    #[test]
+    fn gaps_shorter_than_a_boot_keep_machines_longer() {
+        // Exponential gaps with a mean of 30 s against a 60 s boot: keeping pays at
+        // every age (q · L > kept), and one idle period in seven reaches the first
+        // timeout (60 s) and is cut short there, so the timeout grows past it until few
+        // periods reach it any more (P(G > 104 s) · 512 < 16).
+        let mut g = IdleGaps::new(60.0);
+        run(&mut g, 4000, exp_gap(30.0));
+        assert!((90.0..=150.0).contains(&g.timeout_s()), "{}", g.timeout_s());
+        // Against a 120 s boot few periods reach the first timeout: it stays one boot.
+        let mut g = IdleGaps::new(120.0);
+        run(&mut g, 4000, exp_gap(30.0));
+        assert_eq!(g.timeout_s(), 120.0);
+    }
+
+    #[test]
+    fn gaps_longer_than_a_boot_retire_machines_at_once() {
+        // Mean 1,200 s against a 120 s boot: keeping never pays.
+        let mut g = IdleGaps::new(120.0);
+        run(&mut g, 4000, exp_gap(1200.0));
+        assert!(g.timeout_s() < 31.0, "{}", g.timeout_s());
+    }
+
+    #[test]
+    fn a_known_reuse_time_is_waited_for_and_no_longer() {
+        // Every idle machine is wanted again after 200 to 260 s: keep it (one boot of
+        // 120 s costs less than the idle wait? no: waiting ~230 s costs more than a
+        // 120 s boot), so it goes at once; with a 600 s boot it is kept until they
+        // come, and retired soon after the last of them.
+        let uniform = |i: usize| 200.0 + 60.0 * ((i as f64 * 0.618_033_988_749_895).fract());
+        let mut short_boot = IdleGaps::new(120.0);
+        run(&mut short_boot, 4000, uniform);
+        assert!(short_boot.timeout_s() < 120.0, "{}", short_boot.timeout_s());
+        let mut long_boot = IdleGaps::new(600.0);
+        run(&mut long_boot, 4000, uniform);
+        let t = long_boot.timeout_s();
+        assert!((260.0..=600.0).contains(&t), "{t}");
+    }
+}
