@@ -38,6 +38,8 @@ echo "== cargo test"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 cargo test --workspace 2>&1 | tee "$log"
+echo "== issue 11's policy claims on the full workload suite and SDSC (optimised: a few minutes)"
+cargo test --release -p simulations --test suite_claims -- --ignored 2>&1 | tee -a "$log"
 echo "== API fuzz: schemathesis against a running capstan serve (scripts/fuzz-api.sh)"
 CAPSTAN_BIN="$PWD/target/debug/capstan" scripts/fuzz-api.sh
 echo "== browser tests: playwright-core + chromium against capstan demo and a report (scripts/browser-tests.sh)"

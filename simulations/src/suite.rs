@@ -436,11 +436,6 @@ fn quiet_month_small(spec: &mut WorkloadSpec) {
 
 // ---- Settings ----
 
-/// Idle timeout of every setting, for both policies: `capstan simulate`'s default for
-/// `reactive`, fixed for `forecast` too, so both policies scale in alike and the suite's
-/// tables (measured with 600 s for both) stay comparable.
-const IDLE_TIMEOUT_S: u64 = 600;
-
 /// Interruptions per instance-hour of the `spot` setting: a mean instance life of
 /// 10 h. Harsher than most spot pools see (AWS's Spot Instance Advisor puts most
 /// instance types below 5% a month), so interruptions happen hundreds of times within
@@ -449,11 +444,15 @@ const IDLE_TIMEOUT_S: u64 = 600;
 /// about 12x the oracle, which measures the restarts, not the policy.
 pub const SPOT_INTERRUPTIONS_PER_HOUR: f64 = 0.1;
 
+/// Every setting's pool is `capstan simulate`'s default for the policy: `reactive`
+/// with its classic 600 s idle timeout, `forecast` with the one capstan chooses from
+/// the boot time and the idle gaps (the spec sets none).
 fn config(policy: ScalingPolicy, seed: u64, slots: u32, cloud: CloudModel) -> SimConfig {
+    let default = SimConfig::default_setting(policy, seed);
     SimConfig {
-        spec: default_pool(policy, slots, Some(IDLE_TIMEOUT_S)),
+        spec: default_pool(policy, slots, default.spec.scaling.idle_timeout_s),
         cloud,
-        ..SimConfig::default_setting(policy, seed)
+        ..default
     }
 }
 
@@ -493,7 +492,7 @@ pub fn lognormal_boot_cloud() -> CloudModel {
 /// launch config interrupted [`SPOT_INTERRUPTIONS_PER_HOUR`] times per instance-hour
 /// (exponential time to interruption).
 pub fn spot_cloud() -> CloudModel {
-    let id = default_pool(ScalingPolicy::Reactive, 1, Some(IDLE_TIMEOUT_S)).launch_configs[0]
+    let id = default_pool(ScalingPolicy::Reactive, 1, None).launch_configs[0]
         .id
         .clone();
     let mut cloud = CloudModel::default();

@@ -1,0 +1,174 @@
+//! Issue 11's claims about the forecast policy, checked on what docs/policy.md reports:
+//! every workload of the suite at full size in the base setting, seed 1, and the SDSC
+//! trace when it is at hand (`CAPSTAN_TRACE`, else `../shared/traces/...` beside the
+//! repository; skipped with a note otherwise).
+//!
+//! - The service level governs: lowering it never raises the cost, at 0 it costs no
+//!   more than `reactive`, and with `reactive`'s idle timeout it *is* `reactive`, run
+//!   for run — except that on `short-tasks` level 0 costs about 1.5 % more than 0.5
+//!   (it keeps no slot between tasks of 10 s and relaunches more), so there the cost
+//!   rises from 0.5 up.
+//! - Forecast's frontier dominates reactive's: for every point of the default reactive
+//!   grid there is a point of the default forecast grid no dearer, with a lower mean
+//!   wait and a p95 no higher — on every workload but `short-tasks`, where it does not
+//!   (docs/policy.md says why; the test fails if that changes, so the list stays true).
+//!
+//! Full-size replays take minutes unoptimised, so these tests are ignored by a plain
+//! `cargo test`; `scripts/test.sh` runs them with
+//! `cargo test --release -p simulations --test suite_claims -- --ignored` (about two
+//! minutes on 2 cores).
+
+use std::path::PathBuf;
+
+use capstan_core::ScalingPolicy;
+use simulations::engine::SimConfig;
+use simulations::frontier::{
+    GridChoice, Knobs, SweepPoint, dominates_reactive, run_sweep, sweep_grid,
+};
+use simulations::suite::{SHAPES, Scale, suite_cases};
+use simulations::trace::{ReadOptions, Trace, read_trace};
+
+/// Workloads on which forecast's frontier does not dominate reactive's.
+const NOT_DOMINATED: [&str; 1] = ["short-tasks"];
+/// Workloads on which level 0 is not the cheapest level (the cost rises from 0.5 up).
+const BOTTOM_NOT_CHEAPEST: [&str; 1] = ["short-tasks"];
+
+/// Every workload checked: the suite's shapes (base setting, full size, seed 1) and
+/// SDSC in the default setting when the trace is at hand.
+fn workloads() -> Vec<(String, Trace, SimConfig)> {
+    let mut out: Vec<(String, Trace, SimConfig)> = suite_cases(Scale::Full)
+        .into_iter()
+        .filter(|c| c.setting.name == "base")
+        .map(|c| {
+            let trace = c.trace(1).expect("the suite generates");
+            (
+                c.shape.name.to_owned(),
+                trace,
+                c.config(ScalingPolicy::Forecast, 1),
+            )
+        })
+        .collect();
+    assert_eq!(out.len(), SHAPES.len());
+    let path = std::env::var_os("CAPSTAN_TRACE").map_or_else(
+        || {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../../shared/traces/SDSC-BLUE-2000-4.2-cln.swf.gz")
+        },
+        PathBuf::from,
+    );
+    if path.exists() {
+        let trace = read_trace(&path, ReadOptions::default()).expect("the trace reads");
+        out.push((
+            "sdsc".into(),
+            trace,
+            SimConfig::default_setting(ScalingPolicy::Forecast, 1),
+        ));
+    } else {
+        eprintln!(
+            "SDSC not checked: no trace at {} (set CAPSTAN_TRACE)",
+            path.display()
+        );
+    }
+    out
+}
+
+fn sweep(trace: &Trace, config: &SimConfig, grid: &[Knobs], idle: Option<u64>) -> Vec<SweepPoint> {
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let mut config = config.clone();
+    config.spec.scaling.idle_timeout_s = idle;
+    run_sweep(trace, &config, grid, threads, &|_, _| {}).expect("replays")
+}
+
+#[test]
+#[ignore = "full-size replays: scripts/test.sh runs them with --release"]
+fn lowering_the_service_level_lowers_the_cost_down_to_reactive() {
+    const LEVELS: [f64; 5] = [0.0, 0.5, 0.8, 0.9, 0.95];
+    let mut grid: Vec<Knobs> = LEVELS
+        .iter()
+        .map(|&service_level| Knobs::Forecast { service_level })
+        .collect();
+    grid.push(Knobs::Reactive {
+        ratio: 1.0,
+        idle_timeout_s: 600,
+    });
+    let n = LEVELS.len();
+    let mut failures = Vec::new();
+    for (name, trace, config) in workloads() {
+        // The forecast policy as it ships: the idle timeout chosen by capstan.
+        let points = sweep(&trace, &config, &grid, None);
+        let costs: Vec<f64> = points.iter().map(|p| p.cost).collect();
+        let (forecast, reactive) = costs.split_at(n);
+        // On `short-tasks` level 0 keeps no slot from one 10 s task to the next and
+        // relaunches more than level 0.5 does (about 1.5 % dearer): there the claim
+        // holds from 0.5 up, and level 0 must stay within 2 % of the cheapest.
+        let from = if BOTTOM_NOT_CHEAPEST.contains(&name.as_str()) {
+            let cheapest = forecast.iter().copied().fold(f64::INFINITY, f64::min);
+            if forecast[0] > cheapest * 1.02 {
+                failures.push(format!(
+                    "{name}: level 0 costs {}, more than 2 % above the cheapest level's {cheapest}",
+                    forecast[0]
+                ));
+            }
+            1
+        } else {
+            0
+        };
+        if !forecast[from..].windows(2).all(|w| w[0] <= w[1]) {
+            failures.push(format!(
+                "{name}: cost by level {:?} is {:?}, not rising",
+                &LEVELS[from..],
+                &forecast[from..]
+            ));
+        }
+        if forecast[0] > reactive[0] {
+            failures.push(format!(
+                "{name}: forecast at 0 costs {}, more than reactive's {}",
+                forecast[0], reactive[0]
+            ));
+        }
+        if points[n - 1].wait_mean_s >= points[0].wait_mean_s {
+            failures.push(format!(
+                "{name}: mean wait {} s at 0.95 against {} s at 0",
+                points[n - 1].wait_mean_s,
+                points[0].wait_mean_s
+            ));
+        }
+        // With reactive's idle timeout, level 0 keeps no spare beyond the backlog:
+        // the same launches, the same bill as reactive.
+        let same = sweep(&trace, &config, &[grid[0], grid[n]], Some(600));
+        if same[0].cost != same[1].cost || same[0].launches != same[1].launches {
+            failures.push(format!(
+                "{name}: forecast at 0 with a 600 s idle timeout costs {} with {} launches, reactive {} with {}",
+                same[0].cost, same[0].launches, same[1].cost, same[1].launches
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+#[test]
+#[ignore = "full-size replays: scripts/test.sh runs them with --release"]
+fn forecast_dominates_reactive_on_the_suite_and_sdsc() {
+    let grid = sweep_grid(&GridChoice::default(), None).expect("the default grid");
+    let mut failures = Vec::new();
+    let mut dominated_where_not_claimed = Vec::new();
+    for (name, trace, config) in workloads() {
+        let points = sweep(&trace, &config, &grid, None);
+        let (forecast, reactive): (Vec<SweepPoint>, Vec<SweepPoint>) = points
+            .into_iter()
+            .partition(|p| p.policy == ScalingPolicy::Forecast);
+        match (
+            NOT_DOMINATED.contains(&name.as_str()),
+            dominates_reactive(&forecast, &reactive),
+        ) {
+            (false, Err(why)) => failures.push(format!("{name}: {why:#?}")),
+            (true, Ok(())) => dominated_where_not_claimed.push(name),
+            _ => {}
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+    assert!(
+        dominated_where_not_claimed.is_empty(),
+        "dominated now, drop from NOT_DOMINATED: {dominated_where_not_claimed:?}"
+    );
+}
