@@ -158,6 +158,11 @@ pub struct Predictor {
     /// The first sample's time: clusters are told from the background once a day of
     /// history says what the background is.
     first_at: Option<Timestamp>,
+    /// The last `model_level()` and `level^f` computed, keyed by their inputs' bits:
+    /// both inputs change rarely (with the feedback's steps and every 64 finished
+    /// tasks), so the forecast skips an `exp` and a `pow` on almost every tick.
+    level_memo: Option<(u64, f64)>,
+    pow_memo: Option<(u64, u64, f64)>,
 }
 
 impl Default for Predictor {
@@ -204,6 +209,8 @@ impl Predictor {
             week_time_s: 0.0,
             week_decay: (0.0, 1.0),
             first_at: None,
+            level_memo: None,
+            pow_memo: None,
         })
     }
 
@@ -297,6 +304,22 @@ impl Predictor {
         }
     }
 
+    /// [`Predictor::model_level`], remembered for the last `level_logit`.
+    fn model_level_memo(&mut self) -> f64 {
+        if self.level <= 0.0 {
+            return 0.0;
+        }
+        let key = self.level_logit.to_bits();
+        match self.level_memo {
+            Some((k, v)) if k == key => v,
+            _ => {
+                let v = self.model_level();
+                self.level_memo = Some((key, v));
+                v
+            }
+        }
+    }
+
     /// The arrival-rate model.
     pub fn seasonal(&self) -> &SeasonalRate {
         &self.seasonal
@@ -380,7 +403,7 @@ impl Predictor {
         // generated `large` workload at level 0.3).
         let carried = f64::from(pending) + f64::from(running) * surv.of_running;
         let level = if self.cfg.feedback {
-            self.model_level()
+            self.model_level_memo()
         } else {
             self.level
         };
@@ -405,7 +428,15 @@ impl Predictor {
             .clamp(1e-6, 1.0);
         let expected = self.window_mean(now, window_s) * f;
         let level = if level > 0.0 {
-            libm::pow(level, f)
+            let (lk, fk) = (level.to_bits(), f.to_bits());
+            match self.pow_memo {
+                Some((l, g, v)) if l == lk && g == fk => v,
+                _ => {
+                    let v = libm::pow(level, f);
+                    self.pow_memo = Some((lk, fk, v));
+                    v
+                }
+            }
         } else {
             0.0
         };
