@@ -264,6 +264,20 @@ impl Clusters {
         } else {
             0.0
         };
+        let tail_of_open = || -> f64 {
+            self.sizes
+                .iter()
+                .filter(|(s, _)| *s >= open)
+                .map(|(_, p)| p)
+                .sum()
+        };
+        // No clusters expected and none under way (what the forecast asks on almost
+        // every tick): the window's count is Poisson(background). The same arithmetic
+        // as the general recursion below, whose extra terms would all be zero, without
+        // building its tables.
+        if clusters == 0.0 && (open == 0 || tail_of_open() <= 0.0) {
+            return poisson_spare(background, level, basis);
+        }
         // The rest of the open cluster: S - open given S >= open.
         let rest: Vec<(u32, f64)> = if open > 0 {
             let tail: f64 = self
@@ -369,6 +383,55 @@ impl Clusters {
         }
         s
     }
+}
+
+/// [`Clusters::exact_spare`] for a plain Poisson count with mean `background` (no
+/// clusters, nothing of a cluster to come): its recursion with the cluster terms, all
+/// zero, left out, so the answer is the same to the bit.
+fn poisson_spare(background: f64, level: f64, basis: Basis) -> u32 {
+    // The general path's mean, rate and variance add zeros to `background` (>= 0),
+    // which leaves it as it is.
+    let mean = background;
+    if mean <= 0.0 {
+        return 0;
+    }
+    if background > EXACT_MAX_RATE {
+        return sizing::spare_slots(mean, (background / mean).max(1.0), level, basis);
+    }
+    let rate = background;
+    // g(k) = background · g(k − 1) / k, g(0) = e^{-rate}; t(s) = g(s).
+    let mut g = libm::exp(-rate);
+    let allowed = (1.0 - level) * mean;
+    let mut loss = mean;
+    let mut cdf = 0.0;
+    let mut s: u32 = 0;
+    while s < 10_000_000 {
+        if s > 0 {
+            g = background * g / f64::from(s);
+        }
+        let t = g;
+        match basis {
+            Basis::Windows => {
+                cdf += t;
+                if cdf >= level || (t == 0.0 && f64::from(s) > mean && cdf > 0.0) {
+                    return s;
+                }
+            }
+            Basis::Tasks => {
+                if loss <= allowed {
+                    return s;
+                }
+                cdf += t;
+                let tail = (1.0 - cdf).max(0.0);
+                if tail <= 0.0 && t == 0.0 {
+                    return s;
+                }
+                loss -= tail;
+            }
+        }
+        s += 1;
+    }
+    s
 }
 
 /// `n` tasks of which a share `thin` hold a slot at the window's end (rounded).
@@ -581,6 +644,33 @@ mod tests {
                 assert!(lower <= exact, "{bg} {cl}: {lower} > {exact}");
             }
         }
+    }
+
+    #[test]
+    fn the_poisson_shortcut_answers_as_the_full_recursion() {
+        // Every cluster has 40 tasks and one is 40 tasks in: its rest is 0 for sure, so
+        // with no new clusters expected the full recursion (taken because a cluster is
+        // open) sizes a plain Poisson count, which the shortcut (no cluster open) must
+        // size to the same slot, on both bases, across the exact/negative-binomial
+        // switch at 500 and at quantiles near and far from 1.
+        let mut c = with_clusters(&[40, 40]);
+        c.observe(30.0, 40, 0.01);
+        assert_eq!(c.open(), 40);
+        let mut sizes_seen = std::collections::BTreeSet::new();
+        for i in 0..400 {
+            let bg = 0.013 * f64::from(i) * f64::from(i) + 0.001;
+            for level in [0.3, 0.9, 0.95, 0.999_9] {
+                for basis in [Basis::Windows, Basis::Tasks] {
+                    let full = c.exact_spare(bg, 0.0, 40, 1.0, level, basis);
+                    let short = c.exact_spare(bg, 0.0, 0, 1.0, level, basis);
+                    assert_eq!(full, short, "{bg} {level} {basis:?}");
+                    sizes_seen.insert(short);
+                }
+            }
+        }
+        assert!(sizes_seen.len() > 100, "{}", sizes_seen.len());
+        // The windows basis is the Poisson quantile itself.
+        assert_eq!(c.exact_spare(25.0, 0.0, 0, 1.0, 0.999, Basis::Windows), 42);
     }
 
     #[test]
