@@ -402,8 +402,8 @@ fn base_config(args: &SimulateArgs) -> anyhow::Result<SimConfig> {
         spec.scaling.scaling_ratio = ratio;
     }
     if let Some(level) = args.service_level {
-        if !(level > 0.0 && level < 1.0) {
-            bail!("--service-level: must be in (0, 1), got {level}");
+        if !(level >= 0.0 && level < 1.0) {
+            bail!("--service-level: must be in [0, 1) (0: no spare), got {level}");
         }
         spec.scaling.service_level = level;
     }

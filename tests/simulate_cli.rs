@@ -435,3 +435,30 @@ fn the_setting_line_names_each_policys_idle_timeout() {
         "{unset}"
     );
 }
+
+#[test]
+fn service_level_zero_is_the_reactive_run_and_one_is_refused() {
+    let base = [
+        "simulate",
+        "--workload",
+        "diurnal",
+        "--days",
+        "3",
+        "--idle-timeout",
+        "600",
+        "--json",
+    ];
+    let reactive = json_run(&[&base[..], &["--policy", "reactive"]].concat());
+    let zero = json_run(&[&base[..], &["--policy", "forecast", "--service-level", "0"]].concat());
+    for field in ["instance_seconds", "launches", "terminations"] {
+        assert_eq!(zero[field], reactive[field], "{field}");
+    }
+    assert_eq!(zero["wait_s"], reactive["wait_s"]);
+    let out = capstan(&[&base[..], &["--policy", "forecast", "--service-level", "1"]].concat());
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--service-level: must be in [0, 1) (0: no spare), got 1"),
+        "{stderr}"
+    );
+}
