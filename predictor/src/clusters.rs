@@ -70,6 +70,8 @@ pub struct Clusters {
     last_dt_s: f64,
     decay: f64,
     memo: Vec<Option<(MemoKey, u32)>>,
+    /// The last answer of [`Clusters::spare`]: consecutive ticks mostly ask the same.
+    last: Option<(MemoKey, u32)>,
 }
 
 /// What a memoised spare depends on.
@@ -107,6 +109,7 @@ impl Clusters {
             last_dt_s: 0.0,
             decay: 1.0,
             memo: vec![None; MEMO_SLOTS],
+            last: None,
         }
     }
 
@@ -122,7 +125,7 @@ impl Clusters {
             self.faded_time_s = self.faded_time_s * self.decay + dt_s;
             self.since_refresh_s += dt_s;
         }
-        if arrivals > poisson_upper(expected.max(0.0), DETECTION_LEVEL) {
+        if exceeds_poisson_upper(arrivals, expected.max(0.0), DETECTION_LEVEL) {
             self.open = self.open.saturating_add(arrivals);
         } else if self.open > 0 {
             self.close();
@@ -224,6 +227,11 @@ impl Clusters {
             thin: thin.to_bits(),
             basis,
         };
+        if let Some((k, v)) = self.last
+            && k == key
+        {
+            return v;
+        }
         let mix = bk
             .wrapping_mul(0x9E37_79B9_7F4A_7C15)
             .rotate_left(17)
@@ -237,10 +245,12 @@ impl Clusters {
         if let Some((k, v)) = self.memo[slot]
             && k == key
         {
+            self.last = Some((key, v));
             return v;
         }
         let v = self.exact_spare(bg, cl, open, thin, level, basis);
         self.memo[slot] = Some((key, v));
+        self.last = Some((key, v));
         v
     }
 
@@ -463,6 +473,30 @@ pub fn poisson_upper(mean: f64, level: f64) -> u32 {
     k
 }
 
+/// `n > poisson_upper(mean, level)`, walking the CDF only as far as `n` needs (not at
+/// all for `n = 0`, the usual sample), with the same arithmetic.
+fn exceeds_poisson_upper(n: u32, mean: f64, level: f64) -> bool {
+    if n == 0 {
+        return false;
+    }
+    if mean <= 0.0 || mean > EXACT_MAX_RATE {
+        return n > poisson_upper(mean, level);
+    }
+    let mut pmf = libm::exp(-mean);
+    let mut cdf = pmf;
+    let mut k = 0u32;
+    while cdf < level && k < 1_000_000 {
+        if k >= n {
+            // The quantile is above k >= n.
+            return false;
+        }
+        k += 1;
+        pmf *= mean / f64::from(k);
+        cdf += pmf;
+    }
+    n > k
+}
+
 /// Rounds finite `x > 0` up to a grid of 64 steps per doubling; returns the key and
 /// the rounded value (never below `x`). Non-positive `x` is key 0, value 0.
 fn round_up(x: f64) -> (u64, f64) {
@@ -671,6 +705,31 @@ mod tests {
         assert!(sizes_seen.len() > 100, "{}", sizes_seen.len());
         // The windows basis is the Poisson quantile itself.
         assert_eq!(c.exact_spare(25.0, 0.0, 0, 1.0, 0.999, Basis::Windows), 42);
+    }
+
+    #[test]
+    fn the_bursty_test_agrees_with_the_quantile() {
+        for i in 0..600 {
+            let mean = 0.0007 * f64::from(i) * f64::from(i);
+            let upper = poisson_upper(mean, DETECTION_LEVEL);
+            for n in [
+                0,
+                1,
+                2,
+                upper.saturating_sub(1),
+                upper,
+                upper + 1,
+                upper + 40,
+            ] {
+                assert_eq!(
+                    exceeds_poisson_upper(n, mean, DETECTION_LEVEL),
+                    n > upper,
+                    "{n} {mean} {upper}"
+                );
+            }
+        }
+        assert!(exceeds_poisson_upper(43, 25.0, 0.999));
+        assert!(!exceeds_poisson_upper(42, 25.0, 0.999));
     }
 
     #[test]
