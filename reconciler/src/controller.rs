@@ -173,17 +173,22 @@ impl PoolController {
     /// plan toward it. The plan's launches are counted in the launch log (whether or
     /// not they succeed, as a real rate limit would count attempts).
     pub fn tick(&mut self, workers: &[Worker], now: Timestamp) -> (Forecast, Plan) {
-        let existing = self.planner.counted_slots(workers, now);
-        let forecast = self
-            .predictor
-            .forecast(self.planner.spec(), now, self.lead_s, existing);
+        let survey = self.planner.survey(workers, now);
+        let forecast =
+            self.predictor
+                .forecast(self.planner.spec(), now, self.lead_s, survey.counted_slots);
         if self.health.entries().next().is_some() {
             self.health.forget_expired(now);
         }
         self.planner.set_auto_idle_timeout_s(self.idle.timeout_s());
-        let plan = self
-            .planner
-            .plan(workers, &forecast, &self.health, now, &self.launches);
+        let plan = self.planner.plan_surveyed(
+            workers,
+            &forecast,
+            &self.health,
+            now,
+            &self.launches,
+            survey,
+        );
         let launched = plan.launch_count();
         if launched > 0 {
             self.launches.record(now, launched);

@@ -222,13 +222,29 @@ impl Planner {
     /// term must see as existing, or a pool whose workers all time out would keep
     /// relaunching for demand that is gone.
     pub fn counted_slots(&self, workers: &[Worker], now: Timestamp) -> u32 {
-        let slots: u64 = workers
-            .iter()
-            .filter(|w| w.state.counts_as_capacity())
-            .filter(|w| self.cleanup_reason(w, now).is_none())
-            .map(|w| u64::from(w.capacity))
-            .sum();
-        u32::try_from(slots).unwrap_or(u32::MAX)
+        self.survey(workers, now).counted_slots
+    }
+
+    /// [`Planner::counted_slots`], and whether any worker the plan looks at (live, not
+    /// terminating) must be cleaned up: when none must, [`Planner::plan_surveyed`] at
+    /// the same instant skips asking again.
+    pub fn survey(&self, workers: &[Worker], now: Timestamp) -> Survey {
+        let mut slots: u64 = 0;
+        let mut any_cleanup = false;
+        for w in workers {
+            if !w.state.is_live() || w.state == WorkerState::Terminating {
+                continue;
+            }
+            if self.cleanup_reason(w, now).is_some() {
+                any_cleanup = true;
+            } else if w.state.counts_as_capacity() {
+                slots += u64::from(w.capacity);
+            }
+        }
+        Survey {
+            counted_slots: u32::try_from(slots).unwrap_or(u32::MAX),
+            any_cleanup,
+        }
     }
 
     /// Why `w` must go regardless of demand, if it must.
@@ -274,6 +290,33 @@ impl Planner {
         now: Timestamp,
         launches: &LaunchLog,
     ) -> Plan {
+        let survey = Survey {
+            counted_slots: 0,
+            any_cleanup: true,
+        };
+        self.plan_surveyed(workers, forecast, health, now, launches, survey)
+    }
+
+    /// [`Planner::plan`] given the [`Planner::survey`] of the same `workers` at the same
+    /// `now` (the same plan, with one pass over the fleet fewer when nothing needs
+    /// cleaning up).
+    pub fn plan_surveyed(
+        &self,
+        workers: &[Worker],
+        forecast: &Forecast,
+        health: &OfferingHealth,
+        now: Timestamp,
+        launches: &LaunchLog,
+        survey: Survey,
+    ) -> Plan {
+        let check_cleanup = survey.any_cleanup;
+        let cleanup_reason = |w: &Worker| {
+            if check_cleanup {
+                self.cleanup_reason(w, now)
+            } else {
+                None
+            }
+        };
         let spec = &self.spec;
         let mut actions = Vec::new();
 
@@ -290,7 +333,7 @@ impl Planner {
             if !w.state.is_live() || w.state == WorkerState::Terminating {
                 continue;
             }
-            if let Some(reason) = self.cleanup_reason(w, now) {
+            if let Some(reason) = cleanup_reason(w) {
                 actions.push(Action::Terminate {
                     worker: w.id.clone(),
                     reason,
@@ -422,7 +465,7 @@ impl Planner {
                     launch_config_id: o.launch_config_id.clone(),
                     zone: o.zone.clone(),
                     count: n,
-                    idempotency_token: format!("{}-{}-{}", spec.id, now.unix_ms(), seq),
+                    idempotency_token: token(spec.id.as_str(), now.unix_ms(), seq),
                 });
                 seq += 1;
                 launches_left -= n;
@@ -447,7 +490,7 @@ impl Planner {
             let mut remaining = current_slots;
             let mut idle: Vec<(Timestamp, &Worker)> = workers
                 .iter()
-                .filter(|w| self.cleanup_reason(w, now).is_none())
+                .filter(|w| cleanup_reason(w).is_none())
                 .filter_map(|w| idle_expired(w, idle_timeout_ms, now).map(|t| (t, w)))
                 .collect();
             idle.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.id.cmp(&b.1.id)));
@@ -467,7 +510,7 @@ impl Planner {
                 let mut spare: Vec<&Worker> = workers
                     .iter()
                     .filter(|w| w.state.counts_as_capacity() && w.busy_slots == 0)
-                    .filter(|w| self.cleanup_reason(w, now).is_none())
+                    .filter(|w| cleanup_reason(w).is_none())
                     .filter(|w| idle_expired(w, idle_timeout_ms, now).is_none())
                     .collect();
                 spare.sort_by(|a, b| {
@@ -514,6 +557,46 @@ impl Planner {
             },
         }
     }
+}
+
+/// `{pool}-{now_ms}-{seq}`, as `format!` writes it, without the formatting machinery
+/// (one per launch action, many per replay).
+fn token(pool: &str, now_ms: i64, seq: u32) -> String {
+    let mut s = String::with_capacity(pool.len() + 32);
+    s.push_str(pool);
+    s.push('-');
+    if now_ms < 0 {
+        s.push('-');
+    }
+    push_decimal(&mut s, now_ms.unsigned_abs());
+    s.push('-');
+    push_decimal(&mut s, u64::from(seq));
+    s
+}
+
+fn push_decimal(s: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &digits[at..] {
+        s.push(char::from(d));
+    }
+}
+
+/// What [`Planner::survey`] found in the fleet at one instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Survey {
+    /// [`Planner::counted_slots`].
+    pub counted_slots: u32,
+    /// Whether a live, not terminating worker must be cleaned up.
+    pub any_cleanup: bool,
 }
 
 /// Slots that workers of one launch config hold (requested, booting, ready).
@@ -1007,6 +1090,71 @@ scaling:
         assert_eq!(
             plan.report.skipped_offerings[0].launch_config_id,
             "od-cheap-per-slot/r-b"
+        );
+    }
+
+    #[test]
+    fn tokens_read_as_format_writes_them() {
+        for (ms, seq) in [
+            (0, 0),
+            (1_700_000_000_123, 7),
+            (-5_000, 12),
+            (i64::MIN, u32::MAX),
+        ] {
+            assert_eq!(token("ci/small", ms, seq), format!("ci/small-{ms}-{seq}"));
+        }
+    }
+
+    #[test]
+    fn a_survey_without_clean_ups_plans_as_plan_does() {
+        let spec = PoolSpec::from_yaml(SPEC).unwrap();
+        let planner = Planner::new(&spec).unwrap();
+        let now = Timestamp::from_unix_secs(100_000);
+        let mut workers: Vec<Worker> = (0..4)
+            .map(|i| {
+                let mut w = Worker::requested(
+                    WorkerId::from_string(format!("w{i}")),
+                    spec.id.clone(),
+                    spec.provider,
+                    Some("spot".into()),
+                    2,
+                    format!("t{i}"),
+                    now.plus_secs(-3_600),
+                );
+                w.state = WorkerState::Ready;
+                w.registered_at = Some(now.plus_secs(-3_500));
+                w.last_heartbeat_at = Some(now.plus_secs(-5));
+                w.idle_since = Some(now.plus_secs(-3_000));
+                w
+            })
+            .collect();
+        let forecast = Forecast {
+            made_at: now,
+            policy: ScalingPolicy::Forecast,
+            lead_s: 120.0,
+            target_slots: 3,
+            backlog_slots: 0,
+            expected_busy_slots: 3.0,
+            points: Vec::new(),
+        };
+        let (health, log) = (OfferingHealth::new(), LaunchLog::new());
+        let survey = planner.survey(&workers, now);
+        assert_eq!(survey.counted_slots, 8);
+        assert!(!survey.any_cleanup);
+        let plan = planner.plan(&workers, &forecast, &health, now, &log);
+        assert!(!plan.actions.is_empty(), "idle workers above the target go");
+        assert_eq!(
+            planner.plan_surveyed(&workers, &forecast, &health, now, &log, survey),
+            plan
+        );
+        // A worker whose heartbeat is lost: the survey says so and does not count it.
+        workers[1].last_heartbeat_at = Some(now.plus_secs(-86_400));
+        let survey = planner.survey(&workers, now);
+        assert_eq!(survey.counted_slots, 6);
+        assert!(survey.any_cleanup);
+        assert_eq!(
+            planner.plan_surveyed(&workers, &forecast, &health, now, &log, survey),
+            planner.plan(&workers, &forecast, &health, now, &log)
         );
     }
 }
