@@ -52,6 +52,8 @@ pub struct IdleGaps {
     added: Vec<(f64, bool)>,
     removed: Vec<(f64, bool)>,
     scratch: Vec<(f64, bool)>,
+    /// Scratch for the survival grid.
+    surv: Vec<f64>,
 }
 
 /// The order of `sorted`: by length, then censored before reused.
@@ -73,6 +75,7 @@ impl IdleGaps {
             added: Vec::new(),
             removed: Vec::new(),
             scratch: Vec::with_capacity(GAP_MEMORY),
+            surv: Vec::new(),
         }
     }
 
@@ -129,17 +132,23 @@ impl IdleGaps {
         self.update_sorted();
         let n = self.sorted.len();
         // Kaplan-Meier survival on the grid 0, step, 2·step, ... while enough periods
-        // are at risk; `surv[k]` = P(G > k·step).
-        let mut surv: Vec<f64> = vec![1.0];
+        // are at risk; `surv[k]` = P(G > k·step). Built only as far as the ages judged
+        // below need it: the first age at which keeping does not pay ends the search,
+        // and only when none is found is the whole grid built (`judged` needs its
+        // length), so the answer is the one of building it all first.
+        let mut surv = std::mem::take(&mut self.surv);
+        surv.clear();
+        surv.push(1.0);
         let mut i = 0; // first period not yet passed
         let mut s = 1.0;
-        loop {
+        let mut grid_done = false;
+        let mut extend = |surv: &mut Vec<f64>| -> bool {
             let k = surv.len() - 1;
             let from = k as f64 * step;
             let to = from + step;
             let at_risk = n - i;
             if at_risk < MIN_AT_RISK || to > MAX_IDLE_S + l {
-                break;
+                return false;
             }
             let mut ended = 0usize;
             while i < n && self.sorted[i].0 < to {
@@ -150,12 +159,19 @@ impl IdleGaps {
             }
             s *= 1.0 - ended as f64 / at_risk as f64;
             surv.push(s);
-        }
+            true
+        };
         // Ages judged: those whose next boot time is covered, `a + L` on the grid.
         let span = (l / step).round() as usize;
-        let judged = surv.len().saturating_sub(span);
         let mut timeout = None;
-        for k in 0..judged {
+        let mut k = 0;
+        loop {
+            while !grid_done && surv.len() <= k + span {
+                grid_done = !extend(&mut surv);
+            }
+            if surv.len() <= k + span {
+                break; // k is past the ages judged
+            }
             let sa = surv[k];
             if sa <= 0.0 {
                 timeout = Some(k as f64 * step);
@@ -171,20 +187,25 @@ impl IdleGaps {
                 timeout = Some(k as f64 * step);
                 break;
             }
+            k += 1;
         }
-        // Periods cut short by the timeout in use (retired at about it).
+        let judged = surv.len().saturating_sub(span);
+        self.surv = surv;
+        // Periods cut short by the timeout in use (retired at about it), counted only
+        // when no age was found.
         let cap = self.timeout_s - step;
-        let censored = self
-            .sorted
-            .iter()
-            .filter(|(idle, reused)| !reused && *idle >= cap)
-            .count();
+        let censored = || {
+            self.sorted
+                .iter()
+                .filter(|(idle, reused)| !reused && *idle >= cap)
+                .count()
+        };
         self.timeout_s = match timeout {
             Some(t) => t,
             // Keeping paid at every age the data covers. If machines were retired
             // often enough to cut the data short, look one step past the timeout in use;
             // if few idle periods ever reach it, the tail is rare and the timeout stays.
-            None if censored >= MIN_AT_RISK => (judged as f64 * step).max(self.timeout_s) + step,
+            None if censored() >= MIN_AT_RISK => (judged as f64 * step).max(self.timeout_s) + step,
             None => (judged as f64 * step).max(self.timeout_s),
         }
         .min(MAX_IDLE_S);
