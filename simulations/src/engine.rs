@@ -813,7 +813,7 @@ impl<'a> Engine<'a> {
                         &idempotency_token,
                     ),
                     Action::Terminate { worker, .. } => {
-                        if let Some(pos) = self.workers.iter().position(|w| w.id == worker) {
+                        if let Some(pos) = self.position_of(&worker) {
                             let w = &self.workers[pos];
                             if w.busy_slots == 0
                                 && let Some(since) = w.idle_since
@@ -864,6 +864,7 @@ impl<'a> Engine<'a> {
             .iter()
             .any(|w| since_start_s >= w.start_s && since_start_s < w.end_s);
         let ts = self.now_ts(now);
+        let token_prefix = [token, "-"].concat();
         for i in 0..count {
             if in_window || self.rng_launch.chance(model.launch_failure_probability) {
                 self.launch_failures += 1;
@@ -874,15 +875,15 @@ impl<'a> Engine<'a> {
             }
             let uid = self.pos_of.len() as u64;
             let mut w = Worker::requested(
-                WorkerId::from_string(format!("w-{uid}")),
+                WorkerId::from_string(numbered("w-", uid)),
                 self.spec.id.clone(),
                 self.spec.provider,
                 Some(lc.id.clone()),
                 lc.capacity,
-                format!("{token}-{i}"),
+                numbered(&token_prefix, u64::from(i)),
                 ts,
             );
-            w.instance_id = Some(format!("sim-{uid}"));
+            w.instance_id = Some(numbered("sim-", uid));
             w.transition(WorkerState::Booting, ts)
                 .expect("requested -> booting is legal");
             self.capacity_slots += w.capacity;
@@ -910,6 +911,20 @@ impl<'a> Engine<'a> {
                 self.events.push(Reverse((at, EV_INTERRUPTION, uid, 0, 0)));
             }
         }
+    }
+
+    /// Position in `workers` of the worker with id `id`: the engine names its workers
+    /// `w-{uid}`, so the id says where to look; anything else is searched for.
+    fn position_of(&self, id: &WorkerId) -> Option<usize> {
+        let by_uid = id
+            .as_str()
+            .strip_prefix("w-")
+            .and_then(|n| n.parse::<usize>().ok())
+            .and_then(|uid| self.pos_of.get(uid))
+            .filter(|&&pos| pos != NO_POS)
+            .map(|&pos| pos as usize)
+            .filter(|&pos| self.workers[pos].id == *id);
+        by_uid.or_else(|| self.workers.iter().position(|w| w.id == *id))
     }
 
     /// Folds the tick's levels into the current bucket (maxima).
@@ -1080,6 +1095,26 @@ fn preferred_offering(planner: &Planner, spec: &PoolSpec) -> usize {
                 .position(|lc| lc.id == o.launch_config_id)
         })
         .unwrap_or(0)
+}
+
+/// `prefix` followed by `n` in decimal: `format!("{prefix}{n}")` without the
+/// formatting machinery (ids and tokens of every launched instance).
+fn numbered(prefix: &str, mut n: u64) -> String {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let mut s = String::with_capacity(prefix.len() + digits.len() - at);
+    s.push_str(prefix);
+    // ASCII digits.
+    s.push_str(std::str::from_utf8(&digits[at..]).unwrap_or_default());
+    s
 }
 
 #[cfg(test)]
@@ -1356,5 +1391,14 @@ mod tests {
             err.to_string(),
             "cloud model: launch_configs.nope: no launch config with this id in pool sim"
         );
+    }
+
+    #[test]
+    fn numbered_writes_what_format_writes() {
+        for n in [0, 1, 9, 10, 99, 100, 12_345, u64::from(u32::MAX), u64::MAX] {
+            assert_eq!(numbered("w-", n), format!("w-{n}"));
+            assert_eq!(numbered("", n), n.to_string());
+        }
+        assert_eq!(numbered("sim-1700000000000-0-", 7), "sim-1700000000000-0-7");
     }
 }
