@@ -402,7 +402,7 @@ fn base_config(args: &SimulateArgs) -> anyhow::Result<SimConfig> {
         spec.scaling.scaling_ratio = ratio;
     }
     if let Some(level) = args.service_level {
-        if !(level >= 0.0 && level < 1.0) {
+        if !(0.0..1.0).contains(&level) {
             bail!("--service-level: must be in [0, 1) (0: no spare), got {level}");
         }
         spec.scaling.service_level = level;

@@ -1,22 +1,13 @@
 //! End-to-end tests of `capstan simulate`: the built binary, run as a user would.
 
-use std::process::Command;
+mod common;
 
 fn capstan(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_capstan"))
-        .args(args)
-        .output()
-        .expect("capstan runs")
+    common::capstan_cli(None, args)
 }
 
 fn json_run(args: &[&str]) -> serde_json::Value {
-    let out = capstan(args);
-    assert!(
-        out.status.success(),
-        "capstan {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8(out.stdout).expect("utf-8 output");
+    let stdout = common::stdout_of(args, capstan(args));
     assert_eq!(
         stdout.trim().lines().count(),
         1,

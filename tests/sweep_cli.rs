@@ -2,25 +2,18 @@
 //! generated CSV trace, as a user would run it.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::Value;
 
+mod common;
+
 fn capstan(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_capstan"))
-        .args(args)
-        .output()
-        .expect("capstan runs")
+    common::capstan_cli(None, args)
 }
 
 fn ok(args: &[&str]) -> String {
-    let out = capstan(args);
-    assert!(
-        out.status.success(),
-        "capstan {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8 output")
+    common::stdout_of(args, capstan(args))
 }
 
 /// Two days of a small pool in `dir`: about 40 tasks an hour of 2 to 20 minutes, and

@@ -2,29 +2,21 @@
 //! `--workload`, `--days` changes the length, and a suite case replays from the command
 //! line exactly as `simulations::suite` runs it.
 
-use std::process::Command;
 
 use capstan_core::ScalingPolicy;
 use simulations::engine::simulate;
 use simulations::suite::{Scale, shape_names, suite_cases};
 
+mod common;
+
 fn capstan(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_capstan"))
-        .args(args)
-        // The settings' cloud files are named relative to the repository root.
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("capstan runs")
+    // The settings' cloud files are named relative to the repository root.
+    common::capstan_cli(Some(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))), args)
 }
 
 fn json_run(args: &[&str]) -> serde_json::Value {
-    let out = capstan(args);
-    assert!(
-        out.status.success(),
-        "capstan {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
+    let stdout = common::stdout_of(args, capstan(args));
+    let mut v: serde_json::Value = serde_json::from_str(&stdout).expect("stdout is JSON");
     v.as_object_mut()
         .expect("one object")
         .remove("wall_seconds");

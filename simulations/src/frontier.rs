@@ -26,7 +26,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::{REACTIVE_IDLE_TIMEOUT_S, Report, SimConfig, SimError, simulate};
 use crate::plot::{
-    AXIS_COLOR, CAPTION_CHAR_W, Frame, Swatch, duration_label, escape, number, run_color, wrap,
+    AXIS_COLOR, CAPTION_CHAR_W, Frame, Swatch, duration_label, escape, number, run_color,
+    wait_axis, wrap,
 };
 use crate::trace::Trace;
 
@@ -509,19 +510,6 @@ const PANEL_H: f64 = 420.0;
 const GAP: f64 = 16.0;
 /// Waits below this are drawn at it (the y axis is logarithmic).
 const WAIT_FLOOR_S: f64 = 0.1;
-/// Ticks of the wait axis; it ends at the first at or above the longest wait.
-const WAIT_TICKS: [(f64, &str); 9] = [
-    (0.1, "0.1 s"),
-    (1.0, "1 s"),
-    (10.0, "10 s"),
-    (60.0, "1 min"),
-    (600.0, "10 min"),
-    (3600.0, "1 h"),
-    (36_000.0, "10 h"),
-    (86_400.0, "1 day"),
-    (864_000.0, "10 days"),
-];
-
 /// The colour of a policy: the colours `capstan simulate --compare reactive,forecast`
 /// gives them.
 fn policy_color(policy: ScalingPolicy) -> &'static str {
@@ -597,18 +585,9 @@ fn frontier_panel(points: &[SweepPoint], metric: WaitMetric) -> crate::plot::Cha
         .map(|p| metric.of(p))
         .filter(|w| w.is_finite())
         .fold(WAIT_FLOOR_S, f64::max);
-    let top = WAIT_TICKS
-        .iter()
-        .map(|t| t.0)
-        .find(|t| *t >= longest * 1.3 && *t >= 10.0)
-        .unwrap_or(longest * 1.3);
+    let (top, ticks) = wait_axis(WAIT_FLOOR_S, longest * 1.3, 10.0);
     let mut f = Frame::new(PANEL_W, PANEL_H, (lo, hi), (WAIT_FLOOR_S, top), true);
     f.title(&format!("{} wait against cost", metric.name()));
-    let ticks: Vec<(f64, String)> = WAIT_TICKS
-        .iter()
-        .filter(|t| t.0 <= top)
-        .map(|&(v, label)| (v, label.to_string()))
-        .collect();
     f.y_axis(&ticks, &format!("{} wait (log scale)", metric.name()));
     let x_ticks: Vec<(f64, String)> = ratio_ticks(lo, hi)
         .into_iter()

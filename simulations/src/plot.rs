@@ -34,6 +34,35 @@ use crate::report::ReportRun;
 /// Seconds in a day.
 const DAY_S: f64 = 86_400.0;
 
+/// Ticks of a wait axis on a log scale.
+const WAIT_TICKS: [(f64, &str); 9] = [
+    (0.1, "0.1 s"),
+    (1.0, "1 s"),
+    (10.0, "10 s"),
+    (60.0, "1 min"),
+    (600.0, "10 min"),
+    (3600.0, "1 h"),
+    (36_000.0, "10 h"),
+    (DAY_S, "1 day"),
+    (10.0 * DAY_S, "10 days"),
+];
+
+/// A logarithmic wait axis from `floor`: its top, the first tick at or above both
+/// `highest` and `at_least` (or `highest` past the last tick), and its ticks.
+pub(crate) fn wait_axis(floor: f64, highest: f64, at_least: f64) -> (f64, Vec<(f64, String)>) {
+    let top = WAIT_TICKS
+        .iter()
+        .map(|t| t.0)
+        .find(|t| *t >= highest && *t >= at_least)
+        .unwrap_or(highest);
+    let ticks = WAIT_TICKS
+        .iter()
+        .filter(|t| t.0 >= floor && t.0 <= top)
+        .map(|&(v, label)| (v, label.to_string()))
+        .collect();
+    (top, ticks)
+}
+
 /// The colour of each run, in order (no red: red is the queue's).
 const RUN_COLORS: [&str; 8] = [
     "#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f",
@@ -741,29 +770,9 @@ fn wait_figure(runs: &[ReportRun], span: &Span) -> Figure {
                 .chain([r.report.wait_s.p95])
         })
         .fold(1.0, f64::max);
-    // The axis ends at the first of these at or above the highest value.
-    const WAIT_TICKS: [(f64, &str); 8] = [
-        (1.0, "1 s"),
-        (10.0, "10 s"),
-        (60.0, "1 min"),
-        (600.0, "10 min"),
-        (3600.0, "1 h"),
-        (36_000.0, "10 h"),
-        (DAY_S, "1 day"),
-        (10.0 * DAY_S, "10 days"),
-    ];
-    let top = WAIT_TICKS
-        .iter()
-        .map(|t| t.0)
-        .find(|t| *t >= highest && *t >= 60.0)
-        .unwrap_or(highest);
+    let (top, ticks) = wait_axis(1.0, highest, 60.0);
     let mut f = Frame::new(BOTTOM_W, BOTTOM_H, (0.0, span.end_s), (1.0, top), true);
     f.title("Wait of the tasks started");
-    let ticks: Vec<(f64, String)> = WAIT_TICKS
-        .iter()
-        .filter(|t| t.0 <= top)
-        .map(|&(v, label)| (v, label.to_string()))
-        .collect();
     f.y_axis(&ticks, "wait (log scale)");
     let mut widest = 0.0_f64;
     for (i, run) in runs.iter().enumerate() {

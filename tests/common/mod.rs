@@ -180,3 +180,24 @@ impl Drop for Service {
 }
 pub mod loop_fixture;
 pub mod metadata_stub;
+
+/// The built `capstan` run with `args`, in `dir` when given (else the test's own working
+/// directory).
+pub fn capstan_cli(dir: Option<&std::path::Path>, args: &[&str]) -> std::process::Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_capstan"));
+    cmd.args(args);
+    if let Some(dir) = dir {
+        cmd.current_dir(dir);
+    }
+    cmd.output().expect("capstan runs")
+}
+
+/// The stdout of a run that must succeed; a failed one fails the test with its stderr.
+pub fn stdout_of(args: &[&str], out: std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "capstan {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
