@@ -173,6 +173,8 @@ impl PoolController {
     /// plan toward it. The plan's launches are counted in the launch log (whether or
     /// not they succeed, as a real rate limit would count attempts).
     pub fn tick(&mut self, workers: &[Worker], now: Timestamp) -> (Forecast, Plan) {
+        // The idle timeout in force first: the survey checks idle workers against it.
+        self.planner.set_auto_idle_timeout_s(self.idle.timeout_s());
         let survey = self.planner.survey(workers, now);
         let forecast =
             self.predictor
@@ -180,7 +182,6 @@ impl PoolController {
         if self.health.entries().next().is_some() {
             self.health.forget_expired(now);
         }
-        self.planner.set_auto_idle_timeout_s(self.idle.timeout_s());
         let plan = self.planner.plan_surveyed(
             workers,
             &forecast,

@@ -225,12 +225,16 @@ impl Planner {
         self.survey(workers, now).counted_slots
     }
 
-    /// [`Planner::counted_slots`], and whether any worker the plan looks at (live, not
-    /// terminating) must be cleaned up: when none must, [`Planner::plan_surveyed`] at
-    /// the same instant skips asking again.
+    /// [`Planner::counted_slots`], whether any worker the plan looks at (live, not
+    /// terminating) must be cleaned up, and, when none must, what the plan's own pass
+    /// over the fleet would find (slots, whether one is past the idle timeout now in
+    /// force), so [`Planner::plan_surveyed`] at the same instant skips that pass.
     pub fn survey(&self, workers: &[Worker], now: Timestamp) -> Survey {
+        let idle_timeout_ms = self.idle_timeout_ms();
         let mut slots: u64 = 0;
+        let mut current_slots: u32 = 0;
         let mut any_cleanup = false;
+        let mut any_idle_expired = false;
         for w in workers {
             if !w.state.is_live() || w.state == WorkerState::Terminating {
                 continue;
@@ -239,15 +243,29 @@ impl Planner {
                 any_cleanup = true;
             } else if w.state.counts_as_capacity() {
                 slots += u64::from(w.capacity);
+                current_slots = current_slots.saturating_add(w.capacity);
+                any_idle_expired |= idle_expired(w, idle_timeout_ms, now).is_some();
             }
         }
         Survey {
             counted_slots: u32::try_from(slots).unwrap_or(u32::MAX),
             any_cleanup,
+            current_slots,
+            any_idle_expired,
+            idle_timeout_ms,
+        }
+    }
+
+    /// The idle timeout in force, in whole milliseconds.
+    fn idle_timeout_ms(&self) -> i64 {
+        match self.spec.scaling.idle_timeout_s {
+            Some(s) => secs_to_ms(s),
+            None => f64_secs_to_ms(self.idle_timeout_s()),
         }
     }
 
     /// Why `w` must go regardless of demand, if it must.
+    #[inline]
     fn cleanup_reason(&self, w: &Worker, now: Timestamp) -> Option<TerminateReason> {
         let now_ms = now.unix_ms();
         let age_ms = now_ms - w.created_at.unix_ms();
@@ -293,6 +311,9 @@ impl Planner {
         let survey = Survey {
             counted_slots: 0,
             any_cleanup: true,
+            current_slots: 0,
+            any_idle_expired: false,
+            idle_timeout_ms: 0,
         };
         self.plan_surveyed(workers, forecast, health, now, launches, survey)
     }
@@ -325,11 +346,16 @@ impl Planner {
         let mut current_cost = 0.0;
         let mut any_idle_expired = false;
         let idle_timeout_s = self.idle_timeout_s();
-        let idle_timeout_ms = match spec.scaling.idle_timeout_s {
-            Some(s) => secs_to_ms(s),
-            None => f64_secs_to_ms(idle_timeout_s),
-        };
-        for w in workers {
+        let idle_timeout_ms = self.idle_timeout_ms();
+        // The survey's pass stands for this one when it found nothing to clean up, used
+        // this idle timeout, and no budget needs the fleet's price.
+        let surveyed =
+            !check_cleanup && survey.idle_timeout_ms == idle_timeout_ms && spec.budget.is_none();
+        if surveyed {
+            current_slots = survey.current_slots;
+            any_idle_expired = survey.any_idle_expired;
+        }
+        for w in workers.iter().filter(|_| !surveyed) {
             if !w.state.is_live() || w.state == WorkerState::Terminating {
                 continue;
             }
@@ -597,6 +623,13 @@ pub struct Survey {
     pub counted_slots: u32,
     /// Whether a live, not terminating worker must be cleaned up.
     pub any_cleanup: bool,
+    /// Slots of the workers that count as capacity and need no clean-up (the sum
+    /// saturating at `u32::MAX` step by step, as the plan adds them).
+    pub current_slots: u32,
+    /// Whether one of those is past the idle timeout in force.
+    pub any_idle_expired: bool,
+    /// That idle timeout, in milliseconds.
+    pub idle_timeout_ms: i64,
 }
 
 /// Slots that workers of one launch config hold (requested, booting, ready).
