@@ -219,32 +219,27 @@ impl IdleGaps {
     fn update_sorted(&mut self) {
         self.added.sort_unstable_by(period_cmp);
         self.removed.sort_unstable_by(period_cmp);
-        self.scratch.clear();
-        let mut r = 0;
+        // One pass: drop what left, merge in what joined.
+        let out = &mut self.scratch;
+        out.clear();
+        out.reserve(self.ring.len());
+        let (mut j, mut r) = (0, 0);
         for x in &self.sorted {
             if r < self.removed.len() && period_cmp(&self.removed[r], x).is_eq() {
                 r += 1;
-            } else {
-                self.scratch.push(*x);
+                continue;
             }
+            while j < self.added.len() && period_cmp(&self.added[j], x).is_lt() {
+                out.push(self.added[j]);
+                j += 1;
+            }
+            out.push(*x);
         }
-        let consistent =
-            r == self.removed.len() && self.scratch.len() + self.added.len() == self.ring.len();
-        self.sorted.clear();
-        if consistent {
-            let (mut i, mut j) = (0, 0);
-            while i < self.scratch.len() && j < self.added.len() {
-                if period_cmp(&self.added[j], &self.scratch[i]).is_lt() {
-                    self.sorted.push(self.added[j]);
-                    j += 1;
-                } else {
-                    self.sorted.push(self.scratch[i]);
-                    i += 1;
-                }
-            }
-            self.sorted.extend_from_slice(&self.scratch[i..]);
-            self.sorted.extend_from_slice(&self.added[j..]);
+        out.extend_from_slice(&self.added[j..]);
+        if r == self.removed.len() && out.len() == self.ring.len() {
+            std::mem::swap(&mut self.sorted, &mut self.scratch);
         } else {
+            self.sorted.clear();
             self.sorted.extend_from_slice(&self.ring);
             self.sorted.sort_unstable_by(period_cmp);
         }
