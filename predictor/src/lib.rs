@@ -337,8 +337,8 @@ impl Predictor {
 
     /// Expected arrivals in `(now, now + window_s]`.
     fn window_mean(&self, now: Timestamp, window_s: f64) -> f64 {
-        let end = Timestamp::from_unix_ms(now.unix_ms() + (window_s * 1000.0) as i64);
-        self.seasonal.expected_arrivals(now, end)
+        self.seasonal
+            .expected_arrivals(now, window_end(now, window_s))
     }
 
     /// Expected arrival rate at `at`, tasks per second.
@@ -391,9 +391,16 @@ impl Predictor {
         }
         self.set_objective(spec);
         let surv = self.run_times.survival(lead_s);
+        let window_s = lead_s + self.tick_s;
+        // Both windows start now: one walk over their buckets.
+        let (lead_mean, window_mean) = self.seasonal.expected_arrivals_pair(
+            now,
+            window_end(now, lead_s),
+            window_end(now, window_s),
+        );
         forecast.expected_busy_slots = f64::from(pending)
             + f64::from(running) * surv.of_running
-            + self.window_mean(now, lead_s) * surv.of_arrivals;
+            + lead_mean * surv.of_arrivals;
         // Slots needed from the moment a launch decided now is ready: the pending tasks,
         // the running ones still running then (the busiest moment for them: after it
         // they only finish), and the spare below. Counting every running task instead
@@ -420,13 +427,12 @@ impl Predictor {
         // thinned by `f` too (it arrives over a stretch like the rest: on the
         // generated `short-tasks` workload, unthinned, each burst of 10 s tasks
         // launched its whole size, ready after the burst was done).
-        let window_s = lead_s + self.tick_s;
         let f = self
             .run_times
             .survival(window_s)
             .of_arrivals
             .clamp(1e-6, 1.0);
-        let expected = self.window_mean(now, window_s) * f;
+        let expected = window_mean * f;
         let level = if level > 0.0 {
             let (lk, fk) = (level.to_bits(), f.to_bits());
             match self.pow_memo {
@@ -493,6 +499,11 @@ impl Predictor {
             })
             .collect()
     }
+}
+
+/// The end of a window of `window_s` seconds from `now` (whole milliseconds).
+fn window_end(now: Timestamp, window_s: f64) -> Timestamp {
+    Timestamp::from_unix_ms(now.unix_ms() + (window_s * 1000.0) as i64)
 }
 
 fn secs_to_ms(s: u64) -> i64 {

@@ -256,6 +256,40 @@ impl SeasonalRate {
         }
     }
 
+    /// `(expected_arrivals(from, to_a), expected_arrivals(from, to_b))` in one walk
+    /// over the buckets (each bucket's forecast computed once), the same sums to the
+    /// bit.
+    pub fn expected_arrivals_pair(
+        &self,
+        from: Timestamp,
+        to_a: Timestamp,
+        to_b: Timestamp,
+    ) -> (f64, f64) {
+        let (from, to_a, to_b) = (from.unix_ms(), to_a.unix_ms(), to_b.unix_ms());
+        let (mut open_a, mut open_b) = (to_a > from, to_b > from);
+        let (mut total_a, mut total_b) = (0.0, 0.0);
+        let mut b = from.div_euclid(self.bucket_ms);
+        while open_a || open_b {
+            let start = b * self.bucket_ms;
+            let end = start + self.bucket_ms;
+            let forecast = self.bucket_forecast(b);
+            for (open, to, total) in [
+                (&mut open_a, to_a, &mut total_a),
+                (&mut open_b, to_b, &mut total_b),
+            ] {
+                if *open {
+                    let covered = (end.min(to) - start.max(from)) as f64 / self.bucket_ms as f64;
+                    *total += forecast * covered;
+                    if end >= to {
+                        *open = false;
+                    }
+                }
+            }
+            b += 1;
+        }
+        (total_a, total_b)
+    }
+
     /// Expected arrival rate at `at`, tasks per second.
     pub fn rate_per_s(&self, at: Timestamp) -> f64 {
         self.bucket_forecast(self.bucket_of(at)) / f64::from(self.cfg.bucket_s)
@@ -437,6 +471,39 @@ mod tests {
         // A day of history: hour 24 + 5 is forecast as hour 5 of the first day.
         assert_eq!(m.bucket_forecast(24 + 5), 5.0);
         assert!(!m.model_in_use());
+    }
+
+    #[test]
+    fn the_pair_of_windows_sums_as_each_window_alone() {
+        let mut s = SeasonalRate::new(SeasonalConfig::default()).unwrap();
+        for h in 0..400 {
+            s.add(hour(h), (h * 37 % 11) as u32);
+        }
+        let from = Timestamp::from_unix_ms(hour(400).unix_ms() + 123_456);
+        for (a, b) in [
+            (0, 0),
+            (1, 150_000),
+            (120_000, 150_000),
+            (900_000, 30),
+            (5_000_000, 2_700_001),
+        ] {
+            let (ta, tb) = (
+                Timestamp::from_unix_ms(from.unix_ms() + a),
+                Timestamp::from_unix_ms(from.unix_ms() + b),
+            );
+            let pair = s.expected_arrivals_pair(from, ta, tb);
+            assert_eq!(
+                pair.0.to_bits(),
+                s.expected_arrivals(from, ta).to_bits(),
+                "{a}"
+            );
+            assert_eq!(
+                pair.1.to_bits(),
+                s.expected_arrivals(from, tb).to_bits(),
+                "{b}"
+            );
+        }
+        assert!(s.expected_arrivals_pair(from, from, hour(410)).1 > 0.0);
     }
 
     #[test]
