@@ -129,6 +129,11 @@ impl WorkerId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The id's string, given back (a simulator reuses its buffer).
+    pub fn into_string(self) -> String {
+        self.0
+    }
 }
 
 impl fmt::Display for WorkerId {

@@ -351,7 +351,14 @@ struct Engine<'a> {
     bucket_wait_max_ms: i64,
     bucket_starts: u32,
     scoring: ForecastScoring,
+    /// Buffers of gone instances (strings of their workers, task lists), reused by
+    /// launches: a replay launches and retires hundreds of thousands.
+    spare_strings: Vec<String>,
+    spare_running: Vec<Vec<u32>>,
 }
+
+/// Buffers of each kind kept for reuse.
+const RECYCLE_MAX: usize = 256;
 
 /// Scores each tick's forecast when its instant comes, against the demand then and
 /// against seasonal naive (the demand one week of ticks earlier).
@@ -526,6 +533,8 @@ impl<'a> Engine<'a> {
             bucket_wait_sum_ms: 0,
             bucket_wait_max_ms: 0,
             bucket_starts: 0,
+            spare_strings: Vec::new(),
+            spare_running: Vec::new(),
             scoring: ForecastScoring::new(
                 config.tick_s as i64 * 1000,
                 config.spec.scaling.service_level,
@@ -732,13 +741,13 @@ impl<'a> Engine<'a> {
     /// Terminates the instance at `pos` at `now`: its running tasks go back to the
     /// front of the queue (in submit order), it is billed, and it leaves the fleet.
     fn remove_instance(&mut self, pos: usize, now: i64) {
-        let inst = self.instances.swap_remove(pos);
+        let mut inst = self.instances.swap_remove(pos);
         let w = self.workers.swap_remove(pos);
         self.pos_of[inst.uid as usize] = NO_POS;
         if let Some(moved) = self.instances.get(pos) {
             self.pos_of[moved.uid as usize] = pos as u32;
         }
-        let mut running = inst.running;
+        let mut running = std::mem::take(&mut inst.running);
         running.sort_unstable();
         for &task in running.iter().rev() {
             let i = task as usize;
@@ -765,6 +774,31 @@ impl<'a> Engine<'a> {
         self.instance_ms += i128::from(billed);
         self.instance_slot_ms += i128::from(lived) * i128::from(w.capacity);
         self.cost += billed as f64 / 3_600_000.0 * self.prices[inst.offering];
+        // Keep the buffers of the instance's strings and task list for the next launch.
+        if self.spare_running.len() < RECYCLE_MAX {
+            running.clear();
+            self.spare_running.push(running);
+        }
+        let Worker {
+            id,
+            launch_config_id,
+            instance_id,
+            idempotency_token,
+            ..
+        } = w;
+        for s in [
+            Some(id.into_string()),
+            launch_config_id,
+            instance_id,
+            Some(idempotency_token),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if self.spare_strings.len() < RECYCLE_MAX {
+                self.spare_strings.push(s);
+            }
+        }
     }
 
     fn tick(&mut self, now: i64) {
@@ -875,15 +909,15 @@ impl<'a> Engine<'a> {
             }
             let uid = self.pos_of.len() as u64;
             let mut w = Worker::requested(
-                WorkerId::from_string(numbered("w-", uid)),
+                WorkerId::from_string(numbered(spare(&mut self.spare_strings), "w-", uid)),
                 self.spec.id.clone(),
                 self.spec.provider,
-                Some(lc.id.clone()),
+                Some(copied(spare(&mut self.spare_strings), &lc.id)),
                 lc.capacity,
-                numbered(&token_prefix, u64::from(i)),
+                numbered(spare(&mut self.spare_strings), &token_prefix, u64::from(i)),
                 ts,
             );
-            w.instance_id = Some(numbered("sim-", uid));
+            w.instance_id = Some(numbered(spare(&mut self.spare_strings), "sim-", uid));
             w.transition(WorkerState::Booting, ts)
                 .expect("requested -> booting is legal");
             self.capacity_slots += w.capacity;
@@ -897,7 +931,7 @@ impl<'a> Engine<'a> {
                 offering,
                 launched_ms: now,
                 freed_ms: now,
-                running: Vec::with_capacity(lc.capacity as usize),
+                running: self.spare_running.pop().unwrap_or_default(),
             });
             self.launches += 1;
             let boot = model.boot.sample_ms(&mut self.rng_boot);
@@ -1097,9 +1131,21 @@ fn preferred_offering(planner: &Planner, spec: &PoolSpec) -> usize {
         .unwrap_or(0)
 }
 
+/// An empty string, reusing the buffer of a gone worker's when there is one.
+fn spare(pool: &mut Vec<String>) -> String {
+    pool.pop().unwrap_or_default()
+}
+
+/// `text` in `s` (cleared first).
+fn copied(mut s: String, text: &str) -> String {
+    s.clear();
+    s.push_str(text);
+    s
+}
+
 /// `prefix` followed by `n` in decimal: `format!("{prefix}{n}")` without the
 /// formatting machinery (ids and tokens of every launched instance).
-fn numbered(prefix: &str, mut n: u64) -> String {
+fn numbered(mut s: String, prefix: &str, mut n: u64) -> String {
     let mut digits = [0u8; 20];
     let mut at = digits.len();
     loop {
@@ -1110,7 +1156,8 @@ fn numbered(prefix: &str, mut n: u64) -> String {
             break;
         }
     }
-    let mut s = String::with_capacity(prefix.len() + digits.len() - at);
+    s.clear();
+    s.reserve(prefix.len() + digits.len() - at);
     s.push_str(prefix);
     // ASCII digits.
     s.push_str(std::str::from_utf8(&digits[at..]).unwrap_or_default());
@@ -1396,9 +1443,13 @@ mod tests {
     #[test]
     fn numbered_writes_what_format_writes() {
         for n in [0, 1, 9, 10, 99, 100, 12_345, u64::from(u32::MAX), u64::MAX] {
-            assert_eq!(numbered("w-", n), format!("w-{n}"));
-            assert_eq!(numbered("", n), n.to_string());
+            assert_eq!(numbered(String::new(), "w-", n), format!("w-{n}"));
+            assert_eq!(numbered("old text".into(), "", n), n.to_string());
         }
-        assert_eq!(numbered("sim-1700000000000-0-", 7), "sim-1700000000000-0-7");
+        assert_eq!(
+            numbered("w-12345678".into(), "sim-1700000000000-0-", 7),
+            "sim-1700000000000-0-7"
+        );
+        assert_eq!(copied("a longer old id".into(), "od"), "od");
     }
 }
