@@ -36,6 +36,10 @@ const RECOMPUTE_EVERY: u32 = 32;
 /// The longest timeout chosen: a day.
 pub const MAX_IDLE_S: f64 = 86_400.0;
 
+/// Grid cells whose period counts are kept up to date as periods come and go (beyond
+/// them a recomputation sorts the ring instead).
+const HIST_CELLS: usize = 1024;
+
 /// The pool's recent idle periods and the timeout they give.
 #[derive(Debug, Clone)]
 pub struct IdleGaps {
@@ -45,20 +49,43 @@ pub struct IdleGaps {
     since_recompute: u32,
     boot_s: f64,
     timeout_s: f64,
-    /// The ring sorted by length as of the last recomputation, and the periods that
-    /// joined and left it since: a recomputation merges them in (O(ring)) instead of
-    /// sorting the whole ring again, since only a few change between two of them.
+    /// Periods per cell of the Kaplan-Meier grid of step `hist_step` (NaN: not built):
+    /// (periods, periods a task ended), kept in step with the ring, so a recomputation
+    /// reads the few cells it needs instead of sorting the ring.
+    hist: Vec<(u32, u32)>,
+    hist_step: f64,
+    /// Scratch: the ring sorted by length (when the grid runs past `hist`), and the
+    /// survival grid.
     sorted: Vec<(f64, bool)>,
-    added: Vec<(f64, bool)>,
-    removed: Vec<(f64, bool)>,
-    scratch: Vec<(f64, bool)>,
-    /// Scratch for the survival grid.
     surv: Vec<f64>,
 }
 
 /// The order of `sorted`: by length, then censored before reused.
 fn period_cmp(a: &(f64, bool), b: &(f64, bool)) -> std::cmp::Ordering {
     a.0.total_cmp(&b.0).then(a.1.cmp(&b.1))
+}
+
+/// The upper edge of cell `k` of the grid, computed as the grid is walked.
+fn cell_end(k: usize, step: f64) -> f64 {
+    let from = k as f64 * step;
+    from + step
+}
+
+/// The first cell whose upper edge is above `x` (>= 0): the cell in which the grid's
+/// walk passes `x`. `HIST_CELLS` for any cell at or beyond it.
+fn cell_of(x: f64, step: f64) -> usize {
+    let guess = x / step;
+    if guess >= (HIST_CELLS + 2) as f64 {
+        return HIST_CELLS;
+    }
+    let mut k = guess as usize;
+    while k > 0 && x < cell_end(k - 1, step) {
+        k -= 1;
+    }
+    while x >= cell_end(k, step) {
+        k += 1;
+    }
+    k.min(HIST_CELLS)
 }
 
 impl IdleGaps {
@@ -71,10 +98,9 @@ impl IdleGaps {
             since_recompute: 0,
             boot_s,
             timeout_s: boot_s,
-            sorted: Vec::with_capacity(GAP_MEMORY),
-            added: Vec::new(),
-            removed: Vec::new(),
-            scratch: Vec::with_capacity(GAP_MEMORY),
+            hist: Vec::new(),
+            hist_step: f64::NAN,
+            sorted: Vec::new(),
             surv: Vec::new(),
         }
     }
@@ -100,14 +126,32 @@ impl IdleGaps {
             self.ring.push((idle_s, reused));
         } else {
             let old = std::mem::replace(&mut self.ring[self.head], (idle_s, reused));
-            self.removed.push(old);
             self.head = (self.head + 1) % GAP_MEMORY;
+            self.count(old, false);
         }
-        self.added.push((idle_s, reused));
+        self.count((idle_s, reused), true);
         self.since_recompute += 1;
         if self.ring.len() >= MIN_GAPS && self.since_recompute >= RECOMPUTE_EVERY {
             self.since_recompute = 0;
             self.recompute();
+        }
+    }
+
+    /// Adds a period to its cell's counts, or takes it out.
+    fn count(&mut self, (idle_s, reused): (f64, bool), add: bool) {
+        if self.hist_step.is_nan() {
+            return;
+        }
+        let k = cell_of(idle_s, self.hist_step);
+        if let Some(cell) = self.hist.get_mut(k) {
+            let r = u32::from(reused);
+            if add {
+                cell.0 += 1;
+                cell.1 += r;
+            } else {
+                cell.0 -= 1;
+                cell.1 -= r;
+            }
         }
     }
 
@@ -127,80 +171,63 @@ impl IdleGaps {
     }
 
     fn recompute(&mut self) {
+        self.timeout_s = self.chosen(false);
+    }
+
+    /// The timeout the idle periods give now. The grid's cells are read from `hist`
+    /// (rebuilt when the step changed) unless `sorted_only` or the walk goes past it,
+    /// then from the ring sorted: the two give the same cells, so the same answer.
+    fn chosen(&mut self, sorted_only: bool) -> f64 {
         let l = self.boot_s;
         let step = (l / 4.0).max(1.0);
-        self.update_sorted();
-        let n = self.sorted.len();
-        // Kaplan-Meier survival on the grid 0, step, 2·step, ... while enough periods
-        // are at risk; `surv[k]` = P(G > k·step). Built only as far as the ages judged
-        // below need it: the first age at which keeping does not pay ends the search,
-        // and only when none is found is the whole grid built (`judged` needs its
-        // length), so the answer is the one of building it all first.
-        let mut surv = std::mem::take(&mut self.surv);
-        surv.clear();
-        surv.push(1.0);
-        let mut i = 0; // first period not yet passed
-        let mut s = 1.0;
-        let mut grid_done = false;
-        let mut extend = |surv: &mut Vec<f64>| -> bool {
-            let k = surv.len() - 1;
-            let from = k as f64 * step;
-            let to = from + step;
-            let at_risk = n - i;
-            if at_risk < MIN_AT_RISK || to > MAX_IDLE_S + l {
-                return false;
+        if !sorted_only && self.hist_step.to_bits() != step.to_bits() {
+            self.hist_step = step;
+            self.hist.clear();
+            self.hist.resize(HIST_CELLS, (0, 0));
+            for i in 0..self.ring.len() {
+                self.count(self.ring[i], true);
             }
-            let mut ended = 0usize;
-            while i < n && self.sorted[i].0 < to {
-                if self.sorted[i].1 {
-                    ended += 1;
-                }
-                i += 1;
-            }
-            s *= 1.0 - ended as f64 / at_risk as f64;
-            surv.push(s);
-            true
-        };
-        // Ages judged: those whose next boot time is covered, `a + L` on the grid.
-        let span = (l / step).round() as usize;
-        let mut timeout = None;
-        let mut k = 0;
-        loop {
-            while !grid_done && surv.len() <= k + span {
-                grid_done = !extend(&mut surv);
-            }
-            if surv.len() <= k + span {
-                break; // k is past the ages judged
-            }
-            let sa = surv[k];
-            if sa <= 0.0 {
-                timeout = Some(k as f64 * step);
-                break;
-            }
-            let q = 1.0 - surv[k + span] / sa;
-            // E[min(G − a, L) | G > a] by the trapezoid rule on the grid.
-            let kept: f64 = (k..k + span)
-                .map(|j| 0.5 * (surv[j] + surv[j + 1]) * step)
-                .sum::<f64>()
-                / sa;
-            if q * l <= kept {
-                timeout = Some(k as f64 * step);
-                break;
-            }
-            k += 1;
         }
-        let judged = surv.len().saturating_sub(span);
-        self.surv = surv;
+        let n = self.ring.len();
+        let from_hist = if sorted_only {
+            None
+        } else {
+            let hist = &self.hist;
+            search(n, &mut self.surv, step, l, |k, _to| {
+                hist.get(k).map(|&(c, r)| (c as usize, r as usize))
+            })
+        };
+        let (timeout, judged) = match from_hist {
+            Some(found) => found,
+            None => {
+                let mut sorted = std::mem::take(&mut self.sorted);
+                sorted.clear();
+                sorted.extend_from_slice(&self.ring);
+                sorted.sort_unstable_by(period_cmp);
+                let mut i = 0; // first period not yet passed
+                let found = search(n, &mut self.surv, step, l, |_k, to| {
+                    let (mut passed, mut ended) = (0, 0);
+                    while i < sorted.len() && sorted[i].0 < to {
+                        passed += 1;
+                        ended += usize::from(sorted[i].1);
+                        i += 1;
+                    }
+                    Some((passed, ended))
+                });
+                self.sorted = sorted;
+                found.expect("the sorted ring covers every cell")
+            }
+        };
         // Periods cut short by the timeout in use (retired at about it), counted only
         // when no age was found.
         let cap = self.timeout_s - step;
         let censored = || {
-            self.sorted
+            self.ring
                 .iter()
                 .filter(|(idle, reused)| !reused && *idle >= cap)
                 .count()
         };
-        self.timeout_s = match timeout {
+        match timeout {
             Some(t) => t,
             // Keeping paid at every age the data covers. If machines were retired
             // often enough to cut the data short, look one step past the timeout in use;
@@ -208,44 +235,86 @@ impl IdleGaps {
             None if censored() >= MIN_AT_RISK => (judged as f64 * step).max(self.timeout_s) + step,
             None => (judged as f64 * step).max(self.timeout_s),
         }
-        .min(MAX_IDLE_S);
+        .min(MAX_IDLE_S)
     }
 }
 
-impl IdleGaps {
-    /// Brings `sorted` in step with the ring: drops the periods that left it and merges
-    /// in the ones that joined (each batch sorted first). Falls back to sorting the ring
-    /// if the two ever disagree.
-    fn update_sorted(&mut self) {
-        self.added.sort_unstable_by(period_cmp);
-        self.removed.sort_unstable_by(period_cmp);
-        // One pass: drop what left, merge in what joined.
-        let out = &mut self.scratch;
-        out.clear();
-        out.reserve(self.ring.len());
-        let (mut j, mut r) = (0, 0);
-        for x in &self.sorted {
-            if r < self.removed.len() && period_cmp(&self.removed[r], x).is_eq() {
-                r += 1;
-                continue;
-            }
-            while j < self.added.len() && period_cmp(&self.added[j], x).is_lt() {
-                out.push(self.added[j]);
-                j += 1;
-            }
-            out.push(*x);
+/// The search for the timeout on the Kaplan-Meier grid, given the periods the walk
+/// passes in cell `k` (upper edge `to`) and how many of them a task ended; `None`
+/// if `cell` cannot say. Returns the age found (if any) and the ages judged.
+fn search(
+    n: usize,
+    surv_buf: &mut Vec<f64>,
+    step: f64,
+    l: f64,
+    mut cell: impl FnMut(usize, f64) -> Option<(usize, usize)>,
+) -> Option<(Option<f64>, usize)> {
+    // Kaplan-Meier survival on the grid 0, step, 2·step, ... while enough periods
+    // are at risk; `surv[k]` = P(G > k·step). Built only as far as the ages judged
+    // below need it: the first age at which keeping does not pay ends the search,
+    // and only when none is found is the whole grid built (`judged` needs its
+    // length), so the answer is the one of building it all first.
+    let mut surv = std::mem::take(surv_buf);
+    surv.clear();
+    surv.push(1.0);
+    let mut passed = 0; // periods passed
+    let mut s = 1.0;
+    let mut grid_done = false;
+    let mut unknown = false;
+    // Ok(true): one more cell; Ok(false): the grid ends; Err: `cell` cannot say.
+    let mut extend = |surv: &mut Vec<f64>| -> Result<bool, ()> {
+        let k = surv.len() - 1;
+        let to = cell_end(k, step);
+        let at_risk = n - passed;
+        if at_risk < MIN_AT_RISK || to > MAX_IDLE_S + l {
+            return Ok(false);
         }
-        out.extend_from_slice(&self.added[j..]);
-        if r == self.removed.len() && out.len() == self.ring.len() {
-            std::mem::swap(&mut self.sorted, &mut self.scratch);
-        } else {
-            self.sorted.clear();
-            self.sorted.extend_from_slice(&self.ring);
-            self.sorted.sort_unstable_by(period_cmp);
+        let (count, ended) = cell(k, to).ok_or(())?;
+        passed += count;
+        s *= 1.0 - ended as f64 / at_risk as f64;
+        surv.push(s);
+        Ok(true)
+    };
+    // Ages judged: those whose next boot time is covered, `a + L` on the grid.
+    let span = (l / step).round() as usize;
+    let mut timeout = None;
+    let mut k = 0;
+    loop {
+        while !grid_done && surv.len() <= k + span {
+            match extend(&mut surv) {
+                Ok(more) => grid_done = !more,
+                Err(()) => {
+                    unknown = true;
+                    grid_done = true;
+                }
+            }
         }
-        self.added.clear();
-        self.removed.clear();
+        if unknown {
+            break;
+        }
+        if surv.len() <= k + span {
+            break; // k is past the ages judged
+        }
+        let sa = surv[k];
+        if sa <= 0.0 {
+            timeout = Some(k as f64 * step);
+            break;
+        }
+        let q = 1.0 - surv[k + span] / sa;
+        // E[min(G − a, L) | G > a] by the trapezoid rule on the grid.
+        let kept: f64 = (k..k + span)
+            .map(|j| 0.5 * (surv[j] + surv[j + 1]) * step)
+            .sum::<f64>()
+            / sa;
+        if q * l <= kept {
+            timeout = Some(k as f64 * step);
+            break;
+        }
+        k += 1;
     }
+    let judged = surv.len().saturating_sub(span);
+    *surv_buf = surv;
+    (!unknown).then_some((timeout, judged))
 }
 
 fn sane_boot(boot_s: f64) -> f64 {
@@ -333,21 +402,49 @@ mod tests {
     }
 
     #[test]
-    fn the_merged_order_is_the_ring_sorted() {
-        // Lengths with many repeats, both kinds of ending, well past the ring's size:
-        // after every recomputation `sorted` holds exactly the ring's periods, in order.
-        let mut g = IdleGaps::new(120.0);
-        let mut checked = 0;
-        for i in 0..5000u32 {
-            let idle = f64::from((i * 7919) % 97) * 2.5;
-            g.observe(idle, i % 3 != 0);
-            if g.added.is_empty() && g.ring.len() >= MIN_GAPS {
-                let mut want = g.ring.clone();
-                want.sort_by(period_cmp);
-                assert_eq!(g.sorted, want, "after {i}");
-                checked += 1;
+    fn the_cell_counts_give_what_the_sorted_ring_gives() {
+        // Boots from 1 s (a grid step of 1 s, so long gaps run past the counted cells)
+        // to 600 s, lengths with repeats and on cell edges, both kinds of ending, well
+        // past the ring's size: every recomputation from the counts chooses the same
+        // timeout, to the bit, as from the ring sorted.
+        for boot in [1.0, 3.0, 120.0, 600.0] {
+            let mut g = IdleGaps::new(boot);
+            let mut checked = 0;
+            for i in 0..3000u32 {
+                let idle = match i % 4 {
+                    0 => f64::from((i * 7919) % 97) * 2.5,
+                    1 => f64::from(i % 13) * (boot / 4.0).max(1.0),
+                    2 => f64::from((i * 104_729) % 5000),
+                    _ => f64::from(i % 7) * 0.3,
+                };
+                g.observe(idle, i % 3 != 0);
+                if g.ring.len() >= MIN_GAPS && i % 5 == 0 {
+                    let counted = g.chosen(false);
+                    let sorted = g.chosen(true);
+                    assert_eq!(
+                        counted.to_bits(),
+                        sorted.to_bits(),
+                        "boot {boot}, after {i}"
+                    );
+                    checked += 1;
+                }
+            }
+            assert!(checked > 500, "{checked}");
+        }
+    }
+
+    #[test]
+    fn cells_are_where_the_walk_passes_a_length() {
+        for step in [1.0, 0.75, 30.0, 150.0, 7.3] {
+            for x in [0.0, 0.5, 1.0, 29.999, 30.0, 30.000_001, 299.0, 1e9] {
+                let k = cell_of(x, step);
+                if k < HIST_CELLS {
+                    assert!(x < cell_end(k, step), "{x} {step} {k}");
+                    assert!(k == 0 || x >= cell_end(k - 1, step), "{x} {step} {k}");
+                } else {
+                    assert!(x >= cell_end(HIST_CELLS - 1, step), "{x} {step}");
+                }
             }
         }
-        assert!(checked > 100, "{checked}");
     }
 }
