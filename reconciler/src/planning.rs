@@ -76,6 +76,9 @@ pub struct Planner {
     max_lifetime_ms: Option<i64>,
     /// The idle timeout applied when the spec leaves `idle_timeout_s` out, in seconds.
     auto_idle_timeout_s: f64,
+    /// The idle timeout in force, in whole milliseconds (follows the spec and
+    /// `auto_idle_timeout_s`).
+    idle_timeout_ms: i64,
 }
 
 /// Plans one tick for `spec` (compiling its schedules on the way). Callers that plan
@@ -139,7 +142,9 @@ impl Planner {
             heartbeat_timeout_ms: secs_to_ms(life.heartbeat_timeout_s),
             max_lifetime_ms: life.max_lifetime_s.map(secs_to_ms),
             auto_idle_timeout_s: DEFAULT_AUTO_IDLE_S,
+            idle_timeout_ms: 0,
         };
+        planner.idle_timeout_ms = planner.compute_idle_timeout_ms();
         planner.set_offerings(offerings);
         Ok(planner)
     }
@@ -169,8 +174,9 @@ impl Planner {
     /// idle gaps). An explicit `idle_timeout_s` in the spec always wins. A value that is
     /// not a finite number >= 0 is ignored, keeping the previous one.
     pub fn set_auto_idle_timeout_s(&mut self, s: f64) {
-        if s.is_finite() && s >= 0.0 {
+        if s.is_finite() && s >= 0.0 && s.to_bits() != self.auto_idle_timeout_s.to_bits() {
             self.auto_idle_timeout_s = s;
+            self.idle_timeout_ms = self.compute_idle_timeout_ms();
         }
     }
 
@@ -258,6 +264,10 @@ impl Planner {
 
     /// The idle timeout in force, in whole milliseconds.
     fn idle_timeout_ms(&self) -> i64 {
+        self.idle_timeout_ms
+    }
+
+    fn compute_idle_timeout_ms(&self) -> i64 {
         match self.spec.scaling.idle_timeout_s {
             Some(s) => secs_to_ms(s),
             None => f64_secs_to_ms(self.idle_timeout_s()),
