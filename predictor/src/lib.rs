@@ -246,7 +246,7 @@ impl Predictor {
             dt = sample.at.secs_since(prev.at).max(0.0);
             if dt > 0.0 {
                 self.tick_s = dt;
-                expected = self.seasonal.expected_arrivals(prev.at, sample.at);
+                expected = self.seasonal.expected_arrivals_memo(prev.at, sample.at);
                 if dt != self.week_decay.0 {
                     self.week_decay = (dt, libm::exp(-dt / WEEK_S));
                 }

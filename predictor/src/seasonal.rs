@@ -131,6 +131,13 @@ pub struct SeasonalRate {
     dispersion: f64,
     accuracy: AccuracyTracker,
     quantiles: CountQuantiles,
+    /// Bumped whenever `add` changes what a bucket's forecast depends on (the bucket
+    /// being filled, the closed buckets, the model), and the last two bucket forecasts
+    /// with the generation they were made in: the predictor asks for the same bucket
+    /// several times a tick.
+    generation: u64,
+    bucket_memo: [Option<(i64, u64, f64)>; 2],
+    memo_next: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -170,6 +177,9 @@ impl SeasonalRate {
             dispersion: 1.0,
             accuracy: AccuracyTracker::new(),
             quantiles: CountQuantiles::new(),
+            generation: 0,
+            bucket_memo: [None; 2],
+            memo_next: 0,
         })
     }
 
@@ -186,6 +196,9 @@ impl SeasonalRate {
     /// time order; the count goes to the bucket holding the instant just before `at`.
     pub fn add(&mut self, at: Timestamp, arrivals: u32) {
         let b = self.bucket_of(Timestamp::from_unix_ms(at.unix_ms() - 1));
+        if self.current != Some(b) {
+            self.generation += 1;
+        }
         let cur = *self.current.get_or_insert(b);
         if b > cur {
             self.close(cur, self.current_count);
@@ -256,11 +269,45 @@ impl SeasonalRate {
         }
     }
 
+    /// [`SeasonalRate::bucket_forecast`], remembered for the last two buckets asked
+    /// until `add` changes what it depends on.
+    fn bucket_forecast_memo(&mut self, b: i64) -> f64 {
+        for &(mb, generation, v) in self.bucket_memo.iter().flatten() {
+            if mb == b && generation == self.generation {
+                return v;
+            }
+        }
+        let v = self.bucket_forecast(b);
+        self.bucket_memo[self.memo_next] = Some((b, self.generation, v));
+        self.memo_next ^= 1;
+        v
+    }
+
+    /// [`SeasonalRate::expected_arrivals`] through the bucket memo (the same sum).
+    pub fn expected_arrivals_memo(&mut self, from: Timestamp, to: Timestamp) -> f64 {
+        let (from, to) = (from.unix_ms(), to.unix_ms());
+        if to <= from {
+            return 0.0;
+        }
+        let mut total = 0.0;
+        let mut b = from.div_euclid(self.bucket_ms);
+        loop {
+            let start = b * self.bucket_ms;
+            let end = start + self.bucket_ms;
+            let covered = (end.min(to) - start.max(from)) as f64 / self.bucket_ms as f64;
+            total += self.bucket_forecast_memo(b) * covered;
+            if end >= to {
+                return total;
+            }
+            b += 1;
+        }
+    }
+
     /// `(expected_arrivals(from, to_a), expected_arrivals(from, to_b))` in one walk
     /// over the buckets (each bucket's forecast computed once), the same sums to the
     /// bit.
     pub fn expected_arrivals_pair(
-        &self,
+        &mut self,
         from: Timestamp,
         to_a: Timestamp,
         to_b: Timestamp,
@@ -272,7 +319,7 @@ impl SeasonalRate {
         while open_a || open_b {
             let start = b * self.bucket_ms;
             let end = start + self.bucket_ms;
-            let forecast = self.bucket_forecast(b);
+            let forecast = self.bucket_forecast_memo(b);
             for (open, to, total) in [
                 (&mut open_a, to_a, &mut total_a),
                 (&mut open_b, to_b, &mut total_b),
@@ -504,6 +551,34 @@ mod tests {
             );
         }
         assert!(s.expected_arrivals_pair(from, from, hour(410)).1 > 0.0);
+    }
+
+    #[test]
+    fn the_bucket_memo_follows_every_add() {
+        // Ask through the memo before and after each add (which may fill, close or
+        // skip buckets, and starts the model after a week): always the fresh answer.
+        let mut s = SeasonalRate::new(SeasonalConfig::default()).unwrap();
+        let mut checked = 0;
+        for step in 0..30_000i64 {
+            let at = Timestamp::from_unix_secs(1_000_000 + step * 97 + (step / 500) * 3_000);
+            let to = Timestamp::from_unix_ms(at.unix_ms() + 150_000);
+            let fresh = s.expected_arrivals(at, to);
+            assert_eq!(
+                s.expected_arrivals_memo(at, to).to_bits(),
+                fresh.to_bits(),
+                "{step}"
+            );
+            s.add(at, ((step * 31) % 7) as u32);
+            let fresh = s.expected_arrivals(at, to);
+            assert_eq!(
+                s.expected_arrivals_memo(at, to).to_bits(),
+                fresh.to_bits(),
+                "{step}"
+            );
+            checked += usize::from(fresh > 0.0);
+        }
+        assert!(s.model_in_use());
+        assert!(checked > 20_000, "{checked}");
     }
 
     #[test]
