@@ -241,6 +241,7 @@ impl Planner {
         let mut current_slots: u32 = 0;
         let mut any_cleanup = false;
         let mut any_idle_expired = false;
+        let mut min_idle_capacity = u32::MAX;
         for w in workers {
             if !w.state.is_live() || w.state == WorkerState::Terminating {
                 continue;
@@ -250,7 +251,10 @@ impl Planner {
             } else if w.state.counts_as_capacity() {
                 slots += u64::from(w.capacity);
                 current_slots = current_slots.saturating_add(w.capacity);
-                any_idle_expired |= idle_expired(w, idle_timeout_ms, now).is_some();
+                if idle_expired(w, idle_timeout_ms, now).is_some() {
+                    any_idle_expired = true;
+                    min_idle_capacity = min_idle_capacity.min(w.capacity);
+                }
             }
         }
         Survey {
@@ -258,6 +262,7 @@ impl Planner {
             any_cleanup,
             current_slots,
             any_idle_expired,
+            min_idle_capacity,
             idle_timeout_ms,
         }
     }
@@ -323,6 +328,7 @@ impl Planner {
             any_cleanup: true,
             current_slots: 0,
             any_idle_expired: false,
+            min_idle_capacity: 0,
             idle_timeout_ms: 0,
         };
         self.plan_surveyed(workers, forecast, health, now, launches, survey)
@@ -524,11 +530,19 @@ impl Planner {
         let after_launch = current_slots + launch_slots;
         if after_launch > spec.max_capacity || (any_idle_expired && current_slots > keep) {
             let mut remaining = current_slots;
-            let mut idle: Vec<(Timestamp, &Worker)> = workers
-                .iter()
-                .filter(|w| cleanup_reason(w).is_none())
-                .filter_map(|w| idle_expired(w, idle_timeout_ms, now).map(|t| (t, w)))
-                .collect();
+            // No idle worker can go if even the smallest leaves the pool below the
+            // keep level (the survey knows the smallest): skip gathering them.
+            let idle_can_go =
+                !surveyed || current_slots.saturating_sub(survey.min_idle_capacity) >= keep;
+            let mut idle: Vec<(Timestamp, &Worker)> = if idle_can_go {
+                workers
+                    .iter()
+                    .filter(|w| cleanup_reason(w).is_none())
+                    .filter_map(|w| idle_expired(w, idle_timeout_ms, now).map(|t| (t, w)))
+                    .collect()
+            } else {
+                Vec::new()
+            };
             idle.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.id.cmp(&b.1.id)));
             for (_, w) in &idle {
                 if remaining.saturating_sub(w.capacity) < keep {
@@ -638,6 +652,8 @@ pub struct Survey {
     pub current_slots: u32,
     /// Whether one of those is past the idle timeout in force.
     pub any_idle_expired: bool,
+    /// The smallest capacity among those past it (`u32::MAX` if none is).
+    pub min_idle_capacity: u32,
     /// That idle timeout, in milliseconds.
     pub idle_timeout_ms: i64,
 }
