@@ -206,7 +206,7 @@ impl Clusters {
         }
         // Thinning rounded up to 1/64 (never below the exact answer's).
         let thin = if thin.is_finite() {
-            (thin.clamp(0.0, 1.0) * 64.0).ceil() / 64.0
+            crate::ceil(thin.clamp(0.0, 1.0) * 64.0) / 64.0
         } else {
             1.0
         };

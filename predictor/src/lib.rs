@@ -162,6 +162,8 @@ pub struct Predictor {
     /// both inputs change rarely (with the feedback's steps and every 64 finished
     /// tasks), so the forecast skips an `exp` and a `pow` on almost every tick.
     level_memo: Option<(u64, f64)>,
+    /// `logit(level)`: the centre of the feedback's band.
+    level_centre: f64,
     pow_memo: Option<(u64, u64, f64)>,
 }
 
@@ -205,6 +207,7 @@ impl Predictor {
             level: 0.95,
             target_wait_ms: 60_000,
             level_logit: logit(0.95),
+            level_centre: logit(0.95),
             week_arrivals: 0.0,
             week_time_s: 0.0,
             week_decay: (0.0, 1.0),
@@ -228,6 +231,7 @@ impl Predictor {
         if level != self.level {
             self.level = level;
             self.level_logit = logit(level);
+            self.level_centre = self.level_logit;
         }
         self.target_wait_ms = secs_to_ms(spec.scaling.target_wait_s);
     }
@@ -264,7 +268,7 @@ impl Predictor {
         let scored = self.waits.observe(sample, self.target_wait_ms);
         if scored.tasks > 0 && self.cfg.feedback && self.level > 0.0 {
             let step = scored.late as f64 - (1.0 - self.level) * scored.tasks as f64;
-            let centre = logit(self.level);
+            let centre = self.level_centre;
             self.level_logit = (self.level_logit + self.feedback_rate() * step)
                 .clamp(centre - LEVEL_BAND, centre + LEVEL_BAND);
         }
@@ -375,7 +379,7 @@ impl Predictor {
         } else {
             1.0
         };
-        let needed = f64::from(running) + (f64::from(pending) * ratio).ceil();
+        let needed = f64::from(running) + ceil(f64::from(pending) * ratio);
         let needed = clamp_slots(needed, spec.min_capacity, spec.max_capacity);
         let mut forecast = Forecast {
             made_at: now,
@@ -447,11 +451,8 @@ impl Predictor {
             0.0
         };
         let spare = f64::from(self.clusters.spare(expected, 0.0, f, level, self.cfg.basis));
-        forecast.target_slots = clamp_slots(
-            (carried + spare).ceil(),
-            spec.min_capacity,
-            spec.max_capacity,
-        );
+        forecast.target_slots =
+            clamp_slots(ceil(carried + spare), spec.min_capacity, spec.max_capacity);
         forecast
     }
 
@@ -513,6 +514,18 @@ fn secs_to_ms(s: u64) -> i64 {
 }
 
 /// `x` (a whole number of slots, possibly huge) as slots within `[min, max]`.
+/// `x.ceil()`, bit for bit, without the libm call for the usual `0 <= x < 2^52`
+/// (the forecast takes a few ceilings every tick).
+pub(crate) fn ceil(x: f64) -> f64 {
+    if x.is_sign_positive() && x < 4_503_599_627_370_496.0 {
+        // Truncation is the floor here, and exact.
+        let t = x as u64 as f64;
+        if t < x { t + 1.0 } else { t }
+    } else {
+        x.ceil()
+    }
+}
+
 fn clamp_slots(x: f64, min: u32, max: u32) -> u32 {
     let x = if x >= f64::from(max) {
         max
@@ -546,6 +559,32 @@ mod tests {
             running,
             arrivals,
             completions: 0,
+        }
+    }
+
+    #[test]
+    fn the_fast_ceiling_is_the_ceiling() {
+        let mut xs = vec![
+            0.0,
+            -0.0,
+            1e-300,
+            0.5,
+            1.0,
+            1.000_000_1,
+            2.5,
+            1e15 + 0.5,
+            4_503_599_627_370_495.5,
+            4_503_599_627_370_496.0,
+            1e300,
+            -0.5,
+            -3.2,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NAN,
+        ];
+        xs.extend((0..10_000).map(|i| f64::from(i) * 0.173_205));
+        for x in xs {
+            assert_eq!(ceil(x).to_bits(), x.ceil().to_bits(), "{x}");
         }
     }
 
