@@ -242,7 +242,35 @@ impl Planner {
         let mut any_cleanup = false;
         let mut any_idle_expired = false;
         let mut min_idle_capacity = u32::MAX;
+        let now_ms = now.unix_ms();
         for w in workers {
+            if w.state == WorkerState::Ready {
+                // The usual worker, with `cleanup_reason` and `idle_expired` spelt out
+                // for the ready state (heartbeat lost; idle past the maximum lifetime).
+                let heartbeat_lost = w
+                    .last_heartbeat_at
+                    .is_some_and(|hb| now_ms - hb.unix_ms() >= self.heartbeat_timeout_ms);
+                let idle = w.busy_slots == 0;
+                if heartbeat_lost
+                    || (idle
+                        && self
+                            .max_lifetime_ms
+                            .is_some_and(|max| now_ms - w.created_at.unix_ms() >= max))
+                {
+                    any_cleanup = true;
+                    continue;
+                }
+                slots += u64::from(w.capacity);
+                current_slots = current_slots.saturating_add(w.capacity);
+                if idle
+                    && w.idle_since
+                        .is_some_and(|since| now_ms - since.unix_ms() >= idle_timeout_ms)
+                {
+                    any_idle_expired = true;
+                    min_idle_capacity = min_idle_capacity.min(w.capacity);
+                }
+                continue;
+            }
             if !w.state.is_live() || w.state == WorkerState::Terminating {
                 continue;
             }
