@@ -374,6 +374,8 @@ struct ForecastScoring {
     /// The last lead seen and its length in ticks (the lead changes only with boots, so
     /// the division is mostly skipped).
     lead: (f64, u64),
+    /// The last tick recorded and its slot in `week`.
+    slot: (u64, u64),
 }
 
 impl ForecastScoring {
@@ -386,6 +388,7 @@ impl ForecastScoring {
             tick_ms,
             tau: service_level,
             lead: (f64::NAN, 1),
+            slot: (u64::MAX, 0),
         }
     }
 
@@ -393,7 +396,18 @@ impl ForecastScoring {
     /// `lead_s` ahead.
     fn record(&mut self, tick: u64, demand: u32, lead_s: f64, expected: f64, target: f64) {
         let len = self.week.len() as u64;
-        let slot = (tick % len) as usize;
+        // `tick % len`, kept up as ticks come one by one (a division fewer per tick).
+        if self.slot.0.wrapping_add(1) == tick {
+            self.slot.1 = if self.slot.1 + 1 == len {
+                0
+            } else {
+                self.slot.1 + 1
+            };
+        } else {
+            self.slot.1 = tick % len;
+        }
+        self.slot.0 = tick;
+        let slot = self.slot.1 as usize;
         let naive = (tick > len).then(|| f64::from(self.week[slot]));
         while let Some(&(at, mean, upper)) = self.due.front() {
             if at > tick {
