@@ -138,6 +138,8 @@ pub struct SeasonalRate {
     generation: u64,
     bucket_memo: [Option<(i64, u64, f64)>; 2],
     memo_next: usize,
+    /// The start (ms) and index of the last bucket `bucket_index` found.
+    last_bucket: Option<(i64, i64)>,
 }
 
 #[derive(Debug, Clone)]
@@ -180,6 +182,7 @@ impl SeasonalRate {
             generation: 0,
             bucket_memo: [None; 2],
             memo_next: 0,
+            last_bucket: None,
         })
     }
 
@@ -195,7 +198,7 @@ impl SeasonalRate {
     /// Adds `arrivals` counted over an interval ending at `at`. Intervals must come in
     /// time order; the count goes to the bucket holding the instant just before `at`.
     pub fn add(&mut self, at: Timestamp, arrivals: u32) {
-        let b = self.bucket_of(Timestamp::from_unix_ms(at.unix_ms() - 1));
+        let b = self.bucket_index(at.unix_ms() - 1);
         if self.current != Some(b) {
             self.generation += 1;
         }
@@ -269,6 +272,19 @@ impl SeasonalRate {
         }
     }
 
+    /// `t_ms.div_euclid(bucket_ms)`, remembering the last bucket's span: the predictor
+    /// asks about the same bucket several times a tick.
+    fn bucket_index(&mut self, t_ms: i64) -> i64 {
+        if let Some((start, b)) = self.last_bucket
+            && (start..start.saturating_add(self.bucket_ms)).contains(&t_ms)
+        {
+            return b;
+        }
+        let b = t_ms.div_euclid(self.bucket_ms);
+        self.last_bucket = b.checked_mul(self.bucket_ms).map(|start| (start, b));
+        b
+    }
+
     /// [`SeasonalRate::bucket_forecast`], remembered for the last two buckets asked
     /// until `add` changes what it depends on.
     fn bucket_forecast_memo(&mut self, b: i64) -> f64 {
@@ -290,7 +306,7 @@ impl SeasonalRate {
             return 0.0;
         }
         let mut total = 0.0;
-        let mut b = from.div_euclid(self.bucket_ms);
+        let mut b = self.bucket_index(from);
         loop {
             let start = b * self.bucket_ms;
             let end = start + self.bucket_ms;
@@ -315,7 +331,7 @@ impl SeasonalRate {
         let (from, to_a, to_b) = (from.unix_ms(), to_a.unix_ms(), to_b.unix_ms());
         let (mut open_a, mut open_b) = (to_a > from, to_b > from);
         let (mut total_a, mut total_b) = (0.0, 0.0);
-        let mut b = from.div_euclid(self.bucket_ms);
+        let mut b = self.bucket_index(from);
         while open_a || open_b {
             let start = b * self.bucket_ms;
             let end = start + self.bucket_ms;
@@ -551,6 +567,30 @@ mod tests {
             );
         }
         assert!(s.expected_arrivals_pair(from, from, hour(410)).1 > 0.0);
+    }
+
+    #[test]
+    fn the_remembered_bucket_is_the_division() {
+        let mut s = SeasonalRate::new(SeasonalConfig::default()).unwrap();
+        for t in [
+            0,
+            1,
+            899_999,
+            900_000,
+            899_999,
+            -1,
+            -900_000,
+            -900_001,
+            1_700_000_000_000,
+            1_700_000_000_001,
+            i64::MAX,
+            i64::MAX - 1,
+            i64::MIN,
+            i64::MIN + 1,
+            5,
+        ] {
+            assert_eq!(s.bucket_index(t), t.div_euclid(900_000), "{t}");
+        }
     }
 
     #[test]
