@@ -18,7 +18,7 @@ use capstan_core::{
 use predictor::Predictor;
 
 use crate::idle::IdleGaps;
-use crate::planning::{PlanError, Planner};
+use crate::planning::{PlanError, Planner, Survey};
 
 /// Launch-to-ready time assumed before a pool has seen a machine boot, in seconds.
 pub const DEFAULT_BOOT_S: f64 = 120.0;
@@ -41,6 +41,16 @@ pub struct PoolController {
     unavailable_ttl_s: i64,
     last_sample_at: Option<Timestamp>,
     idle: IdleGaps,
+    survey_cache: Option<SurveyCache>,
+}
+
+/// A survey of a fleet version, valid from `at_ms` until (not at) `until_ms`.
+#[derive(Debug, Clone, Copy)]
+struct SurveyCache {
+    fleet_version: u64,
+    at_ms: i64,
+    until_ms: i64,
+    survey: Survey,
 }
 
 impl PoolController {
@@ -61,6 +71,7 @@ impl PoolController {
             lead_s,
             unavailable_ttl_s: DEFAULT_UNAVAILABLE_TTL_S,
             last_sample_at: None,
+            survey_cache: None,
         })
     }
 
@@ -74,6 +85,7 @@ impl PoolController {
     pub fn update_spec(&mut self, spec: &PoolSpec) -> Result<(), PlanError> {
         if spec != self.planner.spec() {
             self.planner = Planner::new(spec)?;
+            self.survey_cache = None;
         }
         self.predictor.set_objective(spec);
         Ok(())
@@ -173,9 +185,50 @@ impl PoolController {
     /// plan toward it. The plan's launches are counted in the launch log (whether or
     /// not they succeed, as a real rate limit would count attempts).
     pub fn tick(&mut self, workers: &[Worker], now: Timestamp) -> (Forecast, Plan) {
+        self.tick_inner(workers, now, None)
+    }
+
+    /// [`PoolController::tick`] for a caller that numbers the states of its fleet:
+    /// `fleet_version` must change whenever anything about `workers` does. While it
+    /// stays, and no worker's heartbeat, idle time or lifetime runs out, the fleet is
+    /// not surveyed again (a simulator's ticks mostly find it unchanged).
+    pub fn tick_versioned(
+        &mut self,
+        workers: &[Worker],
+        now: Timestamp,
+        fleet_version: u64,
+    ) -> (Forecast, Plan) {
+        self.tick_inner(workers, now, Some(fleet_version))
+    }
+
+    fn tick_inner(
+        &mut self,
+        workers: &[Worker],
+        now: Timestamp,
+        fleet_version: Option<u64>,
+    ) -> (Forecast, Plan) {
         // The idle timeout in force first: the survey checks idle workers against it.
         self.planner.set_auto_idle_timeout_s(self.idle.timeout_s());
-        let survey = self.planner.survey(workers, now);
+        let now_ms = now.unix_ms();
+        let survey = match (fleet_version, self.survey_cache) {
+            (Some(v), Some(c))
+                if c.fleet_version == v
+                    && c.survey.idle_timeout_ms == self.planner.survey_idle_timeout_ms()
+                    && (c.at_ms..c.until_ms).contains(&now_ms) =>
+            {
+                c.survey
+            }
+            _ => {
+                let (survey, until_ms) = self.planner.survey_until(workers, now);
+                self.survey_cache = fleet_version.map(|fleet_version| SurveyCache {
+                    fleet_version,
+                    at_ms: now_ms,
+                    until_ms,
+                    survey,
+                });
+                survey
+            }
+        };
         let forecast =
             self.predictor
                 .forecast(self.planner.spec(), now, self.lead_s, survey.counted_slots);
@@ -291,5 +344,53 @@ mod tests {
         assert_eq!(forecast.backlog_slots, 0);
         assert_eq!(plan.launch_count(), 0, "{plan:?}");
         assert_eq!(plan.actions.len(), 3);
+    }
+
+    #[test]
+    fn a_versioned_tick_plans_as_a_tick_while_timeouts_run_out() {
+        use capstan_core::{PoolId, ProviderKind, WorkerId, WorkerState};
+        // Idle ready workers whose heartbeats and idle timeouts run out between ticks
+        // while the fleet's version stays: the remembered survey must not hide it.
+        let t0 = Timestamp::from_unix_secs(50_000);
+        let workers: Vec<Worker> = (0..6)
+            .map(|i| {
+                let mut w = Worker::requested(
+                    WorkerId::from_string(format!("w{i}")),
+                    PoolId::new("c").unwrap(),
+                    ProviderKind::Fake,
+                    Some("a".into()),
+                    1,
+                    format!("t{i}"),
+                    t0,
+                );
+                w.state = WorkerState::Ready;
+                w.registered_at = Some(t0);
+                w.last_heartbeat_at = Some(t0.plus_secs(i * 40));
+                w.idle_since = Some(t0.plus_secs(i * 50));
+                w.busy_slots = u32::from(i % 3 == 0);
+                if w.busy_slots > 0 {
+                    w.idle_since = None;
+                }
+                w
+            })
+            .collect();
+        let mut plain = PoolController::new(&spec(), 60.0).unwrap();
+        let mut versioned = plain.clone();
+        let mut changed = 0;
+        let mut last = None;
+        for k in 0..200 {
+            let now = t0.plus_secs(k * 7);
+            let s = sample(now.unix_ms() / 1000, u32::from(k % 17 == 0));
+            plain.observe(&s);
+            versioned.observe(&s);
+            let (fa, pa) = plain.tick(&workers, now);
+            let (fb, pb) = versioned.tick_versioned(&workers, now, 1);
+            assert_eq!((&fa, &pa), (&fb, &pb), "tick {k}");
+            if last.as_ref() != Some(&pa.actions) {
+                changed += 1;
+                last = Some(pa.actions.clone());
+            }
+        }
+        assert!(changed >= 3, "the plans changed {changed} times");
     }
 }

@@ -236,6 +236,13 @@ impl Planner {
     /// over the fleet would find (slots, whether one is past the idle timeout now in
     /// force), so [`Planner::plan_surveyed`] at the same instant skips that pass.
     pub fn survey(&self, workers: &[Worker], now: Timestamp) -> Survey {
+        self.survey_until(workers, now).0
+    }
+
+    /// [`Planner::survey`], and the first instant (ms) at which it may change while
+    /// the workers stay as they are: a heartbeat, idle timeout, maximum lifetime or
+    /// registration timeout running out (`i64::MAX` if none can).
+    pub fn survey_until(&self, workers: &[Worker], now: Timestamp) -> (Survey, i64) {
         let idle_timeout_ms = self.idle_timeout_ms();
         let mut slots: u64 = 0;
         let mut current_slots: u32 = 0;
@@ -243,14 +250,33 @@ impl Planner {
         let mut any_idle_expired = false;
         let mut min_idle_capacity = u32::MAX;
         let now_ms = now.unix_ms();
+        let mut until = i64::MAX;
+        // `now - start >= span` starts to hold at `start + span`: note it if to come.
+        let mut flips_at = |start: Timestamp, span: i64| {
+            let at = start.unix_ms().saturating_add(span);
+            if at > now_ms {
+                until = until.min(at);
+            }
+        };
         for w in workers {
             if w.state == WorkerState::Ready {
+                let idle = w.busy_slots == 0;
+                if let Some(hb) = w.last_heartbeat_at {
+                    flips_at(hb, self.heartbeat_timeout_ms);
+                }
+                if idle {
+                    if let Some(max) = self.max_lifetime_ms {
+                        flips_at(w.created_at, max);
+                    }
+                    if let Some(since) = w.idle_since {
+                        flips_at(since, idle_timeout_ms);
+                    }
+                }
                 // The usual worker, with `cleanup_reason` and `idle_expired` spelt out
                 // for the ready state (heartbeat lost; idle past the maximum lifetime).
                 let heartbeat_lost = w
                     .last_heartbeat_at
                     .is_some_and(|hb| now_ms - hb.unix_ms() >= self.heartbeat_timeout_ms);
-                let idle = w.busy_slots == 0;
                 if heartbeat_lost
                     || (idle
                         && self
@@ -271,6 +297,20 @@ impl Planner {
                 }
                 continue;
             }
+            match w.state {
+                WorkerState::Draining => {
+                    if let Some(hb) = w.last_heartbeat_at {
+                        flips_at(hb, self.heartbeat_timeout_ms);
+                    }
+                    if let Some(max) = self.max_lifetime_ms {
+                        flips_at(w.created_at, max);
+                    }
+                }
+                WorkerState::Requested | WorkerState::Booting => {
+                    flips_at(w.created_at, self.registration_timeout_ms);
+                }
+                _ => {}
+            }
             if !w.state.is_live() || w.state == WorkerState::Terminating {
                 continue;
             }
@@ -285,14 +325,20 @@ impl Planner {
                 }
             }
         }
-        Survey {
+        let survey = Survey {
             counted_slots: u32::try_from(slots).unwrap_or(u32::MAX),
             any_cleanup,
             current_slots,
             any_idle_expired,
             min_idle_capacity,
             idle_timeout_ms,
-        }
+        };
+        (survey, until)
+    }
+
+    /// The idle timeout a survey taken now checks against, in milliseconds.
+    pub fn survey_idle_timeout_ms(&self) -> i64 {
+        self.idle_timeout_ms
     }
 
     /// The idle timeout in force, in whole milliseconds.
@@ -663,9 +709,8 @@ fn push_decimal(s: &mut String, mut n: u64) {
             break;
         }
     }
-    for &d in &digits[at..] {
-        s.push(char::from(d));
-    }
+    // ASCII digits: always UTF-8.
+    s.push_str(std::str::from_utf8(&digits[at..]).unwrap_or_default());
 }
 
 /// What [`Planner::survey`] found in the fleet at one instant.

@@ -355,6 +355,9 @@ struct Engine<'a> {
     /// launches: a replay launches and retires hundreds of thousands.
     spare_strings: Vec<String>,
     spare_running: Vec<Vec<u32>>,
+    /// Bumped whenever anything about `workers` changes (the controller re-surveys the
+    /// fleet only then, or when a timeout runs out).
+    fleet_version: u64,
 }
 
 /// Buffers of each kind kept for reuse.
@@ -549,6 +552,7 @@ impl<'a> Engine<'a> {
             bucket_starts: 0,
             spare_strings: Vec::new(),
             spare_running: Vec::new(),
+            fleet_version: 0,
             scoring: ForecastScoring::new(
                 config.tick_s as i64 * 1000,
                 config.spec.scaling.service_level,
@@ -663,6 +667,7 @@ impl<'a> Engine<'a> {
         self.bucket_wait_max_ms = self.bucket_wait_max_ms.max(waited);
         self.bucket_starts += 1;
         self.started_at[i] = now;
+        self.fleet_version += 1;
         let w = &mut self.workers[pos];
         if w.busy_slots == 0
             && let Some(since) = w.idle_since
@@ -671,6 +676,7 @@ impl<'a> Engine<'a> {
             self.controller
                 .observe_idle_gap(idle_ms as f64 / 1000.0, true);
         }
+        self.fleet_version += 1;
         let w = &mut self.workers[pos];
         w.busy_slots += 1;
         w.idle_since = None;
@@ -704,6 +710,7 @@ impl<'a> Engine<'a> {
             .position(|&t| t == task)
             .expect("running");
         inst.running.swap_remove(k);
+        self.fleet_version += 1;
         let w = &mut self.workers[pos];
         w.busy_slots -= 1;
         if w.busy_slots == 0 {
@@ -729,6 +736,7 @@ impl<'a> Engine<'a> {
         }
         let pos = pos as usize;
         let ts = self.now_ts(now);
+        self.fleet_version += 1;
         let w = &mut self.workers[pos];
         if w.state != WorkerState::Booting || w.transition(WorkerState::Ready, ts).is_err() {
             return;
@@ -756,6 +764,7 @@ impl<'a> Engine<'a> {
     /// front of the queue (in submit order), it is billed, and it leaves the fleet.
     fn remove_instance(&mut self, pos: usize, now: i64) {
         let mut inst = self.instances.swap_remove(pos);
+        self.fleet_version += 1;
         let w = self.workers.swap_remove(pos);
         self.pos_of[inst.uid as usize] = NO_POS;
         if let Some(moved) = self.instances.get(pos) {
@@ -838,13 +847,16 @@ impl<'a> Engine<'a> {
             .is_none_or(|at| now - at >= self.heartbeat_timeout_ms)
         {
             self.heartbeats_refreshed_ms = Some(now);
+            self.fleet_version += 1;
             for w in &mut self.workers {
                 if matches!(w.state, WorkerState::Ready | WorkerState::Draining) {
                     w.last_heartbeat_at = Some(ts);
                 }
             }
         }
-        let (forecast, plan) = self.controller.tick(&self.workers, ts);
+        let (forecast, plan) = self
+            .controller
+            .tick_versioned(&self.workers, ts, self.fleet_version);
         if !plan.actions.is_empty() {
             for action in plan.actions {
                 match action {
@@ -939,6 +951,7 @@ impl<'a> Engine<'a> {
             self.live_instances[offering] += 1;
             self.live_launched_ms[offering] += i128::from(now);
             self.pos_of.push(self.workers.len() as u32);
+            self.fleet_version += 1;
             self.workers.push(w);
             self.instances.push(Instance {
                 uid,
