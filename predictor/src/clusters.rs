@@ -31,7 +31,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::sizing::{self, Basis};
+use crate::sizing::{self, Basis, Walk};
 
 /// Quantile of the background's Poisson count above which a sample is bursty.
 pub const DETECTION_LEVEL: f64 = 0.999;
@@ -407,9 +407,7 @@ impl Clusters {
             }
         }
         let mut g = vec![libm::exp(-rate)];
-        let allowed = (1.0 - level) * mean;
-        let mut loss = mean;
-        let mut cdf = 0.0;
+        let mut walk = Walk::new(mean, level, basis);
         let mut s: u32 = 0;
         while s < 10_000_000 {
             // t(s) = Σ_m rest(m) g(s - m), extending g as needed.
@@ -430,24 +428,8 @@ impl Clusters {
                 .filter(|(m, _)| *m <= s)
                 .map(|(m, p)| p * g[(s - m) as usize])
                 .sum();
-            match basis {
-                Basis::Windows => {
-                    cdf += t;
-                    if cdf >= level || (t == 0.0 && f64::from(s) > mean && cdf > 0.0) {
-                        return s;
-                    }
-                }
-                Basis::Tasks => {
-                    if loss <= allowed {
-                        return s;
-                    }
-                    cdf += t;
-                    let tail = (1.0 - cdf).max(0.0);
-                    if tail <= 0.0 && t == 0.0 {
-                        return s;
-                    }
-                    loss -= tail;
-                }
+            if walk.stops_at(s, t) {
+                return s;
             }
             s += 1;
         }
@@ -471,33 +453,14 @@ fn poisson_spare(background: f64, level: f64, basis: Basis) -> u32 {
     let rate = background;
     // g(k) = background · g(k − 1) / k, g(0) = e^{-rate}; t(s) = g(s).
     let mut g = libm::exp(-rate);
-    let allowed = (1.0 - level) * mean;
-    let mut loss = mean;
-    let mut cdf = 0.0;
+    let mut walk = Walk::new(mean, level, basis);
     let mut s: u32 = 0;
     while s < 10_000_000 {
         if s > 0 {
             g = background * g / f64::from(s);
         }
-        let t = g;
-        match basis {
-            Basis::Windows => {
-                cdf += t;
-                if cdf >= level || (t == 0.0 && f64::from(s) > mean && cdf > 0.0) {
-                    return s;
-                }
-            }
-            Basis::Tasks => {
-                if loss <= allowed {
-                    return s;
-                }
-                cdf += t;
-                let tail = (1.0 - cdf).max(0.0);
-                if tail <= 0.0 && t == 0.0 {
-                    return s;
-                }
-                loss -= tail;
-            }
+        if walk.stops_at(s, g) {
+            return s;
         }
         s += 1;
     }

@@ -98,39 +98,68 @@ fn clamp_u32(k: u64) -> u32 {
     u32::try_from(k).unwrap_or(u32::MAX)
 }
 
-/// Walks the pmf with the recurrence `next(k, pmf(k)) = pmf(k + 1)` and stops at the
-/// answer for `basis`:
+/// The stopping rule of every walk up a count's pmf here, one term at a time:
 ///
-/// - windows: the smallest `s` with `P(A ≤ s) ≥ level`;
+/// - windows: the smallest `s` with `P(A ≤ s) ≥ level` (a tail that underflows to zero
+///   past the mean ends the walk too);
 /// - tasks: the smallest `s` with `E[(A − s)⁺] ≤ (1 − level) · mean`. Since
 ///   `E[(A − s)⁺] = mean − Σ_{k<s} P(A > k)`, each step subtracts one tail probability.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Walk {
+    basis: Basis,
+    level: f64,
+    mean: f64,
+    allowed: f64,
+    loss: f64,
+    cdf: f64,
+}
+
+impl Walk {
+    /// A walk for a count with this mean, stopping at `level` on `basis`.
+    pub(crate) fn new(mean: f64, level: f64, basis: Basis) -> Self {
+        Self {
+            basis,
+            level,
+            mean,
+            allowed: (1.0 - level) * mean,
+            loss: mean,
+            cdf: 0.0,
+        }
+    }
+
+    /// Takes `P(A = s)` for the next `s` (0, 1, ...): whether `s` is the answer.
+    pub(crate) fn stops_at(&mut self, s: u32, pmf: f64) -> bool {
+        match self.basis {
+            Basis::Windows => {
+                self.cdf += pmf;
+                self.cdf >= self.level || (pmf == 0.0 && f64::from(s) > self.mean && self.cdf > 0.0)
+            }
+            Basis::Tasks => {
+                if self.loss <= self.allowed {
+                    return true;
+                }
+                self.cdf += pmf;
+                let tail = (1.0 - self.cdf).max(0.0);
+                if tail <= 0.0 && pmf == 0.0 {
+                    return true;
+                }
+                self.loss -= tail;
+                false
+            }
+        }
+    }
+}
+
+/// Walks the pmf with the recurrence `next(k, pmf(k)) = pmf(k + 1)` from `pmf0 > 0`
+/// and stops at the answer for `basis` ([`Walk`]).
 fn walk(mean: f64, level: f64, basis: Basis, pmf0: f64, next: impl Fn(f64, f64) -> f64) -> u32 {
-    let allowed = (1.0 - level) * mean;
-    let mut loss = mean;
-    let mut cdf = 0.0;
+    let mut walk = Walk::new(mean, level, basis);
     let mut pmf = pmf0;
     let mut s: u32 = 0;
     // The cap guards against a CDF that stops short of the level through rounding.
     while s < 10_000_000 {
-        match basis {
-            Basis::Windows => {
-                cdf += pmf;
-                // A tail that underflows to zero past the mean ends the walk too.
-                if cdf >= level || (pmf == 0.0 && f64::from(s) > mean) {
-                    return s;
-                }
-            }
-            Basis::Tasks => {
-                if loss <= allowed {
-                    return s;
-                }
-                cdf += pmf;
-                let tail = (1.0 - cdf).max(0.0);
-                if tail <= 0.0 && pmf == 0.0 {
-                    return s;
-                }
-                loss -= tail;
-            }
+        if walk.stops_at(s, pmf) {
+            return s;
         }
         pmf = next(f64::from(s), pmf);
         s += 1;
