@@ -2,7 +2,6 @@
 //! `--workload`, `--days` changes the length, and a suite case replays from the command
 //! line exactly as `simulations::suite` runs it.
 
-
 use capstan_core::ScalingPolicy;
 use simulations::engine::simulate;
 use simulations::suite::{Scale, shape_names, suite_cases};

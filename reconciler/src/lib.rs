@@ -27,9 +27,9 @@
 #[cfg(feature = "service")]
 mod actuator;
 pub mod controller;
-pub mod idle;
 #[cfg(feature = "service")]
 pub mod crash;
+pub mod idle;
 #[cfg(feature = "service")]
 pub mod jobs;
 #[cfg(feature = "service")]

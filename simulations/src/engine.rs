@@ -854,9 +854,9 @@ impl<'a> Engine<'a> {
                 }
             }
         }
-        let (forecast, plan) = self
-            .controller
-            .tick_versioned(&self.workers, ts, self.fleet_version);
+        let (forecast, plan) =
+            self.controller
+                .tick_versioned(&self.workers, ts, self.fleet_version);
         if !plan.actions.is_empty() {
             for action in plan.actions {
                 match action {
