@@ -496,20 +496,13 @@ pub fn poisson_upper(mean: f64, level: f64) -> u32 {
     k
 }
 
-/// Rounds finite `x > 0` up to a grid of 64 steps per doubling; returns the key and
-/// the rounded value (never below `x`). Non-positive `x` is key 0, value 0.
+/// [`sizing::round_up`] (64 steps per doubling, never below `x`) for any `x`:
+/// a non-positive or non-finite one is key 0, value 0.
 fn round_up(x: f64) -> (u64, f64) {
     if x.is_nan() || x <= 0.0 || !x.is_finite() {
         return (0, 0.0);
     }
-    let shift = 52 - 6;
-    let bits = x.to_bits();
-    let key = bits >> shift;
-    if key << shift == bits {
-        (key, x)
-    } else {
-        (key + 1, f64::from_bits((key + 1) << shift))
-    }
+    sizing::round_up(x)
 }
 
 /// A cluster-size summary for people (API, docs).

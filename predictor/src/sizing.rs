@@ -41,7 +41,7 @@ const GRID_MANTISSA_BITS: u32 = 6;
 /// Rounds finite `x > 0` up to the memo grid (the float's exponent and its top
 /// mantissa bits, so no logarithm is needed); returns the grid key and the rounded
 /// value, which is never below `x`.
-fn round_up(x: f64) -> (u64, f64) {
+pub(crate) fn round_up(x: f64) -> (u64, f64) {
     let shift = 52 - GRID_MANTISSA_BITS;
     let bits = x.to_bits();
     let key = bits >> shift;
