@@ -223,7 +223,7 @@ PY
 
 # fuzz_backend NAME URL: one full run against a fresh store at URL.
 fuzz_backend() {
-  local name="$1" url="$2" dir="$tmp/$1" token rc=0 rc2=0 requests summary
+  local name="$1" url="$2" dir="$tmp/$1" token rc=0 rc2=0 rc3=0 requests summary
   mkdir -p "$dir"
   echo
   echo "=== $name ==="
@@ -329,13 +329,8 @@ TOML
     --report json,ndjson
   )
   local worker_routes='^/v1/workers/[{]worker_id[}]/(heartbeat|interruption)$'
-  echo "--- schemathesis: every operation but DELETE /v1/clients/{client_id} and the worker's own routes"
-  run_st "$dir" --report-dir "$dir/main" --header "Authorization: Bearer $token" \
-    --exclude-path-regex '^/v1/clients/|/(heartbeat|interruption)$' || rc=$?
-  echo "--- schemathesis: DELETE /v1/clients/{client_id} alone"
-  run_st "$dir" --report-dir "$dir/revoke" --header "Authorization: Bearer $token" \
-    --include-path-regex '^/v1/clients/[{]client_id[}]$' || rc2=$?
-  [[ "$rc" == 124 || "$rc2" == 124 ]] && echo "error: schemathesis ran over the ${budget} s budget" >&2
+  # The worker's own routes first, while its machine, pool and credential are sure to
+  # exist: the main run below may drain the worker or delete its pool.
   if [[ -n "$worker_credential" ]]; then
     echo "--- schemathesis: the worker's own routes, with worker $worker_id's credential"
     mkdir -p "$dir/worker"
@@ -348,11 +343,18 @@ values = ["$worker_id"]
 TOML
     run_st "$dir/worker" --report-dir "$dir/worker-report" \
       --header "Authorization: Bearer $worker_credential" \
-      --include-path-regex "$worker_routes" || rc=$?
+      --include-path-regex "$worker_routes" || rc3=$?
   else
     echo "FAIL ($name): no worker credential; the worker's own routes were not fuzzed"
-    rc=1
+    rc3=1
   fi
+  echo "--- schemathesis: every operation but DELETE /v1/clients/{client_id} and the worker's own routes"
+  run_st "$dir" --report-dir "$dir/main" --header "Authorization: Bearer $token" \
+    --exclude-path-regex '^/v1/clients/|/(heartbeat|interruption)$' || rc=$?
+  echo "--- schemathesis: DELETE /v1/clients/{client_id} alone"
+  run_st "$dir" --report-dir "$dir/revoke" --header "Authorization: Bearer $token" \
+    --include-path-regex '^/v1/clients/[{]client_id[}]$' || rc2=$?
+  [[ "$rc" == 124 || "$rc2" == 124 || "$rc3" == 124 ]] && echo "error: schemathesis ran over the ${budget} s budget" >&2
 
   # The token must have survived the run, or the later results are 401s.
   local code
@@ -366,8 +368,8 @@ TOML
   requests="$(printf '%s\n' "$summary" | tail -n 1)"
   echo "  requests made: $requests (minimum $min_requests)"
   local failed=0
-  if [[ "$rc" != 0 || "$rc2" != 0 ]]; then
-    echo "FAIL ($name): schemathesis exited $rc (main run) and $rc2 (DELETE /v1/clients run)"
+  if [[ "$rc" != 0 || "$rc2" != 0 || "$rc3" != 0 ]]; then
+    echo "FAIL ($name): schemathesis exited $rc (main run), $rc2 (DELETE /v1/clients run) and $rc3 (worker routes)"
     failed=1
   fi
   if [[ "$code" != 200 ]]; then
