@@ -183,6 +183,24 @@ mod openapi {
 #[cfg(feature = "openapi")]
 pub use openapi::POOL_ID_PATTERN;
 
+/// Appends `n` in decimal to `s`, as `format!("{n}")` writes it, without the
+/// formatting machinery (ids and idempotency tokens, written once per launch on the
+/// simulator's hot path).
+pub fn push_decimal(s: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    // ASCII digits: always UTF-8.
+    s.push_str(std::str::from_utf8(&digits[at..]).unwrap_or_default());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

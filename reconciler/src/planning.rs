@@ -33,6 +33,7 @@
 //! Idempotency tokens are `{pool}-{now_ms}-{sequence}`: deterministic, so `plan` stays
 //! pure, and unique per launch action, since a pool is planned once per instant.
 
+use capstan_core::id::push_decimal;
 use capstan_core::schedule::CompiledSchedule;
 use capstan_core::{
     Action, Forecast, LaunchLog, Offering, OfferingHealth, Plan, PlanReport, PoolSpec, SkipReason,
@@ -696,21 +697,6 @@ fn token(pool: &str, now_ms: i64, seq: u32) -> String {
     s.push('-');
     push_decimal(&mut s, u64::from(seq));
     s
-}
-
-fn push_decimal(s: &mut String, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    // ASCII digits: always UTF-8.
-    s.push_str(std::str::from_utf8(&digits[at..]).unwrap_or_default());
 }
 
 /// What [`Planner::survey`] found in the fleet at one instant.

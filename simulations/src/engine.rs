@@ -40,6 +40,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 
+use capstan_core::id::push_decimal;
 use capstan_core::{
     Action, LaunchConfig, Market, PoolId, PoolSpec, ProviderKind, QueueSample, Scaling,
     ScalingPolicy, SpecErrors, Timestamp, Worker, WorkerId, WorkerState,
@@ -1172,22 +1173,10 @@ fn copied(mut s: String, text: &str) -> String {
 
 /// `prefix` followed by `n` in decimal: `format!("{prefix}{n}")` without the
 /// formatting machinery (ids and tokens of every launched instance).
-fn numbered(mut s: String, prefix: &str, mut n: u64) -> String {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
+fn numbered(mut s: String, prefix: &str, n: u64) -> String {
     s.clear();
-    s.reserve(prefix.len() + digits.len() - at);
     s.push_str(prefix);
-    // ASCII digits.
-    s.push_str(std::str::from_utf8(&digits[at..]).unwrap_or_default());
+    push_decimal(&mut s, n);
     s
 }
 
