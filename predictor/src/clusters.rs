@@ -29,8 +29,6 @@
 //! since habits that make clusters change slowly; the cluster rate is a count faded
 //! over a week, the seasonal model's own period.
 
-use serde::{Deserialize, Serialize};
-
 use crate::sizing::{self, Basis, Walk};
 
 /// Quantile of the background's Poisson count above which a sample is bursty.
@@ -503,15 +501,6 @@ fn round_up(x: f64) -> (u64, f64) {
         return (0, 0.0);
     }
     sizing::round_up(x)
-}
-
-/// A cluster-size summary for people (API, docs).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct ClusterSummary {
-    /// Clusters per hour.
-    pub per_hour: f64,
-    /// Mean size.
-    pub mean_size: f64,
 }
 
 #[cfg(test)]
