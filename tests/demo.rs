@@ -276,12 +276,16 @@ async fn demo_runs_the_service_on_a_simulated_cloud_and_cleans_up() {
     )
     .await;
 
-    // Later, an idle worker retired: terminated after its idle timeout.
+    // Later, an idle worker retired: terminated after its idle timeout. (Within a
+    // minute or two of the first burst on a quiet machine; the window is wide for a
+    // loaded one, and a timeout shows what each pool did meanwhile.)
+    let seen = std::sync::Mutex::new(String::new());
     poll_until(
         "an idle worker retired",
-        Duration::from_secs(120),
-        logs,
+        Duration::from_secs(300),
+        || format!("{}\nlast seen:\n{}", logs(), seen.lock().unwrap()),
         || async {
+            let mut state = String::new();
             for pool in ["ci/linux-large", "ci/linux-reactive", "lint/quick"] {
                 let (_, plan) =
                     call_api(&url, &token, "GET", &format!("/v1/pools/{pool}/plan"), None).await;
@@ -290,14 +294,20 @@ async fn demo_runs_the_service_on_a_simulated_cloud_and_cleans_up() {
                         .iter()
                         .any(|p| p["actions"].to_string().contains("idle_timeout"))
                 });
-                let terminated = workers(&url, &token, pool)
+                let states: Vec<String> = workers(&url, &token, pool)
                     .await
                     .iter()
-                    .any(|w| w["state"] == "terminated");
-                if idle_terminated && terminated {
+                    .map(|w| w["state"].to_string())
+                    .collect();
+                if idle_terminated && states.iter().any(|s| s == "\"terminated\"") {
                     return Some(());
                 }
+                state += &format!(
+                    "{pool}: workers {states:?}; recent actions {}\n",
+                    plan["recent_actions"]
+                );
             }
+            *seen.lock().unwrap() = state;
             None
         },
     )

@@ -13,7 +13,8 @@
 //! production: only where the samples come from and how actions are applied differ.
 
 use capstan_core::{
-    Forecast, LaunchLog, Offering, OfferingHealth, Plan, PoolSpec, QueueSample, Timestamp, Worker,
+    Forecast, LaunchLog, Offering, OfferingHealth, Plan, PoolSpec, QueueSample, ScalingPolicy,
+    Timestamp, Worker,
 };
 use predictor::Predictor;
 
@@ -53,6 +54,16 @@ struct SurveyCache {
     survey: Survey,
 }
 
+/// The service level a pool promises: its spec's for `forecast`, none (0) for
+/// `reactive`, which sizes to the backlog alone. It prices the wait a retired machine
+/// causes when it is wanted again ([`crate::idle`]).
+fn promised_level(spec: &PoolSpec) -> f64 {
+    match spec.scaling.policy {
+        ScalingPolicy::Forecast => spec.scaling.service_level,
+        ScalingPolicy::Reactive => 0.0,
+    }
+}
+
 impl PoolController {
     /// A controller for `spec` that has seen nothing, expecting machines to take
     /// `boot_s` seconds from launch to ready until it measures otherwise.
@@ -62,8 +73,10 @@ impl PoolController {
         } else {
             DEFAULT_BOOT_S
         };
+        let mut idle = IdleGaps::new(lead_s);
+        idle.set_service_level(promised_level(spec));
         Ok(Self {
-            idle: IdleGaps::new(lead_s),
+            idle,
             planner: Planner::new(spec)?,
             predictor: Predictor::for_spec(spec),
             health: OfferingHealth::new(),
@@ -88,6 +101,7 @@ impl PoolController {
             self.survey_cache = None;
         }
         self.predictor.set_objective(spec);
+        self.idle.set_service_level(promised_level(spec));
         Ok(())
     }
 

@@ -5,11 +5,20 @@
 //! price for as long as it idles; retiring it costs a boot (billed, and a wait) if a
 //! task wants it again. With `G` the time an idle machine waits for its next task and
 //! `L` the boot time, keeping a machine that has idled for `a` seconds for another `L`
-//! costs `E[min(G − a, L) | G > a]` and saves a boot with probability
-//! `q(a) = P(G ≤ a + L | G > a)`. So the timeout is the first age at which
+//! costs `E[min(G − a, L) | G > a]` and saves, with probability
+//! `q(a) = P(G ≤ a + L | G > a)`, a boot billed for `L` and a task waiting for it.
+//! The wait is priced as the forecast's spare prices it. A service level `p` holds a
+//! slot while the chance it is wanted is at least `1 − p`: the newsvendor's answer
+//! when a slot short costs `p / (1 − p)` times a slot idle, so a task's wait of a boot
+//! is worth `p / (1 − p)` boots of machine time. But the task that wanted the retired
+//! machine waits only if the spare has no other slot for it, which the forecast sizes
+//! to happen with probability `1 − p`; so a regretted retirement costs the boot `L`
+//! and, in expectation, `(1 − p) · p / (1 − p) · L = p · L` of wait: `(1 + p) · L` in
+//! all (`L` at level 0 and for `reactive`, which promise no wait). So the timeout is
+//! the first age at which
 //!
 //! ```text
-//! q(a) · L  <=  E[min(G − a, L) | G > a]
+//! q(a) · (1 + p) · L  <=  E[min(G − a, L) | G > a]
 //! ```
 //!
 //! read off the Kaplan-Meier estimate of the survival of `G` over the pool's last
@@ -21,8 +30,9 @@
 //! retired there — the timeout moves one step (a quarter boot) further if keeping still
 //! paid at the last age the data covers and machines were retired at it often enough
 //! to cut the data short, so it can grow where it should. Before
-//! [`MIN_GAPS`] periods are known the timeout is one boot time: the deterministic
-//! ski-rental rule, never more than twice the cost of the best choice in hindsight.
+//! [`MIN_GAPS`] periods are known the timeout is `(1 + p) · L`, the price of a
+//! regretted retirement: the deterministic ski-rental rule, never more than twice the
+//! cost of the best choice in hindsight.
 
 /// Idle periods remembered.
 pub const GAP_MEMORY: usize = 512;
@@ -48,6 +58,8 @@ pub struct IdleGaps {
     head: usize,
     since_recompute: u32,
     boot_s: f64,
+    /// What a regretted retirement costs, in boots: `1 + p`.
+    regret_boots: f64,
     timeout_s: f64,
     /// Periods per cell of the Kaplan-Meier grid of step `hist_step` (NaN: not built):
     /// (periods, periods a task ended), kept in step with the ring, so a recomputation
@@ -97,6 +109,7 @@ impl IdleGaps {
             head: 0,
             since_recompute: 0,
             boot_s,
+            regret_boots: 1.0,
             timeout_s: boot_s,
             hist: Vec::new(),
             hist_step: f64::NAN,
@@ -110,9 +123,32 @@ impl IdleGaps {
         let boot_s = sane_boot(boot_s);
         if (boot_s - self.boot_s).abs() > 1e-9 {
             self.boot_s = boot_s;
-            if self.ring.len() < MIN_GAPS {
-                self.timeout_s = boot_s;
+            self.reset_prior();
+        }
+    }
+
+    /// The service level whose price of a wait a regretted retirement pays (0, the
+    /// default, for a pool that promises none: money only).
+    pub fn set_service_level(&mut self, level: f64) {
+        let level = if level.is_finite() {
+            level.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        let regret_boots = 1.0 + level;
+        if regret_boots.to_bits() != self.regret_boots.to_bits() {
+            self.regret_boots = regret_boots;
+            self.reset_prior();
+            if self.ring.len() >= MIN_GAPS {
+                self.recompute();
             }
+        }
+    }
+
+    /// Before the data decides: the price of a regretted retirement.
+    fn reset_prior(&mut self) {
+        if self.ring.len() < MIN_GAPS {
+            self.timeout_s = (self.boot_s * self.regret_boots).min(MAX_IDLE_S);
         }
     }
 
@@ -179,6 +215,7 @@ impl IdleGaps {
     /// then from the ring sorted: the two give the same cells, so the same answer.
     fn chosen(&mut self, sorted_only: bool) -> f64 {
         let l = self.boot_s;
+        let regret = l * self.regret_boots;
         let step = (l / 4.0).max(1.0);
         if !sorted_only && self.hist_step.to_bits() != step.to_bits() {
             self.hist_step = step;
@@ -193,7 +230,7 @@ impl IdleGaps {
             None
         } else {
             let hist = &self.hist;
-            search(n, &mut self.surv, step, l, |k, _to| {
+            search(n, &mut self.surv, step, l, regret, |k, _to| {
                 hist.get(k).map(|&(c, r)| (c as usize, r as usize))
             })
         };
@@ -205,7 +242,7 @@ impl IdleGaps {
                 sorted.extend_from_slice(&self.ring);
                 sorted.sort_unstable_by(period_cmp);
                 let mut i = 0; // first period not yet passed
-                let found = search(n, &mut self.surv, step, l, |_k, to| {
+                let found = search(n, &mut self.surv, step, l, regret, |_k, to| {
                     let (mut passed, mut ended) = (0, 0);
                     while i < sorted.len() && sorted[i].0 < to {
                         passed += 1;
@@ -241,12 +278,14 @@ impl IdleGaps {
 
 /// The search for the timeout on the Kaplan-Meier grid, given the periods the walk
 /// passes in cell `k` (upper edge `to`) and how many of them a task ended; `None`
-/// if `cell` cannot say. Returns the age found (if any) and the ages judged.
+/// if `cell` cannot say. `l` is the boot time, `regret` what a retirement costs when
+/// the machine is wanted within it. Returns the age found (if any) and the ages judged.
 fn search(
     n: usize,
     surv_buf: &mut Vec<f64>,
     step: f64,
     l: f64,
+    regret: f64,
     mut cell: impl FnMut(usize, f64) -> Option<(usize, usize)>,
 ) -> Option<(Option<f64>, usize)> {
     // Kaplan-Meier survival on the grid 0, step, 2·step, ... while enough periods
@@ -306,7 +345,7 @@ fn search(
             .map(|j| 0.5 * (surv[j] + surv[j + 1]) * step)
             .sum::<f64>()
             / sa;
-        if q * l <= kept {
+        if q * regret <= kept {
             timeout = Some(k as f64 * step);
             break;
         }
@@ -383,6 +422,31 @@ mod tests {
         let mut g = IdleGaps::new(120.0);
         run(&mut g, 4000, exp_gap(1200.0));
         assert!(g.timeout_s() < 31.0, "{}", g.timeout_s());
+    }
+
+    #[test]
+    fn the_service_level_prices_the_wait_a_retirement_causes() {
+        // Exponential gaps with a mean of 180 s against a 120 s boot: in money alone a
+        // machine goes at once (a boot costs less than the idle wait, 120 < 180); at a
+        // service level of 0.9 a regretted retirement also costs a task 0.9 boots of
+        // wait (1.9 × 120 = 228 > 180), so machines are kept, and the timeout grows
+        // past the first one (one boot and a 0.9 share of a boot: 228 s) while idle
+        // periods are cut short at it.
+        let mut money = IdleGaps::new(120.0);
+        run(&mut money, 4000, exp_gap(180.0));
+        assert!(money.timeout_s() < 31.0, "{}", money.timeout_s());
+        let mut priced = IdleGaps::new(120.0);
+        priced.set_service_level(0.9);
+        assert_eq!(
+            priced.timeout_s(),
+            228.0,
+            "before data: the price of a regret"
+        );
+        run(&mut priced, 4000, exp_gap(180.0));
+        assert!(priced.timeout_s() > 228.0, "{}", priced.timeout_s());
+        // Back to level 0 the same data says go at once.
+        priced.set_service_level(0.0);
+        assert!(priced.timeout_s() < 31.0, "{}", priced.timeout_s());
     }
 
     #[test]
