@@ -15,6 +15,15 @@
 //! cargo run --release -p simulations --example policy_check -- --against /tmp/before.json
 //! ```
 //!
+//! `--markdown` prints the rows of docs/policy.md's tables instead, and `--svg-dir DIR`
+//! writes each case's frontier chart there (`DIR/<shape>.svg`, `DIR/sdsc.svg`), as
+//! `capstan simulate --sweep --svg` draws it:
+//!
+//! ```sh
+//! CAPSTAN_TRACE=../shared/traces/SDSC-BLUE-2000-4.2-cln.swf.gz \
+//!   cargo run --release -p simulations --example policy_check -- --seed 1 --markdown --svg-dir docs/frontiers
+//! ```
+//!
 //! With `--against`, each case also says how many of the earlier forecast points a new
 //! one dominates (no dearer, a lower mean, a p95 no higher) and how many new points an
 //! earlier one dominates: a change is better where the first count rises and the
@@ -25,7 +34,8 @@ use std::collections::BTreeMap;
 use capstan_core::ScalingPolicy;
 use simulations::engine::SimConfig;
 use simulations::frontier::{
-    GridChoice, Knobs, SweepPoint, dominates_reactive, run_sweep, sweep_grid,
+    GridChoice, Knobs, SweepPoint, WaitMetric, cheapest_meeting, dominates_reactive, frontier_svg,
+    run_sweep, sweep_grid,
 };
 use simulations::suite::{Scale, suite_cases};
 use simulations::trace::{ReadOptions, read_trace};
@@ -37,6 +47,8 @@ fn main() {
     let mut scale = Scale::Full;
     let mut save: Option<String> = None;
     let mut against: Option<String> = None;
+    let mut markdown = false;
+    let mut svg_dir: Option<String> = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -55,6 +67,13 @@ fn main() {
                 only_shape = Some(args.next().unwrap_or_else(|| usage("--shape needs a name")))
             }
             "--small" => scale = Scale::Small,
+            "--markdown" => markdown = true,
+            "--svg-dir" => {
+                svg_dir = Some(
+                    args.next()
+                        .unwrap_or_else(|| usage("--svg-dir needs a directory")),
+                )
+            }
             "--save" => save = Some(args.next().unwrap_or_else(|| usage("--save needs a file"))),
             "--against" => {
                 against = Some(
@@ -73,7 +92,12 @@ fn main() {
         .filter(|c| only_shape.as_deref().is_none_or(|s| s == c.shape.name))
         .map(|c| {
             let trace = c.trace(seed).expect("the suite generates");
-            (c.name(), trace, c.config(ScalingPolicy::Forecast, seed))
+            let name = if setting == "all" {
+                c.name()
+            } else {
+                c.shape.name.to_string()
+            };
+            (name, trace, c.config(ScalingPolicy::Forecast, seed))
         })
         .collect();
     if let Some(path) = std::env::var_os("CAPSTAN_TRACE")
@@ -86,10 +110,17 @@ fn main() {
             SimConfig::default_setting(ScalingPolicy::Forecast, seed),
         ));
     }
-    println!(
-        "{:<28} {:>9} {:>22} {:>22} {:>22} {:>22}  rising  dominates",
-        "case", "launches", "reactive 1/600", "forecast 0", "forecast 0.95", "forecast 0.99"
-    );
+    if markdown {
+        println!(
+            "| workload | reactive (ratio 1, 600 s) | forecast 0 | forecast 0.8 | forecast 0.95 (default) | forecast 0.99 | p95 ≤ 60 s costs | mean ≤ 10 s costs | dominates reactive |"
+        );
+        println!("|---|---|---|---|---|---|---|---|---|");
+    } else {
+        println!(
+            "{:<28} {:>9} {:>22} {:>22} {:>22} {:>22}  rising  dominates",
+            "case", "launches", "reactive 1/600", "forecast 0", "forecast 0.95", "forecast 0.99"
+        );
+    }
     let before: BTreeMap<String, Vec<SweepPoint>> = against.map_or_else(BTreeMap::new, |f| {
         let text = std::fs::read_to_string(&f).unwrap_or_else(|e| usage(&format!("{f}: {e}")));
         serde_json::from_str(&text).unwrap_or_else(|e| usage(&format!("{f}: {e}")))
@@ -98,6 +129,22 @@ fn main() {
     let (mut dominated, mut rising) = (0, 0);
     for (name, trace, config) in &runs {
         let points = run_sweep(trace, config, &grid, threads, &|_, _| {}).expect("replays");
+        if let Some(dir) = &svg_dir {
+            let source = if name == "sdsc" {
+                std::path::Path::new(
+                    &std::env::var_os("CAPSTAN_TRACE").expect("sdsc is read from it"),
+                )
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default()
+            } else {
+                format!("workload {name} (seed {seed})")
+            };
+            let title = format!("capstan simulate --sweep: {source}");
+            let path = format!("{dir}/{}.svg", name.replace('/', "-"));
+            std::fs::write(&path, frontier_svg(&title, &points))
+                .unwrap_or_else(|e| usage(&format!("{path}: {e}")));
+        }
         let (forecast, reactive): (Vec<SweepPoint>, Vec<SweepPoint>) = points
             .into_iter()
             .partition(|p| p.policy == ScalingPolicy::Forecast);
@@ -149,6 +196,36 @@ fn main() {
             }
         };
         rising += usize::from(costs_rise);
+        if markdown {
+            let md = |p: &SweepPoint| {
+                format!(
+                    "{:.3}× / {:.1} s / {:.0} s",
+                    p.ratio_to_oracle, p.wait_mean_s, p.wait_p95_s
+                )
+            };
+            let costs =
+                |metric: WaitMetric, max_s: f64| match cheapest_meeting(&forecast, metric, max_s) {
+                    Some(i) => format!(
+                        "{:.2}× (forecast {})",
+                        forecast[i].ratio_to_oracle,
+                        forecast[i].knobs.short()
+                    ),
+                    None => "not reached".to_string(),
+                };
+            println!(
+                "| {name} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                md(reactive_default),
+                md(at(0.0)),
+                md(at(0.8)),
+                md(at(0.95)),
+                md(at(0.99)),
+                costs(WaitMetric::P95, 60.0),
+                costs(WaitMetric::Mean, 10.0),
+                verdict
+            );
+            kept.insert(name.clone(), [forecast, reactive].concat());
+            continue;
+        }
         println!(
             "{name:<28} {:>9} {:>22} {:>22} {:>22} {:>22}  {:<6}  {verdict}",
             at(0.95).launches,
@@ -188,6 +265,9 @@ fn main() {
     if let Some(f) = save {
         let json = serde_json::to_string(&kept).expect("points serialise");
         std::fs::write(&f, json).unwrap_or_else(|e| usage(&format!("{f}: {e}")));
+    }
+    if markdown {
+        return;
     }
     println!(
         "seed {seed}: forecast dominates reactive on {dominated} of {}, cost rises with the level on {rising}",
