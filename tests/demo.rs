@@ -279,7 +279,7 @@ async fn demo_runs_the_service_on_a_simulated_cloud_and_cleans_up() {
     // Later, an idle worker retired: terminated after its idle timeout. (Within a
     // minute or two of the first burst on a quiet machine; the window is wide for a
     // loaded one, and a timeout shows what each pool did meanwhile.)
-    let seen = std::sync::Mutex::new(String::new());
+    let seen = Mutex::new(String::new());
     poll_until(
         "an idle worker retired",
         Duration::from_secs(300),
