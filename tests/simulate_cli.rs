@@ -161,7 +161,7 @@ fn a_run_without_any_wait_costs_at_least_the_oracle() {
 fn simulate_compare_prints_a_table_with_both_policies_and_writes_a_plot() {
     let dir = tempfile::tempdir().unwrap();
     let svg = dir.path().join("run.svg");
-    let out = capstan(&[
+    let args = [
         "simulate",
         "--workload",
         "diurnal",
@@ -169,13 +169,8 @@ fn simulate_compare_prints_a_table_with_both_policies_and_writes_a_plot() {
         "reactive,forecast",
         "--plot",
         svg.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let table = String::from_utf8(out.stdout).unwrap();
+    ];
+    let table = common::stdout_of(&args, capstan(&args));
     let header = table
         .lines()
         .find(|l| l.contains("reactive"))
@@ -206,13 +201,7 @@ fn simulate_report_writes_one_page_with_a_panel_per_policy_the_same_every_run() 
         "--report",
         html.to_str().unwrap(),
     ];
-    let out = capstan(&args);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stdout = common::stdout_of(&args, capstan(&args));
     assert!(
         stdout.contains(&format!("report written to {}", html.display())),
         "{stdout}"
@@ -381,13 +370,7 @@ fn the_setting_line_names_each_policys_idle_timeout() {
     let pool_line = |extra: &[&str]| {
         let mut args = vec!["simulate", "--trace", csv.to_str().unwrap()];
         args.extend_from_slice(extra);
-        let out = capstan(&args);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let stdout = String::from_utf8(out.stdout).unwrap();
+        let stdout = common::stdout_of(&args, capstan(&args));
         stdout
             .lines()
             .find(|l| l.starts_with("pool sim:"))

@@ -330,25 +330,29 @@ mod tests {
         assert!((c.lead_s() - 110.0).abs() < 1e-9);
     }
 
+    /// Worker `w{i}` of one slot on offering `a`, requested at `at`, in `state`.
+    fn worker(i: i64, state: capstan_core::WorkerState, at: Timestamp) -> Worker {
+        use capstan_core::{PoolId, ProviderKind, WorkerId};
+        let mut w = Worker::requested(
+            WorkerId::from_string(format!("w{i}")),
+            PoolId::new("c").unwrap(),
+            ProviderKind::Fake,
+            Some("a".into()),
+            1,
+            format!("t{i}"),
+            at,
+        );
+        w.state = state;
+        w
+    }
+
     #[test]
     fn workers_that_time_out_are_not_relaunched_for_gone_demand() {
-        use capstan_core::{PoolId, ProviderKind, WorkerId, WorkerState};
+        use capstan_core::WorkerState;
         let mut c = PoolController::new(&spec(), 60.0).unwrap();
         let t0 = Timestamp::from_unix_secs(10_000);
         let workers: Vec<Worker> = (0..3)
-            .map(|i| {
-                let mut w = Worker::requested(
-                    WorkerId::from_string(format!("w{i}")),
-                    PoolId::new("c").unwrap(),
-                    ProviderKind::Fake,
-                    Some("a".into()),
-                    1,
-                    format!("t{i}"),
-                    t0,
-                );
-                w.state = WorkerState::Booting;
-                w
-            })
+            .map(|i| worker(i, WorkerState::Booting, t0))
             .collect();
         c.observe(&sample(10_000, 3));
         c.observe(&sample(10_010, 0));
@@ -362,22 +366,13 @@ mod tests {
 
     #[test]
     fn a_versioned_tick_plans_as_a_tick_while_timeouts_run_out() {
-        use capstan_core::{PoolId, ProviderKind, WorkerId, WorkerState};
+        use capstan_core::WorkerState;
         // Idle ready workers whose heartbeats and idle timeouts run out between ticks
         // while the fleet's version stays: the remembered survey must not hide it.
         let t0 = Timestamp::from_unix_secs(50_000);
         let workers: Vec<Worker> = (0..6)
             .map(|i| {
-                let mut w = Worker::requested(
-                    WorkerId::from_string(format!("w{i}")),
-                    PoolId::new("c").unwrap(),
-                    ProviderKind::Fake,
-                    Some("a".into()),
-                    1,
-                    format!("t{i}"),
-                    t0,
-                );
-                w.state = WorkerState::Ready;
+                let mut w = worker(i, WorkerState::Ready, t0);
                 w.registered_at = Some(t0);
                 w.last_heartbeat_at = Some(t0.plus_secs(i * 40));
                 w.idle_since = Some(t0.plus_secs(i * 50));
