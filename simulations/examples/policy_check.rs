@@ -34,8 +34,8 @@ use std::collections::BTreeMap;
 use capstan_core::ScalingPolicy;
 use simulations::engine::SimConfig;
 use simulations::frontier::{
-    GridChoice, Knobs, SweepPoint, WaitMetric, cheapest_meeting, dominates_reactive, frontier_svg,
-    run_sweep, sweep_grid,
+    GridChoice, Knobs, SweepPoint, WaitMetric, beats, cheapest_meeting, dominates_reactive,
+    frontier_svg, run_sweep, sweep_grid,
 };
 use simulations::suite::{Scale, suite_cases};
 use simulations::trace::{ReadOptions, read_trace};
@@ -86,7 +86,8 @@ fn main() {
     }
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let grid = sweep_grid(&GridChoice::default(), None).expect("the default grid");
-    let mut runs: Vec<(String, simulations::trace::Trace, SimConfig)> = suite_cases(scale)
+    // (name, the source as `capstan simulate` titles it, trace, config)
+    let mut runs: Vec<(String, String, simulations::trace::Trace, SimConfig)> = suite_cases(scale)
         .into_iter()
         .filter(|c| setting == "all" || c.setting.name == setting)
         .filter(|c| only_shape.as_deref().is_none_or(|s| s == c.shape.name))
@@ -97,15 +98,21 @@ fn main() {
             } else {
                 c.shape.name.to_string()
             };
-            (name, trace, c.config(ScalingPolicy::Forecast, seed))
+            let source = format!("workload {} (seed {seed})", c.shape.name);
+            (name, source, trace, c.config(ScalingPolicy::Forecast, seed))
         })
         .collect();
     if let Some(path) = std::env::var_os("CAPSTAN_TRACE")
         && only_shape.as_deref().is_none_or(|s| s == "sdsc")
     {
         let trace = read_trace(path.as_ref(), ReadOptions::default()).expect("the trace reads");
+        let source = std::path::Path::new(&path)
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
         runs.push((
             "sdsc".into(),
+            source,
             trace,
             SimConfig::default_setting(ScalingPolicy::Forecast, seed),
         ));
@@ -127,19 +134,9 @@ fn main() {
     });
     let mut kept = BTreeMap::new();
     let (mut dominated, mut rising) = (0, 0);
-    for (name, trace, config) in &runs {
+    for (name, source, trace, config) in &runs {
         let points = run_sweep(trace, config, &grid, threads, &|_, _| {}).expect("replays");
         if let Some(dir) = &svg_dir {
-            let source = if name == "sdsc" {
-                std::path::Path::new(
-                    &std::env::var_os("CAPSTAN_TRACE").expect("sdsc is read from it"),
-                )
-                .file_name()
-                .map(|f| f.to_string_lossy().into_owned())
-                .unwrap_or_default()
-            } else {
-                format!("workload {name} (seed {seed})")
-            };
             let title = format!("capstan simulate --sweep: {source}");
             let path = format!("{dir}/{}.svg", name.replace('/', "-"));
             std::fs::write(&path, frontier_svg(&title, &points))
@@ -240,11 +237,6 @@ fn main() {
                 .iter()
                 .filter(|p| p.policy == ScalingPolicy::Forecast)
                 .collect();
-            let beats = |a: &SweepPoint, b: &SweepPoint| {
-                a.ratio_to_oracle <= b.ratio_to_oracle
-                    && a.wait_mean_s < b.wait_mean_s
-                    && a.wait_p95_s <= b.wait_p95_s
-            };
             let improved = old
                 .iter()
                 .filter(|o| forecast.iter().any(|n| beats(n, o)))

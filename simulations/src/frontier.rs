@@ -370,6 +370,14 @@ pub fn pareto_frontier(points: &[SweepPoint], metric: WaitMetric) -> Vec<usize> 
     on
 }
 
+/// Whether `a` beats `b` in the sense of issue 11's dominance: no more expensive
+/// (`ratio_to_oracle` <=), a lower mean wait and a p95 no higher.
+pub fn beats(a: &SweepPoint, b: &SweepPoint) -> bool {
+    a.ratio_to_oracle <= b.ratio_to_oracle
+        && a.wait_mean_s < b.wait_mean_s
+        && a.wait_p95_s <= b.wait_p95_s
+}
+
 /// Checks that `forecast` dominates `reactive`: for each reactive point there is a
 /// forecast point no more expensive (`ratio_to_oracle` <=) with a lower mean wait
 /// and a p95 no higher. The error says, for each reactive point without one, what it
@@ -380,13 +388,7 @@ pub fn dominates_reactive(
 ) -> Result<(), Vec<String>> {
     let failures: Vec<String> = reactive
         .iter()
-        .filter(|r| {
-            !forecast.iter().any(|f| {
-                f.ratio_to_oracle <= r.ratio_to_oracle
-                    && f.wait_mean_s < r.wait_mean_s
-                    && f.wait_p95_s <= r.wait_p95_s
-            })
-        })
+        .filter(|r| !forecast.iter().any(|f| beats(f, r)))
         .map(|r| {
             let affordable = forecast
                 .iter()
