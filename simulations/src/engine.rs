@@ -668,15 +668,7 @@ impl<'a> Engine<'a> {
         self.bucket_wait_max_ms = self.bucket_wait_max_ms.max(waited);
         self.bucket_starts += 1;
         self.started_at[i] = now;
-        self.fleet_version += 1;
-        let w = &mut self.workers[pos];
-        if w.busy_slots == 0
-            && let Some(since) = w.idle_since
-        {
-            let idle_ms = self.base_ms + now - since.unix_ms();
-            self.controller
-                .observe_idle_gap(idle_ms as f64 / 1000.0, true);
-        }
+        self.end_idle_period(pos, now, true);
         self.fleet_version += 1;
         let w = &mut self.workers[pos];
         w.busy_slots += 1;
@@ -759,6 +751,19 @@ impl<'a> Engine<'a> {
         self.interruptions += 1;
         self.remove_instance(pos as usize, now);
         self.dispatch(now);
+    }
+
+    /// Worker `pos`'s idle period, if it is idle, ends at `now`: a task took it
+    /// (`reused`) or it goes away. Feeds the idle timeout the controller chooses.
+    fn end_idle_period(&mut self, pos: usize, now: i64, reused: bool) {
+        let w = &self.workers[pos];
+        if w.busy_slots == 0
+            && let Some(since) = w.idle_since
+        {
+            let idle_ms = self.base_ms + now - since.unix_ms();
+            self.controller
+                .observe_idle_gap(idle_ms as f64 / 1000.0, reused);
+        }
     }
 
     /// Terminates the instance at `pos` at `now`: its running tasks go back to the
@@ -875,14 +880,7 @@ impl<'a> Engine<'a> {
                     ),
                     Action::Terminate { worker, .. } => {
                         if let Some(pos) = self.position_of(&worker) {
-                            let w = &self.workers[pos];
-                            if w.busy_slots == 0
-                                && let Some(since) = w.idle_since
-                            {
-                                let idle_ms = self.base_ms + now - since.unix_ms();
-                                self.controller
-                                    .observe_idle_gap(idle_ms as f64 / 1000.0, false);
-                            }
+                            self.end_idle_period(pos, now, false);
                             self.terminations += 1;
                             self.remove_instance(pos, now);
                         }
