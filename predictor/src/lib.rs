@@ -339,6 +339,12 @@ impl Predictor {
         &self.run_times
     }
 
+    /// The run-time distribution's look-ahead fractions for `lead_s` seconds (cached
+    /// as the forecast caches them).
+    pub fn survival(&mut self, lead_s: f64) -> Survival {
+        self.run_times.survival(lead_s)
+    }
+
     /// Expected arrivals in `(now, now + window_s]`.
     fn window_mean(&self, now: Timestamp, window_s: f64) -> f64 {
         self.seasonal

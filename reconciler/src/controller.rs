@@ -174,6 +174,8 @@ impl PoolController {
     /// (`reused`), or the worker went away while idle. Feeds the idle timeout chosen for
     /// pools that set none ([`crate::idle`]).
     pub fn observe_idle_gap(&mut self, idle_s: f64, reused: bool) {
+        let survival = self.predictor.survival(self.lead_s);
+        self.idle.set_replacement_waste(1.0 - survival.of_running);
         self.idle.observe(idle_s, reused);
     }
 

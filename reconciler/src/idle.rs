@@ -14,11 +14,21 @@
 //! machine waits only if the spare has no other slot for it, which the forecast sizes
 //! to happen with probability `1 − p`; so a regretted retirement costs the boot `L`
 //! and, in expectation, `(1 − p) · p / (1 − p) · L = p · L` of wait: `(1 + p) · L` in
-//! all (`L` at level 0 and for `reactive`, which promise no wait). So the timeout is
+//! all (`L` at level 0 and for `reactive`, which promise no wait).
+//!
+//! The replacement may itself be wasted. The task that wanted a slot takes whichever
+//! comes first, the new machine or a slot that a running task frees, and a running
+//! task frees its slot within a boot with probability `w = 1 − S_run(L)` (the
+//! run-time distribution's share of running tasks that finish within `L`). Then the
+//! new machine lands unneeded, is billed for its boot and idles a timeout `T` (the one
+//! in use) before it goes. So a regretted retirement costs
+//! `R = (1 + p) · L + w · (L + T)`: where tasks outlive a boot (`w ≈ 0`) it is the
+//! price above; where they last seconds (`w ≈ 1`) a retirement that is regretted sets
+//! off a launch that is itself wasted, and machines are kept longer. So the timeout is
 //! the first age at which
 //!
 //! ```text
-//! q(a) · (1 + p) · L  <=  E[min(G − a, L) | G > a]
+//! q(a) · R  <=  E[min(G − a, L) | G > a]
 //! ```
 //!
 //! read off the Kaplan-Meier estimate of the survival of `G` over the pool's last
@@ -60,6 +70,9 @@ pub struct IdleGaps {
     boot_s: f64,
     /// What a regretted retirement costs, in boots: `1 + p`.
     regret_boots: f64,
+    /// The chance a replacement lands unneeded: running tasks' share that finish
+    /// within a boot.
+    replacement_waste: f64,
     timeout_s: f64,
     /// Periods per cell of the Kaplan-Meier grid of step `hist_step` (NaN: not built):
     /// (periods, periods a task ended), kept in step with the ring, so a recomputation
@@ -110,6 +123,7 @@ impl IdleGaps {
             since_recompute: 0,
             boot_s,
             regret_boots: 1.0,
+            replacement_waste: 0.0,
             timeout_s: boot_s,
             hist: Vec::new(),
             hist_step: f64::NAN,
@@ -143,6 +157,17 @@ impl IdleGaps {
                 self.recompute();
             }
         }
+    }
+
+    /// The share `w` of running tasks that finish within a boot (`1 − S_run(L)`): the
+    /// chance a replacement launched for a task lands after a freed slot took it. Read
+    /// at the next recomputation.
+    pub fn set_replacement_waste(&mut self, share: f64) {
+        self.replacement_waste = if share.is_finite() {
+            share.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
     }
 
     /// Before the data decides: the price of a regretted retirement.
@@ -215,7 +240,7 @@ impl IdleGaps {
     /// then from the ring sorted: the two give the same cells, so the same answer.
     fn chosen(&mut self, sorted_only: bool) -> f64 {
         let l = self.boot_s;
-        let regret = l * self.regret_boots;
+        let regret = l * self.regret_boots + self.replacement_waste * (l + self.timeout_s);
         let step = (l / 4.0).max(1.0);
         if !sorted_only && self.hist_step.to_bits() != step.to_bits() {
             self.hist_step = step;
@@ -447,6 +472,28 @@ mod tests {
         // Back to level 0 the same data says go at once.
         priced.set_service_level(0.0);
         assert!(priced.timeout_s() < 31.0, "{}", priced.timeout_s());
+    }
+
+    #[test]
+    fn a_replacement_that_lands_unneeded_keeps_machines_longer() {
+        // Exponential gaps with a mean of 180 s against a 120 s boot, level 0: in money
+        // alone a machine goes at once (120 < 180). Where every running task frees its
+        // slot within a boot (tasks of seconds), the launch a regretted retirement sets
+        // off lands after a freed slot took the task, and is billed its boot and a
+        // timeout more: 120 + (120 + T) > 180, so machines are kept, and the timeout
+        // grows past the boot while idle periods are cut short at it.
+        let mut seconds = IdleGaps::new(120.0);
+        seconds.set_replacement_waste(1.0);
+        assert_eq!(seconds.timeout_s(), 120.0, "before data: unchanged");
+        run(&mut seconds, 4000, exp_gap(180.0));
+        assert!(seconds.timeout_s() > 120.0, "{}", seconds.timeout_s());
+        // Where a fifth of the running tasks finish within a boot, 120 + 0.2 · (120 +
+        // T) stays below 180 for any timeout under 180 s: it goes at once, as in money
+        // alone.
+        let mut hours = IdleGaps::new(120.0);
+        hours.set_replacement_waste(0.2);
+        run(&mut hours, 4000, exp_gap(180.0));
+        assert!(hours.timeout_s() < 31.0, "{}", hours.timeout_s());
     }
 
     #[test]

@@ -5,9 +5,7 @@
 //!
 //! - The service level governs: lowering it never raises the cost, at 0 it costs no
 //!   more than `reactive`, and with `reactive`'s idle timeout it *is* `reactive`, run
-//!   for run — except that on `short-tasks` level 0 costs about 2 % more than 0.3
-//!   (it keeps no slot between tasks of 10 s and relaunches more), so there the cost
-//!   rises from 0.3 up (and the test fails if level 0 becomes the cheapest there).
+//!   for run.
 //! - Forecast's frontier dominates reactive's: for every point of the default reactive
 //!   grid there is a point of the default forecast grid no dearer, with a lower mean
 //!   wait and a p95 no higher — on every workload but `short-tasks`, where it does not
@@ -30,8 +28,6 @@ use simulations::trace::{ReadOptions, Trace, read_trace};
 
 /// Workloads on which forecast's frontier does not dominate reactive's.
 const NOT_DOMINATED: [&str; 1] = ["short-tasks"];
-/// Workloads on which level 0 is not the cheapest level (the cost rises from 0.3 up).
-const BOTTOM_NOT_CHEAPEST: [&str; 1] = ["short-tasks"];
 
 /// Every workload checked: the suite's shapes (base setting, full size, seed 1) and
 /// SDSC in the default setting when the trace is at hand.
@@ -98,33 +94,10 @@ fn lowering_the_service_level_lowers_the_cost_down_to_reactive() {
         let points = sweep(&trace, &config, &grid, None);
         let costs: Vec<f64> = points.iter().map(|p| p.cost).collect();
         let (forecast, reactive) = costs.split_at(n);
-        // On `short-tasks` level 0 keeps no slot from one 10 s task to the next and
-        // relaunches more than level 0.3 does (about 2 % dearer): there the claim
-        // holds from 0.3 up, and level 0 must stay within 2 % of the cheapest, and
-        // above it (else the exception is stale).
-        let from = if BOTTOM_NOT_CHEAPEST.contains(&name.as_str()) {
-            let cheapest = forecast[1..].iter().copied().fold(f64::INFINITY, f64::min);
-            if forecast[0] > cheapest * 1.02 {
-                failures.push(format!(
-                    "{name}: level 0 costs {}, more than 2 % above the cheapest level's {cheapest}",
-                    forecast[0]
-                ));
-            }
-            if forecast[0] <= cheapest {
-                failures.push(format!(
-                    "{name}: level 0 is the cheapest now ({} against {cheapest}): drop it from BOTTOM_NOT_CHEAPEST",
-                    forecast[0]
-                ));
-            }
-            1
-        } else {
-            0
-        };
-        if !forecast[from..].windows(2).all(|w| w[0] <= w[1]) {
+        if !forecast.windows(2).all(|w| w[0] <= w[1]) {
             failures.push(format!(
                 "{name}: cost by level {:?} is {:?}, not rising",
-                &LEVELS[from..],
-                &forecast[from..]
+                LEVELS, forecast
             ));
         }
         if forecast[0] > reactive[0] {
