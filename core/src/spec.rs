@@ -203,10 +203,11 @@ pub struct Scaling {
     pub scaling_ratio: f64,
     /// A worker idle this long is terminated (above the pool's floor), in seconds.
     /// Default: not set, and capstan chooses it: from the pool's boot time, the idle
-    /// gaps it observes between tasks and, for `forecast`, the service level (a worker
-    /// retired and wanted again costs a boot and a wait); before there is data, one boot
-    /// time (`forecast`: 1 + service_level boot times). Set it to a whole number of
-    /// seconds to fix it (0 terminates a worker as soon as it is idle).
+    /// gaps it observes between tasks, its tasks' run times (a replacement launched for
+    /// a task that a freed slot takes first is wasted) and, for `forecast`, the service
+    /// level (a worker retired and wanted again costs a boot and a wait); before there
+    /// is data, one boot time (`forecast`: 1 + service_level boot times). Set it to a
+    /// whole number of seconds to fix it (0 terminates a worker as soon as it is idle).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idle_timeout_s: Option<u64>,
     /// Launch rate limit for the pool, instances per minute. Default: 20.
