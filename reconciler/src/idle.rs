@@ -144,12 +144,7 @@ impl IdleGaps {
     /// The service level whose price of a wait a regretted retirement pays (0, the
     /// default, for a pool that promises none: money only).
     pub fn set_service_level(&mut self, level: f64) {
-        let level = if level.is_finite() {
-            level.clamp(0.0, 1.0)
-        } else {
-            0.0
-        };
-        let regret_boots = 1.0 + level;
+        let regret_boots = 1.0 + unit_share(level);
         if regret_boots.to_bits() != self.regret_boots.to_bits() {
             self.regret_boots = regret_boots;
             self.reset_prior();
@@ -163,11 +158,7 @@ impl IdleGaps {
     /// chance a replacement launched for a task lands after a freed slot took it. Read
     /// at the next recomputation.
     pub fn set_replacement_waste(&mut self, share: f64) {
-        self.replacement_waste = if share.is_finite() {
-            share.clamp(0.0, 1.0)
-        } else {
-            0.0
-        };
+        self.replacement_waste = unit_share(share);
     }
 
     /// Before the data decides: the price of a regretted retirement.
@@ -379,6 +370,15 @@ fn search(
     let judged = surv.len().saturating_sub(span);
     *surv_buf = surv;
     (!unknown).then_some((timeout, judged))
+}
+
+/// `x` as a probability: clamped to [0, 1], 0 when it is not a number.
+fn unit_share(x: f64) -> f64 {
+    if x.is_finite() {
+        x.clamp(0.0, 1.0)
+    } else {
+        0.0
+    }
 }
 
 fn sane_boot(boot_s: f64) -> f64 {
