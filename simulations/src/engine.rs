@@ -6,7 +6,9 @@
 //! - **completions** free a slot (and feed the run time to the predictor);
 //! - **boots** finish: the worker registers (`booting → ready`) and takes tasks;
 //! - **interruptions** take a spot instance away; its tasks go back to the front of
-//!   the queue and start over;
+//!   the queue and start over. Each task start draws the instance's time to
+//!   interruption anew from the task and attempt (the same law; common random numbers
+//!   across policies, see `Engine::redraw_interruption`);
 //! - **ticks**, every `tick_s` (30 s by default): the pool's [`QueueSample`] for the
 //!   interval goes to [`PoolController::observe`], and [`PoolController::tick`] — the
 //!   very observe → predict → plan code the service runs (predictor, offering health,
@@ -265,6 +267,10 @@ const EV_COMPLETION: u8 = 0;
 const EV_INTERRUPTION: u8 = 1;
 const EV_BOOTED: u8 = 2;
 
+/// Spreads (task, attempt) keys over the 64-bit seed space before they seed a task
+/// start's interruption draw (an odd multiplier, as in SplitMix64).
+const TASK_DRAW_MIX: u64 = 0x9E37_79B9_7F4A_7C15;
+
 /// (time ms, kind, instance uid, task index, attempt): min-heap by all fields.
 type Event = Reverse<(i64, u8, u64, u32, u32)>;
 
@@ -281,6 +287,9 @@ struct Instance {
     freed_ms: i64,
     /// Tasks it runs.
     running: Vec<u32>,
+    /// Which of its scheduled interruptions counts: each task start draws a new one
+    /// (see [`Engine::redraw_interruption`]) and the earlier event is then ignored.
+    interruption_draw: u32,
 }
 
 /// The state of one run.
@@ -297,6 +306,8 @@ struct Engine<'a> {
     rng_launch: SimRng,
     rng_boot: SimRng,
     rng_interrupt: SimRng,
+    /// Seeds the interruption draw of each task start (with the task and attempt).
+    interrupt_key: u64,
 
     /// `trace.origin` in ms; task times are relative to the first submit.
     base_ms: i64,
@@ -511,6 +522,7 @@ impl<'a> Engine<'a> {
             rng_launch: root.fork(1),
             rng_boot: root.fork(2),
             rng_interrupt: root.fork(3),
+            interrupt_key: root.fork(4).next_u64(),
             base_ms: trace.origin.unix_ms(),
             events: BinaryHeap::new(),
             next_arrival: 0,
@@ -589,7 +601,7 @@ impl<'a> Engine<'a> {
                 self.roll_series(t);
                 match kind {
                     EV_COMPLETION => self.complete(t, uid, task, attempt),
-                    EV_INTERRUPTION => self.interrupt(t, uid),
+                    EV_INTERRUPTION => self.interrupt(t, uid, attempt),
                     _ => self.booted(t, uid),
                 }
             } else if arr_t <= next_tick {
@@ -679,12 +691,44 @@ impl<'a> Engine<'a> {
         self.running_tasks += 1;
         self.last_progress_ms = now;
         let run = self.trace.tasks[i].run_ms;
+        let uid = inst.uid;
         self.events.push(Reverse((
             now + run,
             EV_COMPLETION,
-            inst.uid,
+            uid,
             task,
             self.attempt[i],
+        )));
+        self.redraw_interruption(pos, task, now);
+    }
+
+    /// A task starts on the spot instance at `pos`: the instance's time to interruption
+    /// is drawn anew, from a stream fixed by the seed, the task and its attempt.
+    ///
+    /// Time to interruption is exponential, so what is left of it at any instant the
+    /// run chooses without looking ahead (here: a task start) is again exponential with
+    /// the same rate and independent of the past, and replacing it by a fresh draw leaves
+    /// the law of the whole replay unchanged. What the redraw buys is common random
+    /// numbers across policies: a task's attempt meets the same interruption draw
+    /// whichever policy's machine runs it, so two service levels differ in cost by
+    /// what they decide, not by which long task the luck of one run cut short.
+    fn redraw_interruption(&mut self, pos: usize, task: u32, now: i64) {
+        let inst = &mut self.instances[pos];
+        let rate = self.offerings[inst.offering].interruptions_per_hour;
+        if rate <= 0.0 {
+            return;
+        }
+        let key = u64::from(task) << 32 | u64::from(self.attempt[task as usize]);
+        let mut rng = SimRng::new(self.interrupt_key ^ key.wrapping_mul(TASK_DRAW_MIX));
+        let after_s = rng.exponential(3600.0 / rate);
+        inst.interruption_draw = inst.interruption_draw.wrapping_add(1);
+        let at = now + (after_s * 1000.0).round() as i64;
+        self.events.push(Reverse((
+            at,
+            EV_INTERRUPTION,
+            inst.uid,
+            0,
+            inst.interruption_draw,
         )));
     }
 
@@ -743,10 +787,10 @@ impl<'a> Engine<'a> {
         self.dispatch(now);
     }
 
-    fn interrupt(&mut self, now: i64, uid: u64) {
+    fn interrupt(&mut self, now: i64, uid: u64, draw: u32) {
         let pos = self.pos_of[uid as usize];
-        if pos == NO_POS {
-            return;
+        if pos == NO_POS || self.instances[pos as usize].interruption_draw != draw {
+            return; // Gone, or a task start has drawn its interruption anew since.
         }
         self.interruptions += 1;
         self.remove_instance(pos as usize, now);
@@ -958,6 +1002,7 @@ impl<'a> Engine<'a> {
                 launched_ms: now,
                 freed_ms: now,
                 running: self.spare_running.pop().unwrap_or_default(),
+                interruption_draw: 0,
             });
             self.launches += 1;
             let boot = model.boot.sample_ms(&mut self.rng_boot);
@@ -1257,6 +1302,53 @@ mod tests {
         assert_eq!(r.unfinished, 0);
         // Lost work is billed but not counted as the tasks' work.
         assert!(r.instance_seconds > r.work_seconds);
+    }
+
+    /// A spot pool of 1-slot instances running hour-long tasks, one every 10 minutes.
+    fn spot_hours(policy: ScalingPolicy, idle_timeout_s: u64) -> (Trace, SimConfig) {
+        let tasks: Vec<(i64, i64)> = (0..600).map(|i| (i * 600, 3600)).collect();
+        let mut config = SimConfig::default_setting(policy, 3);
+        config.spec.launch_configs[0].market = Market::Spot;
+        config.spec.scaling.idle_timeout_s = Some(idle_timeout_s);
+        config.cloud.defaults.interruptions_per_hour = 0.5;
+        (trace(&tasks), config)
+    }
+
+    #[test]
+    fn a_task_attempt_meets_the_same_interruption_whatever_the_policy_launched() {
+        // Idle timeouts of 1 minute and 2 hours launch different fleets (different
+        // instances, launch counts and bills), but each task's attempts draw their
+        // interruptions from the task, so the work lost to interruptions (slot time
+        // busy beyond the tasks' own run time) is the same to the millisecond.
+        let lost = |idle_timeout_s| {
+            let (t, config) = spot_hours(ScalingPolicy::Reactive, idle_timeout_s);
+            let r = run(&t, &config);
+            assert_eq!(r.unfinished, 0);
+            (
+                r.utilization * r.instance_seconds - r.work_seconds,
+                r.launches,
+            )
+        };
+        let (short, long) = (lost(60), lost(7200));
+        assert_ne!(short.1, long.1, "the fleets differ");
+        assert!(short.0 > 3600.0, "some work is lost: {short:?}");
+        assert!((short.0 - long.0).abs() < 1e-3, "{short:?} vs {long:?}");
+    }
+
+    #[test]
+    fn redrawing_at_task_starts_keeps_the_interruption_rate() {
+        // Exponential time to interruption forgets its past, so drawing it anew at each
+        // task start must leave interruptions per instance-hour at the configured rate
+        // (0.5): about 390 instance-hours here, so ±15 % is over 4 standard deviations.
+        for policy in [ScalingPolicy::Reactive, ScalingPolicy::Forecast] {
+            let (t, config) = spot_hours(policy, 600);
+            let r = run(&t, &config);
+            let rate = r.interruptions as f64 / (r.instance_seconds / 3600.0);
+            assert!(
+                (rate - 0.5).abs() < 0.075,
+                "{policy:?}: {rate} per hour, {r:?}"
+            );
+        }
     }
 
     #[test]
