@@ -5,7 +5,9 @@
 //!
 //! - The service level governs: lowering it never raises the cost, at 0 it costs no
 //!   more than `reactive`, and with `reactive`'s idle timeout it *is* `reactive`, run
-//!   for run.
+//!   for run — in all four settings of the suite (base, log-normal boot and spot
+//!   strictly; with 4-slot instances, where a level's spare rounds to whole
+//!   instances, a level may cost at most [`ROUNDING_SWAP`] less than the one below).
 //! - Forecast's frontier dominates reactive's: for every point of the default reactive
 //!   grid there is a point of the default forecast grid no dearer, with a lower mean
 //!   wait and a p95 no higher — on every workload but `short-tasks`, where it does not
@@ -29,22 +31,28 @@ use simulations::trace::{ReadOptions, Trace, read_trace};
 /// Workloads on which forecast's frontier does not dominate reactive's.
 const NOT_DOMINATED: [&str; 1] = ["short-tasks"];
 
-/// Every workload checked: the suite's shapes (base setting, full size, seed 1) and
-/// SDSC in the default setting when the trace is at hand.
-fn workloads() -> Vec<(String, Trace, SimConfig)> {
+/// With 4-slot instances, how much cheaper than the level below a level may be: the
+/// largest swap measured at seed 1 over all 15 levels is 0.54 % (docs/policy.md).
+const ROUNDING_SWAP: f64 = 0.01;
+
+/// Every workload checked: the suite's shapes (full size, seed 1) in `settings`, and
+/// SDSC in the default setting when the trace is at hand. Base-setting cases are
+/// named by their shape, the others `shape/setting`.
+fn workloads(settings: &[&str]) -> Vec<(String, Trace, SimConfig)> {
     let mut out: Vec<(String, Trace, SimConfig)> = suite_cases(Scale::Full)
         .into_iter()
-        .filter(|c| c.setting.name == "base")
+        .filter(|c| settings.contains(&c.setting.name))
         .map(|c| {
             let trace = c.trace(1).expect("the suite generates");
-            (
-                c.shape.name.to_owned(),
-                trace,
-                c.config(ScalingPolicy::Forecast, 1),
-            )
+            let name = if c.setting.name == "base" {
+                c.shape.name.to_owned()
+            } else {
+                c.name()
+            };
+            (name, trace, c.config(ScalingPolicy::Forecast, 1))
         })
         .collect();
-    assert_eq!(out.len(), SHAPES.len());
+    assert_eq!(out.len(), SHAPES.len() * settings.len());
     let path = std::env::var_os("CAPSTAN_TRACE").map_or_else(
         || {
             PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -89,12 +97,17 @@ fn lowering_the_service_level_lowers_the_cost_down_to_reactive() {
     });
     let n = LEVELS.len();
     let mut failures = Vec::new();
-    for (name, trace, config) in workloads() {
+    for (name, trace, config) in workloads(&["base", "lognormal-boot", "spot", "4-slot"]) {
         // The forecast policy as it ships: the idle timeout chosen by capstan.
         let points = sweep(&trace, &config, &grid, None);
         let costs: Vec<f64> = points.iter().map(|p| p.cost).collect();
         let (forecast, reactive) = costs.split_at(n);
-        if !forecast.windows(2).all(|w| w[0] <= w[1]) {
+        let swap = if name.ends_with("/4-slot") {
+            ROUNDING_SWAP
+        } else {
+            0.0
+        };
+        if !forecast.windows(2).all(|w| w[0] <= w[1] * (1.0 + swap)) {
             failures.push(format!(
                 "{name}: cost by level {:?} is {:?}, not rising",
                 LEVELS, forecast
@@ -132,7 +145,7 @@ fn forecast_dominates_reactive_on_the_suite_and_sdsc() {
     let grid = sweep_grid(&GridChoice::default(), None).expect("the default grid");
     let mut failures = Vec::new();
     let mut dominated_where_not_claimed = Vec::new();
-    for (name, trace, config) in workloads() {
+    for (name, trace, config) in workloads(&["base"]) {
         let points = sweep(&trace, &config, &grid, None);
         let (forecast, reactive): (Vec<SweepPoint>, Vec<SweepPoint>) = points
             .into_iter()
