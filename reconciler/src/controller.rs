@@ -18,6 +18,7 @@ use capstan_core::{
 };
 use predictor::Predictor;
 
+use crate::hedge::BootSpread;
 use crate::idle::IdleGaps;
 use crate::planning::{PlanError, Planner, Survey};
 
@@ -42,6 +43,9 @@ pub struct PoolController {
     unavailable_ttl_s: i64,
     last_sample_at: Option<Timestamp>,
     idle: IdleGaps,
+    boots: BootSpread,
+    /// Tasks running at the newest sample (they free slots while machines boot).
+    last_running: u32,
     survey_cache: Option<SurveyCache>,
 }
 
@@ -84,6 +88,8 @@ impl PoolController {
             lead_s,
             unavailable_ttl_s: DEFAULT_UNAVAILABLE_TTL_S,
             last_sample_at: None,
+            boots: BootSpread::new(),
+            last_running: 0,
             survey_cache: None,
         })
     }
@@ -147,6 +153,7 @@ impl PoolController {
             return;
         }
         self.last_sample_at = Some(sample.at);
+        self.last_running = sample.running;
         self.predictor.observe(sample);
     }
 
@@ -167,6 +174,7 @@ impl PoolController {
         if boot_s.is_finite() && boot_s >= 0.0 {
             self.lead_s += BOOT_EWMA_WEIGHT * (boot_s - self.lead_s);
             self.idle.set_boot_s(self.lead_s);
+            self.boots.observe(boot_s);
         }
     }
 
@@ -217,6 +225,39 @@ impl PoolController {
         self.tick_inner(workers, now, Some(fleet_version))
     }
 
+    /// Raises the backlog's need by the machines worth launching beyond the waiting
+    /// tasks' own when boot times vary ([`crate::hedge`]); their slots are not kept
+    /// from idle timeouts. Only tasks that wait for a boot count: of the tasks
+    /// without a slot, those that running tasks' slots freed within a boot will not
+    /// take (`running × (1 − S_run(L))` of them will). Nothing changes at level 0,
+    /// for `reactive`, or for boots that never vary.
+    fn hedge_slow_boots(&mut self, forecast: &mut Forecast, existing_slots: u32) {
+        let without_slot = forecast.backlog_slots.saturating_sub(existing_slots);
+        if without_slot == 0 || self.boots.len() < crate::hedge::MIN_BOOTS {
+            return;
+        }
+        let still_running = self.predictor.survival(self.lead_s).of_running;
+        let waiting = without_slot;
+        let spec = self.planner.spec();
+        let slots = spec
+            .launch_configs
+            .iter()
+            .map(|lc| lc.capacity.max(1))
+            .min()
+            .unwrap_or(1);
+        let machines = waiting.div_ceil(slots);
+        let extra = self.boots.extra(
+            machines,
+            promised_level(spec),
+            still_running,
+            self.planner.idle_timeout_s(),
+        );
+        forecast.backlog_slots = forecast
+            .backlog_slots
+            .saturating_add(extra.saturating_mul(slots))
+            .min(spec.max_capacity.max(forecast.backlog_slots));
+    }
+
     fn tick_inner(
         &mut self,
         workers: &[Worker],
@@ -245,9 +286,10 @@ impl PoolController {
                 survey
             }
         };
-        let forecast =
+        let mut forecast =
             self.predictor
                 .forecast(self.planner.spec(), now, self.lead_s, survey.counted_slots);
+        self.hedge_slow_boots(&mut forecast, survey.counted_slots);
         if self.health.entries().next().is_some() {
             self.health.forget_expired(now);
         }
@@ -330,6 +372,34 @@ mod tests {
         assert!((c.lead_s() - 110.0).abs() < 1e-9);
         c.observe_boot(f64::NAN);
         assert!((c.lead_s() - 110.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn varying_boots_launch_more_than_the_backlog_at_a_service_level_and_fixed_ones_do_not() {
+        // Ten tasks wait and nothing runs; the pool has measured 32 boots.
+        let launches = |boots: &dyn Fn(u32) -> f64, level: f64| {
+            let mut spec = spec();
+            spec.scaling.policy = ScalingPolicy::Forecast;
+            spec.scaling.service_level = level;
+            let mut c = PoolController::new(&spec, 120.0).unwrap();
+            for i in 0..32 {
+                c.observe_boot(boots(i));
+            }
+            c.observe(&sample(1_000, 10));
+            let (f, plan) = c.tick(&[], Timestamp::from_unix_secs(1_000));
+            (plan.launch_count(), f.backlog_slots)
+        };
+        // Between 60 s and 370 s, and 120 s every time (the first boot's mean).
+        let varying = |i: u32| 60.0 + 10.0 * f64::from(i);
+        let fixed = |_: u32| 120.0;
+        let (hedged, backlog) = launches(&varying, 0.95);
+        assert!(
+            hedged > 10 && backlog == hedged,
+            "{hedged} launches, backlog {backlog}"
+        );
+        assert_eq!(launches(&fixed, 0.95), (10, 10));
+        assert_eq!(launches(&varying, 0.0), (10, 10), "level 0 is reactive");
+        assert!(launches(&varying, 0.99).0 >= hedged);
     }
 
     /// Worker `w{i}` of one slot on offering `a`, requested at `at`, in `state`.

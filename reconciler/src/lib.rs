@@ -29,6 +29,7 @@ mod actuator;
 pub mod controller;
 #[cfg(feature = "service")]
 pub mod crash;
+pub mod hedge;
 pub mod idle;
 #[cfg(feature = "service")]
 pub mod jobs;
