@@ -8,21 +8,14 @@
 //! prints the process's CPU time per run (from `/proc/self/stat`, Linux only), which
 //! other jobs on a busy machine do not inflate.
 
-use std::path::PathBuf;
 use std::time::Instant;
 
 use capstan_core::ScalingPolicy;
 use simulations::engine::{SimConfig, simulate};
-use simulations::trace::{ReadOptions, read_trace};
+use simulations::trace::{ReadOptions, read_trace, sdsc_trace_path};
 
 fn main() {
-    let path = std::env::var_os("CAPSTAN_TRACE").map_or_else(
-        || {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../../shared/traces/SDSC-BLUE-2000-4.2-cln.swf.gz")
-        },
-        PathBuf::from,
-    );
+    let path = sdsc_trace_path();
     if !path.exists() {
         eprintln!(
             "skipping: trace not found at {} (set CAPSTAN_TRACE)",

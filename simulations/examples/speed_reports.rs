@@ -11,12 +11,11 @@
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
-use std::path::PathBuf;
 
 use capstan_core::ScalingPolicy;
 use simulations::engine::{SimConfig, simulate};
 use simulations::suite::{Scale, short_tasks, suite_cases};
-use simulations::trace::{ReadOptions, Trace, read_trace};
+use simulations::trace::{ReadOptions, Trace, read_trace, sdsc_trace_path};
 use simulations::workload::WorkloadSpec;
 
 /// A named trace and the config of each policy for it.
@@ -26,13 +25,7 @@ const POLICIES: [ScalingPolicy; 2] = [ScalingPolicy::Reactive, ScalingPolicy::Fo
 
 fn main() {
     let mut runs: Vec<Run> = Vec::new();
-    let path = std::env::var_os("CAPSTAN_TRACE").map_or_else(
-        || {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../../shared/traces/SDSC-BLUE-2000-4.2-cln.swf.gz")
-        },
-        PathBuf::from,
-    );
+    let path = sdsc_trace_path();
     let skip_sdsc = std::env::args().any(|a| a == "--no-sdsc");
     if path.exists() && !skip_sdsc {
         let trace = read_trace(&path, ReadOptions::default()).expect("trace reads");

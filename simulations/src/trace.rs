@@ -208,6 +208,19 @@ const SWF_FIELDS: [&str; 18] = [
     "think_time",
 ];
 
+/// The real trace the tests, benches and examples replay: `CAPSTAN_TRACE` if set,
+/// else the SDSC Blue Horizon log in `../shared/traces/` beside the repository. It may
+/// not exist (a fresh clone elsewhere); callers say so and skip, or fail under CI.
+pub fn sdsc_trace_path() -> PathBuf {
+    std::env::var_os("CAPSTAN_TRACE").map_or_else(
+        || {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../shared/traces/SDSC-BLUE-2000-4.2-cln.swf.gz")
+        },
+        PathBuf::from,
+    )
+}
+
 /// Reads the trace at `path`.
 pub fn read_trace(path: &Path, options: ReadOptions) -> Result<Trace, TraceError> {
     let format = match options.format {

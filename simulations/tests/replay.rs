@@ -12,15 +12,11 @@ use std::sync::OnceLock;
 use capstan_core::ScalingPolicy;
 use simulations::engine::{SimConfig, simulate};
 use simulations::oracle::oracle_instance_seconds;
-use simulations::trace::{ReadOptions, Trace, read_trace};
+use simulations::trace::{ReadOptions, Trace, read_trace, sdsc_trace_path};
 use simulations::workload::WorkloadSpec;
 
 fn trace_path() -> Option<PathBuf> {
-    let path = match std::env::var_os("CAPSTAN_TRACE") {
-        Some(p) => PathBuf::from(p),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/traces/SDSC-BLUE-2000-4.2-cln.swf.gz"),
-    };
+    let path = sdsc_trace_path();
     if path.exists() {
         return Some(path);
     }

@@ -18,15 +18,13 @@
 //! `cargo test --release -p simulations --test suite_claims -- --ignored` (about two
 //! minutes on 2 cores).
 
-use std::path::PathBuf;
-
 use capstan_core::ScalingPolicy;
 use simulations::engine::SimConfig;
 use simulations::frontier::{
     GridChoice, Knobs, SweepPoint, dominates_reactive, run_sweep, sweep_grid,
 };
 use simulations::suite::{SHAPES, Scale, suite_cases};
-use simulations::trace::{ReadOptions, Trace, read_trace};
+use simulations::trace::{ReadOptions, Trace, read_trace, sdsc_trace_path};
 
 /// Workloads on which forecast's frontier does not dominate reactive's.
 const NOT_DOMINATED: [&str; 1] = ["short-tasks"];
@@ -53,13 +51,7 @@ fn workloads(settings: &[&str]) -> Vec<(String, Trace, SimConfig)> {
         })
         .collect();
     assert_eq!(out.len(), SHAPES.len() * settings.len());
-    let path = std::env::var_os("CAPSTAN_TRACE").map_or_else(
-        || {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../../shared/traces/SDSC-BLUE-2000-4.2-cln.swf.gz")
-        },
-        PathBuf::from,
-    );
+    let path = sdsc_trace_path();
     if path.exists() {
         let trace = read_trace(&path, ReadOptions::default()).expect("the trace reads");
         out.push((
