@@ -375,6 +375,8 @@ async fn prepare_store(
 }
 
 async fn demo(config: ServiceConfig, args: &DemoArgs, dir: &std::path::Path) -> anyhow::Result<()> {
+    // Ctrl-C stops the demo cleanly from the start, not only once it is running.
+    let signalled = shutdown_signal();
     let start = wall_clock();
     let first_burst = start.plus_secs(FIRST_BURST_S);
     let bucket_s = predictor::SeasonalConfig::default().bucket_s;
@@ -484,7 +486,7 @@ async fn demo(config: ServiceConfig, args: &DemoArgs, dir: &std::path::Path) -> 
 
     // Step 5: until a signal (or the service failing).
     let ended_early = tokio::select! {
-        () = shutdown_signal() => None,
+        () = signalled => None,
         ended = &mut service => Some(ended),
     };
     say("stopping: feeders and machines first, then the service");

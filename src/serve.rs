@@ -171,6 +171,10 @@ pub async fn serve_with(mut config: ServiceConfig, hooks: Hooks) -> anyhow::Resu
         .with_github_webhook_secret(config.github_webhook_secret.clone())
         .with_dry_run(config.reconcile.dry_run),
     );
+    // Signals are caught from here on: a client that saw the service ready may stop it.
+    let shutdown = hooks
+        .shutdown
+        .unwrap_or_else(|| Box::pin(shutdown_signal()));
     readiness.set(true);
     tracing::info!(listen = %local, "capstan serving");
     if let Some(ready) = hooks.ready {
@@ -196,12 +200,8 @@ pub async fn serve_with(mut config: ServiceConfig, hooks: Hooks) -> anyhow::Resu
     .with_graceful_shutdown(async move {
         let _ = stop_http.wait_for(|s| *s).await;
     });
-    let shutdown = hooks.shutdown;
     let signal = async move {
-        match shutdown {
-            Some(requested) => requested.await,
-            None => shutdown_signal().await,
-        }
+        shutdown.await;
         draining.set(false);
         tracing::info!("shutdown requested; finishing in-flight requests and rounds");
         let _ = stop_tx.send(true);
@@ -252,30 +252,65 @@ fn single_replica_lock(url: &str) -> anyhow::Result<Option<std::fs::File>> {
     }
 }
 
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
-pub(crate) async fn shutdown_signal() {
-    let ctrl_c = async {
+/// Listens for SIGINT (Ctrl-C) and SIGTERM from the moment it is called and resolves
+/// on the first. The handlers are installed here, not when the future is first polled:
+/// a signal that came between "serving" and that poll would otherwise meet the default
+/// action and kill the process instead of stopping it cleanly.
+pub(crate) fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let listen = |kind: SignalKind, name: &'static str| match signal(kind) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::error!(error = %e, signal = name, "cannot listen for the signal");
+                None
+            }
+        };
+        let interrupt = listen(SignalKind::interrupt(), "SIGINT");
+        let terminate = listen(SignalKind::terminate(), "SIGTERM");
+        async move {
+            let recv = |s: Option<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                () = recv(interrupt) => {}
+                () = recv(terminate) => {}
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    async {
         if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %e, "cannot listen for SIGINT");
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
             std::future::pending::<()>().await;
         }
-    };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
+    #[tokio::test]
+    async fn a_signal_before_the_first_poll_stops_rather_than_kills() {
+        // The handlers are in place when `shutdown_signal` returns: a SIGTERM sent
+        // before its future is polled resolves it (with handlers installed only at the
+        // first poll, the default action would end this test process).
+        let signalled = shutdown_signal();
+        let sent = std::process::Command::new("kill")
+            .args(["-s", "TERM", &std::process::id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        tokio::time::timeout(std::time::Duration::from_secs(10), signalled)
+            .await
+            .expect("the signal was caught");
     }
 }
