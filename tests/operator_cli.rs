@@ -819,6 +819,7 @@ fn record_plan_directly(dir: &Path, pool: &str) -> bool {
                 policy: ScalingPolicy::Reactive,
                 forecast_slots: 7,
                 backlog_slots: 7,
+                boot_hedge_slots: 0,
                 min_slots: 0,
                 schedule_slots: 0,
                 max_slots: 8,

@@ -1603,6 +1603,7 @@ fn a_plan(secs_from_now: i64, actions: bool) -> Plan {
             policy: ScalingPolicy::Forecast,
             forecast_slots: 5,
             backlog_slots: 3,
+            boot_hedge_slots: 0,
             min_slots: 0,
             schedule_slots: 0,
             max_slots: 10,

@@ -479,6 +479,7 @@ fn plan(secs: i64, launch: u32, terminate: &[&str]) -> Plan {
             policy: ScalingPolicy::Forecast,
             forecast_slots: 6,
             backlog_slots: 4,
+            boot_hedge_slots: 0,
             min_slots: 0,
             schedule_slots: 0,
             max_slots: 20,

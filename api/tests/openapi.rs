@@ -241,6 +241,7 @@ fn plans_and_forecasts_as_served_conform_to_the_document() {
             policy: ScalingPolicy::Forecast,
             forecast_slots: 3,
             backlog_slots: 1,
+            boot_hedge_slots: 0,
             min_slots: 0,
             schedule_slots: 0,
             max_slots: 10,

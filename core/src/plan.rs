@@ -68,7 +68,14 @@ impl Plan {
 
         let mut terms = vec![
             format!("forecast {}", r.forecast_slots),
-            format!("backlog {}", r.backlog_slots),
+            if r.boot_hedge_slots > 0 {
+                format!(
+                    "backlog {} with {} hedging slow boots",
+                    r.backlog_slots, r.boot_hedge_slots
+                )
+            } else {
+                format!("backlog {}", r.backlog_slots)
+            },
         ];
         if r.schedule_slots > 0 || r.target_set_by == TargetTerm::Schedule {
             terms.push(format!("schedule floor {}", r.schedule_slots));
@@ -370,8 +377,14 @@ pub struct PlanReport {
     pub policy: ScalingPolicy,
     /// The forecast's target for `now + lead` (slots).
     pub forecast_slots: u32,
-    /// The reactive backlog target (slots).
+    /// The reactive backlog target (slots), hedge included.
     pub backlog_slots: u32,
+    /// Of `backlog_slots`, the slots launched beyond the waiting tasks' own because
+    /// measured boot times vary and the service level prices the wait they save (the
+    /// forecast policy's hedge for slow boots; 0 otherwise). Absent in reports
+    /// recorded before the field existed.
+    #[serde(default)]
+    pub boot_hedge_slots: u32,
     /// The pool's floor (slots).
     pub min_slots: u32,
     /// The highest floor of the schedule windows open now (0 if none).
@@ -511,6 +524,7 @@ mod tests {
             policy: ScalingPolicy::Forecast,
             forecast_slots: 30,
             backlog_slots: 12,
+            boot_hedge_slots: 0,
             min_slots: 0,
             schedule_slots: 0,
             max_slots: 100,
@@ -597,6 +611,24 @@ mod tests {
              us-east-1a; skipped od-m5: unavailable until 2026-11-30T12:03:00.000Z \
              (InsufficientInstanceCapacity); skipped od-c5: at its own maximum (8 of 8 slots); \
              terminating 3: idle_timeout w-1, w-2 and heartbeat_lost w-9"
+        );
+    }
+
+    #[test]
+    fn a_summary_says_how_much_of_the_backlog_hedges_slow_boots() {
+        let mut report = quiet_report();
+        report.target_set_by = TargetTerm::Backlog;
+        report.backlog_slots = 40;
+        report.boot_hedge_slots = 3;
+        let plan = Plan {
+            actions: Vec::new(),
+            report,
+        };
+        assert!(
+            plan.summary()
+                .contains("(forecast 30, backlog 40 with 3 hedging slow boots, max 100)"),
+            "{}",
+            plan.summary()
         );
     }
 
@@ -716,6 +748,7 @@ mod tests {
                 policy: ScalingPolicy::Forecast,
                 forecast_slots: 3,
                 backlog_slots: 1,
+                boot_hedge_slots: 0,
                 min_slots: 0,
                 schedule_slots: 0,
                 max_slots: 10,

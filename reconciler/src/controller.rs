@@ -231,10 +231,11 @@ impl PoolController {
     /// without a slot, those that running tasks' slots freed within a boot will not
     /// take (`running × (1 − S_run(L))` of them will). Nothing changes at level 0,
     /// for `reactive`, or for boots that never vary.
-    fn hedge_slow_boots(&mut self, forecast: &mut Forecast, existing_slots: u32) {
+    /// Returns the slots added.
+    fn hedge_slow_boots(&mut self, forecast: &mut Forecast, existing_slots: u32) -> u32 {
         let without_slot = forecast.backlog_slots.saturating_sub(existing_slots);
         if without_slot == 0 || self.boots.len() < crate::hedge::MIN_BOOTS {
-            return;
+            return 0;
         }
         let still_running = self.predictor.survival(self.lead_s).of_running;
         let waiting = without_slot;
@@ -252,10 +253,11 @@ impl PoolController {
             still_running,
             self.planner.idle_timeout_s(),
         );
-        forecast.backlog_slots = forecast
-            .backlog_slots
+        let before = forecast.backlog_slots;
+        forecast.backlog_slots = before
             .saturating_add(extra.saturating_mul(slots))
-            .min(spec.max_capacity.max(forecast.backlog_slots));
+            .min(spec.max_capacity.max(before));
+        forecast.backlog_slots - before
     }
 
     fn tick_inner(
@@ -289,11 +291,11 @@ impl PoolController {
         let mut forecast =
             self.predictor
                 .forecast(self.planner.spec(), now, self.lead_s, survey.counted_slots);
-        self.hedge_slow_boots(&mut forecast, survey.counted_slots);
+        let hedge_slots = self.hedge_slow_boots(&mut forecast, survey.counted_slots);
         if self.health.entries().next().is_some() {
             self.health.forget_expired(now);
         }
-        let plan = self.planner.plan_surveyed(
+        let mut plan = self.planner.plan_surveyed(
             workers,
             &forecast,
             &self.health,
@@ -301,6 +303,7 @@ impl PoolController {
             &self.launches,
             survey,
         );
+        plan.report.boot_hedge_slots = hedge_slots;
         let launched = plan.launch_count();
         if launched > 0 {
             self.launches.record(now, launched);
@@ -387,6 +390,14 @@ mod tests {
             }
             c.observe(&sample(1_000, 10));
             let (f, plan) = c.tick(&[], Timestamp::from_unix_secs(1_000));
+            // The plan says so, in its report and its words.
+            assert_eq!(plan.report.boot_hedge_slots, f.backlog_slots - 10);
+            assert_eq!(
+                plan.summary().contains("hedging slow boots"),
+                plan.report.boot_hedge_slots > 0,
+                "{}",
+                plan.summary()
+            );
             (plan.launch_count(), f.backlog_slots)
         };
         // Between 60 s and 370 s, and 120 s every time (the first boot's mean).

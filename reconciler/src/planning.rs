@@ -664,6 +664,7 @@ impl Planner {
                 policy: forecast.policy,
                 forecast_slots,
                 backlog_slots,
+                boot_hedge_slots: 0,
                 min_slots: spec.min_capacity,
                 schedule_slots,
                 max_slots: spec.max_capacity,

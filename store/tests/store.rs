@@ -841,6 +841,7 @@ async fn plans_are_recorded_fenced_and_deleted_pools_finish(store: Store) {
         policy: ScalingPolicy::Reactive,
         forecast_slots: 2,
         backlog_slots: 2,
+        boot_hedge_slots: 0,
         min_slots: 0,
         schedule_slots: 0,
         max_slots: 10,
