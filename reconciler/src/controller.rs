@@ -44,8 +44,6 @@ pub struct PoolController {
     last_sample_at: Option<Timestamp>,
     idle: IdleGaps,
     boots: BootSpread,
-    /// Tasks running at the newest sample (they free slots while machines boot).
-    last_running: u32,
     survey_cache: Option<SurveyCache>,
 }
 
@@ -89,7 +87,6 @@ impl PoolController {
             unavailable_ttl_s: DEFAULT_UNAVAILABLE_TTL_S,
             last_sample_at: None,
             boots: BootSpread::new(),
-            last_running: 0,
             survey_cache: None,
         })
     }
@@ -153,7 +150,6 @@ impl PoolController {
             return;
         }
         self.last_sample_at = Some(sample.at);
-        self.last_running = sample.running;
         self.predictor.observe(sample);
     }
 
@@ -226,19 +222,17 @@ impl PoolController {
     }
 
     /// Raises the backlog's need by the machines worth launching beyond the waiting
-    /// tasks' own when boot times vary ([`crate::hedge`]); their slots are not kept
-    /// from idle timeouts. Only tasks that wait for a boot count: of the tasks
-    /// without a slot, those that running tasks' slots freed within a boot will not
-    /// take (`running × (1 − S_run(L))` of them will). Nothing changes at level 0,
-    /// for `reactive`, or for boots that never vary.
-    /// Returns the slots added.
+    /// tasks' own when boot times vary ([`crate::hedge`]) and returns the slots added;
+    /// they are not kept from idle timeouts. A machine's saving counts with the chance
+    /// `S_run(L)` that running tasks still hold their slots when it lands (a slot
+    /// freed first serves the task without it). Nothing changes at level 0, for
+    /// `reactive`, or for boots that never vary.
     fn hedge_slow_boots(&mut self, forecast: &mut Forecast, existing_slots: u32) -> u32 {
-        let without_slot = forecast.backlog_slots.saturating_sub(existing_slots);
-        if without_slot == 0 || self.boots.len() < crate::hedge::MIN_BOOTS {
+        let waiting = forecast.backlog_slots.saturating_sub(existing_slots);
+        if waiting == 0 || self.boots.len() < crate::hedge::MIN_BOOTS {
             return 0;
         }
         let still_running = self.predictor.survival(self.lead_s).of_running;
-        let waiting = without_slot;
         let spec = self.planner.spec();
         let slots = spec
             .launch_configs
