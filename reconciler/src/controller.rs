@@ -229,7 +229,7 @@ impl PoolController {
     /// `reactive`, or for boots that never vary.
     fn hedge_slow_boots(&mut self, forecast: &mut Forecast, existing_slots: u32) -> u32 {
         let waiting = forecast.backlog_slots.saturating_sub(existing_slots);
-        if waiting == 0 || self.boots.len() < crate::hedge::MIN_BOOTS {
+        if waiting == 0 {
             return 0;
         }
         let still_running = self.predictor.survival(self.lead_s).of_running;

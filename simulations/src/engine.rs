@@ -274,6 +274,13 @@ const TASK_DRAW_MIX: u64 = 0x9E37_79B9_7F4A_7C15;
 /// (time ms, kind, instance uid, task index, attempt): min-heap by all fields.
 type Event = Reverse<(i64, u8, u64, u32, u32)>;
 
+/// Instance `uid` is interrupted `after_s` seconds from `now`, if its draw is still
+/// `draw` then (a task start may draw anew: [`Engine::redraw_interruption`]).
+fn push_interruption(events: &mut BinaryHeap<Event>, uid: u64, now: i64, after_s: f64, draw: u32) {
+    let at = now + (after_s * 1000.0).round() as i64;
+    events.push(Reverse((at, EV_INTERRUPTION, uid, 0, draw)));
+}
+
 const NO_POS: u32 = u32::MAX;
 const STALL_MS: i64 = 7 * 86_400_000;
 
@@ -722,14 +729,13 @@ impl<'a> Engine<'a> {
         let mut rng = SimRng::new(self.interrupt_key ^ key.wrapping_mul(TASK_DRAW_MIX));
         let after_s = rng.exponential(3600.0 / rate);
         inst.interruption_draw = inst.interruption_draw.wrapping_add(1);
-        let at = now + (after_s * 1000.0).round() as i64;
-        self.events.push(Reverse((
-            at,
-            EV_INTERRUPTION,
+        push_interruption(
+            &mut self.events,
             inst.uid,
-            0,
+            now,
+            after_s,
             inst.interruption_draw,
-        )));
+        );
     }
 
     fn complete(&mut self, now: i64, uid: u64, task: u32, attempt: u32) {
@@ -1008,12 +1014,10 @@ impl<'a> Engine<'a> {
             let boot = model.boot.sample_ms(&mut self.rng_boot);
             self.events
                 .push(Reverse((now + boot, EV_BOOTED, uid, 0, 0)));
-            if model.interruptions_per_hour > 0.0 {
-                let after_s = self
-                    .rng_interrupt
-                    .exponential(3600.0 / model.interruptions_per_hour);
-                let at = now + (after_s * 1000.0).round() as i64;
-                self.events.push(Reverse((at, EV_INTERRUPTION, uid, 0, 0)));
+            let rate = model.interruptions_per_hour;
+            if rate > 0.0 {
+                let after_s = self.rng_interrupt.exponential(3600.0 / rate);
+                push_interruption(&mut self.events, uid, now, after_s, 0);
             }
         }
     }
