@@ -37,6 +37,7 @@ use store::{Fence, StoreError};
 
 use crate::controller::PoolController;
 use crate::crash;
+use crate::hedge::BOOT_MEMORY;
 use crate::metrics::{FailureLabels, OfferingLabels, PoolGauges, PoolLabel, ReasonLabels};
 use crate::service::Shared;
 
@@ -114,8 +115,9 @@ pub(crate) async fn round(shared: &Shared, slot: &mut PoolSlot) -> Result<RoundE
     let mut workers = store.list_workers(&id, false).await?;
     // The controller: new on a new lease, warmed from the stored history.
     if slot.controller.is_none() {
-        slot.controller = Some(warm(shared, spec, &workers, now).await?);
-        slot.boots_seen.clear();
+        let (ctl, boots_seen) = warm(shared, spec, now).await?;
+        slot.controller = Some(ctl);
+        slot.boots_seen = boots_seen;
         slot.runs_read_until = now.plus_secs(-i64::from(shared.cfg.warm_days) * 86_400);
     }
     let Some(ctl) = slot.controller.as_mut() else {
@@ -186,6 +188,9 @@ pub(crate) async fn round(shared: &Shared, slot: &mut PoolSlot) -> Result<RoundE
             ctl.observe_boot(reg.secs_since(w.created_at));
         }
     }
+    // Only workers still listed can come round again.
+    let listed: HashSet<&WorkerId> = workers.iter().map(|w| &w.id).collect();
+    slot.boots_seen.retain(|id| listed.contains(id));
     // Idle periods that ended since the last round: by a task (the worker is busy or
     // idle since later), or by the worker going away (censored). Known to the round.
     let idle_now: HashMap<WorkerId, Timestamp> = workers
@@ -202,7 +207,7 @@ pub(crate) async fn round(shared: &Shared, slot: &mut PoolSlot) -> Result<RoundE
         if idle_now.get(&id) == Some(&since) {
             continue;
         }
-        ctl.observe_idle_gap(now.secs_since(since).max(0.0), live.contains(&id));
+        ctl.observe_idle_gap(now.secs_since(since).max(0.0), live.contains(&id), now);
     }
     slot.idle_seen = idle_now;
     // A static pool's offerings are its registered machines, a store read with no
@@ -360,17 +365,18 @@ pub(crate) async fn round(shared: &Shared, slot: &mut PoolSlot) -> Result<RoundE
 }
 
 /// A fresh controller for `spec`, warmed with its stored queue history and the boot
-/// times of its registered workers.
+/// times of its most recently registered workers (terminated ones included, so the
+/// slow-boot hedge does not start from nothing), and the ids of those workers.
 async fn warm(
     shared: &Shared,
     spec: &PoolSpec,
-    workers: &[Worker],
     now: Timestamp,
-) -> Result<PoolController, StoreError> {
-    let mut boots: Vec<f64> = workers
-        .iter()
-        .filter_map(|w| Some(w.registered_at?.secs_since(w.created_at)))
-        .collect();
+) -> Result<(PoolController, HashSet<WorkerId>), StoreError> {
+    let recent = shared
+        .store
+        .recent_boots(&spec.id, BOOT_MEMORY as u32)
+        .await?;
+    let mut boots: Vec<f64> = recent.iter().map(|(_, b)| *b).collect();
     boots.sort_by(f64::total_cmp);
     let boot_s = boots
         .get(boots.len() / 2)
@@ -394,8 +400,13 @@ async fn warm(
         .queue_samples(&spec.id, since, Timestamp::from_unix_ms(now.unix_ms() + 1))
         .await?;
     ctl.observe_all(&history);
-    tracing::info!(pool = %spec.id, samples = history.len(), boot_s, "controller warmed from stored history");
-    Ok(ctl)
+    let mut seen = HashSet::with_capacity(recent.len());
+    for (id, boot) in recent {
+        ctl.observe_boot(boot);
+        seen.insert(id);
+    }
+    tracing::info!(pool = %spec.id, samples = history.len(), boots = seen.len(), boot_s, "controller warmed from stored history");
+    Ok((ctl, seen))
 }
 
 /// A provider call bounded by the call timeout (a timeout is a transient error).

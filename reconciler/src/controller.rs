@@ -151,6 +151,10 @@ impl PoolController {
         }
         self.last_sample_at = Some(sample.at);
         self.predictor.observe(sample);
+        // Tasks that came since the last sample and still wait found no free slot:
+        // a machine retired while idle would have taken one ([`crate::idle`]).
+        self.idle
+            .tasks_waited(sample.pending.min(sample.arrivals), sample.at.unix_ms());
     }
 
     /// Feeds samples in time order (warming a controller from stored history).
@@ -174,13 +178,18 @@ impl PoolController {
         }
     }
 
-    /// One idle period of a worker ended after `idle_s` seconds: a task took it
-    /// (`reused`), or the worker went away while idle. Feeds the idle timeout chosen for
+    /// One idle period of a worker ended at `at` after `idle_s` seconds: a task took
+    /// it (`reused`), or the worker went away while idle (then its gap stays open until
+    /// a task waits for a slot it would have filled). Feeds the idle timeout chosen for
     /// pools that set none ([`crate::idle`]).
-    pub fn observe_idle_gap(&mut self, idle_s: f64, reused: bool) {
+    pub fn observe_idle_gap(&mut self, idle_s: f64, reused: bool, at: Timestamp) {
         let survival = self.predictor.survival(self.lead_s);
         self.idle.set_replacement_waste(1.0 - survival.of_running);
-        self.idle.observe(idle_s, reused);
+        if reused {
+            self.idle.observe(idle_s, true);
+        } else {
+            self.idle.retired(idle_s, at.unix_ms());
+        }
     }
 
     /// The idle timeout chosen from the boot time and the idle gaps, in seconds (used
@@ -369,6 +378,29 @@ mod tests {
         assert!((c.lead_s() - 110.0).abs() < 1e-9);
         c.observe_boot(f64::NAN);
         assert!((c.lead_s() - 110.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_machine_retired_idle_is_claimed_by_the_next_task_that_waits() {
+        let mut c = PoolController::new(&spec(), 120.0).unwrap();
+        // A worker idle since 700 s goes away at 1,000 s, and one idle 40 s is reused.
+        c.observe_idle_gap(300.0, false, Timestamp::from_unix_secs(1_000));
+        c.observe_idle_gap(40.0, true, Timestamp::from_unix_secs(1_000));
+        assert_eq!((c.idle.len(), c.idle.ghosts()), (1, 1));
+        // Tasks waiting since before the last sample claim nothing (they were counted).
+        c.observe(&QueueSample {
+            running: 0,
+            arrivals: 0,
+            ..sample(1_030, 4)
+        });
+        assert_eq!((c.idle.len(), c.idle.ghosts()), (1, 1));
+        // A task that came since the last sample and still waits would have taken the
+        // retired machine: its gap ends there, 1,000 s after its idle period began.
+        c.observe(&QueueSample {
+            arrivals: 1,
+            ..sample(1_700, 5)
+        });
+        assert_eq!((c.idle.len(), c.idle.ghosts()), (2, 0));
     }
 
     #[test]

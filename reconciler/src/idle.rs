@@ -2,12 +2,22 @@
 //! whose spec leaves `scaling.idle_timeout_s` out.
 //!
 //! An idle machine above the forecast target is a ski rental. Keeping it costs its
-//! price for as long as it idles; retiring it costs a boot (billed, and a wait) if a
-//! task wants it again. With `G` the time an idle machine waits for its next task and
-//! `L` the boot time, keeping a machine that has idled for `a` seconds for another `L`
-//! costs `E[min(G − a, L) | G > a]` and saves, with probability
-//! `q(a) = P(G ≤ a + L | G > a)`, a boot billed for `L` and a task waiting for it.
-//! The wait is priced as the forecast's spare prices it. A service level `p` holds a
+//! price for as long as it idles; retiring it costs a boot (billed, and a wait) when a
+//! task wants it again. With `G` the time an idle machine waits for its next task, a
+//! timeout `T` costs, per idle period,
+//!
+//! ```text
+//! C(T)  =  E[min(G, T)]  +  P(G > T) · R  =  ∫₀ᵀ S(u) du  +  S(T) · R
+//! ```
+//!
+//! with `S` the survival of `G` and `R` the price of a regretted retirement, and the
+//! timeout is the `T` that minimises it: the rent-or-buy threshold for a known
+//! distribution. (An earlier rule took the first age at which keeping a machine one
+//! more boot stopped paying; on gaps that mix the seconds between short tasks with a
+//! quiet night's hours, a dip in the estimate at one age ended the search there, and the
+//! timeout swung between half a boot and four boots.)
+//!
+//! `R` prices the wait as the forecast's spare prices it. A service level `p` holds a
 //! slot while the chance it is wanted is at least `1 − p`: the newsvendor's answer
 //! when a slot short costs `p / (1 − p)` times a slot idle, so a task's wait of a boot
 //! is worth `p / (1 − p)` boots of machine time. But the task that wanted the retired
@@ -21,28 +31,28 @@
 //! task frees its slot within a boot with probability `w = 1 − S_run(L)` (the
 //! run-time distribution's share of running tasks that finish within `L`). Then the
 //! new machine lands unneeded, is billed for its boot and idles a timeout `T` (the one
-//! in use) before it goes. So a regretted retirement costs
-//! `R = (1 + p) · L + w · (L + T)`: where tasks outlive a boot (`w ≈ 0`) it is the
-//! price above; where they last seconds (`w ≈ 1`) a retirement that is regretted sets
-//! off a launch that is itself wasted, and machines are kept longer. So the timeout is
-//! the first age at which
+//! in use) before it goes. So `R = (1 + p) · L + w · (L + T)`: where tasks outlive a
+//! boot (`w ≈ 0`) it is the price above; where they last seconds (`w ≈ 1`) a
+//! retirement that is regretted sets off a launch that is itself wasted, and machines
+//! are kept longer.
 //!
-//! ```text
-//! q(a) · R  <=  E[min(G − a, L) | G > a]
-//! ```
-//!
-//! read off the Kaplan-Meier estimate of the survival of `G` over the pool's last
-//! [`GAP_MEMORY`] idle periods (an idle period that ended by a task is an observed gap;
-//! one that ended because the machine was retired is censored at its length). When
-//! gaps are short (tasks of a few seconds, a busy queue) the machine is kept as long as
-//! the data says it pays; when they are long (a quiet night) it goes at once. Where
-//! the data runs out — nothing is known beyond the timeout in use, since machines are
-//! retired there — the timeout moves one step (a quarter boot) further if keeping still
-//! paid at the last age the data covers and machines were retired at it often enough
-//! to cut the data short, so it can grow where it should. Before
-//! [`MIN_GAPS`] periods are known the timeout is `(1 + p) · L`, the price of a
-//! regretted retirement: the deterministic ski-rental rule, never more than twice the
-//! cost of the best choice in hindsight.
+//! `S` is the Kaplan-Meier estimate over the pool's last [`GAP_MEMORY`] idle periods,
+//! on a grid of a quarter boot. A period a task ended is an observed gap. A machine
+//! retired while idle is followed as a *ghost*: its gap ends when a task next has to
+//! wait for a slot — the task it would have taken had it been kept (the most recently
+//! idle ghost takes it, as the most recently freed machine would). So the data reaches
+//! past the timeout in use, which otherwise censors every gap at itself and lets the
+//! timeout creep up a step at a time at best. A ghost no task claims within
+//! [`GHOST_HORIZON_S`], or pushed out by [`GAP_MEMORY`] newer ones, is censored at the
+//! age it reached. The grid ends where fewer than [`MIN_AT_RISK`] periods are still
+//! idle; if `C` is least there, keeping paid as far as the data reaches, and the
+//! timeout stays at that age (or the one in use, if longer). When gaps are short (tasks of a few
+//! seconds, a busy queue) the machine is kept as long as the data says it pays; when
+//! they are long (a quiet night) it goes at once. Before [`MIN_GAPS`] periods are known
+//! the timeout is `(1 + p) · L`, the price of a regretted retirement: the deterministic
+//! ski-rental rule, never more than twice the cost of the best choice in hindsight.
+
+use std::collections::BTreeSet;
 
 /// Idle periods remembered.
 pub const GAP_MEMORY: usize = 512;
@@ -55,6 +65,9 @@ const MIN_AT_RISK: usize = 16;
 const RECOMPUTE_EVERY: u32 = 32;
 /// The longest timeout chosen: a day.
 pub const MAX_IDLE_S: f64 = 86_400.0;
+/// How long a retired machine's ghost waits for a task: twice the longest timeout, an
+/// age the search never reaches.
+pub const GHOST_HORIZON_S: f64 = 2.0 * MAX_IDLE_S;
 
 /// Grid cells whose period counts are kept up to date as periods come and go (beyond
 /// them a recomputation sorts the ring instead).
@@ -83,6 +96,10 @@ pub struct IdleGaps {
     /// survival grid.
     sorted: Vec<(f64, bool)>,
     surv: Vec<f64>,
+    /// Machines retired while idle whose gap is still open: (when the idle period
+    /// began, in Unix ms; a sequence number that keeps equal starts apart).
+    ghosts: BTreeSet<(i64, u64)>,
+    ghost_seq: u64,
 }
 
 /// The order of `sorted`: by length, then censored before reused.
@@ -129,6 +146,8 @@ impl IdleGaps {
             hist_step: f64::NAN,
             sorted: Vec::new(),
             surv: Vec::new(),
+            ghosts: BTreeSet::new(),
+            ghost_seq: 0,
         }
     }
 
@@ -189,6 +208,53 @@ impl IdleGaps {
         }
     }
 
+    /// A machine that had idled `idle_s` seconds went away at `at_ms` (Unix ms)
+    /// without a task: its gap stays open, as a ghost, until a task waits for a slot
+    /// it would have filled ([`IdleGaps::tasks_waited`]).
+    pub fn retired(&mut self, idle_s: f64, at_ms: i64) {
+        if !idle_s.is_finite() || idle_s < 0.0 {
+            return;
+        }
+        let since_ms = at_ms.saturating_sub((idle_s * 1000.0).round() as i64);
+        self.ghost_seq += 1;
+        self.ghosts.insert((since_ms, self.ghost_seq));
+        while self.ghosts.len() > GAP_MEMORY {
+            if let Some((since, _)) = self.ghosts.pop_first() {
+                self.observe(age_s(since, at_ms), false);
+            }
+        }
+        self.expire_ghosts(at_ms);
+    }
+
+    /// `waited` tasks found no free slot at `at_ms` (Unix ms): the most recently idle
+    /// ghosts would have taken them, so their gaps end here. Also censors the ghosts
+    /// older than [`GHOST_HORIZON_S`]. Called with every queue sample.
+    pub fn tasks_waited(&mut self, waited: u32, at_ms: i64) {
+        self.expire_ghosts(at_ms);
+        for _ in 0..waited {
+            let Some((since, _)) = self.ghosts.pop_last() else {
+                break;
+            };
+            self.observe(age_s(since, at_ms), true);
+        }
+    }
+
+    fn expire_ghosts(&mut self, at_ms: i64) {
+        while let Some(&(since, _)) = self.ghosts.first() {
+            let age = age_s(since, at_ms);
+            if age <= GHOST_HORIZON_S {
+                break;
+            }
+            self.ghosts.pop_first();
+            self.observe(age, false);
+        }
+    }
+
+    /// Retired machines whose gap is still open.
+    pub fn ghosts(&self) -> usize {
+        self.ghosts.len()
+    }
+
     /// Adds a period to its cell's counts, or takes it out.
     fn count(&mut self, (idle_s, reused): (f64, bool), add: bool) {
         if self.hist_step.is_nan() {
@@ -246,11 +312,11 @@ impl IdleGaps {
             None
         } else {
             let hist = &self.hist;
-            search(n, &mut self.surv, step, l, regret, |k, _to| {
+            search(n, &mut self.surv, step, regret, |k, _to| {
                 hist.get(k).map(|&(c, r)| (c as usize, r as usize))
             })
         };
-        let (timeout, judged) = match from_hist {
+        let (timeout, points) = match from_hist {
             Some(found) => found,
             None => {
                 let mut sorted = std::mem::take(&mut self.sorted);
@@ -258,7 +324,7 @@ impl IdleGaps {
                 sorted.extend_from_slice(&self.ring);
                 sorted.sort_unstable_by(period_cmp);
                 let mut i = 0; // first period not yet passed
-                let found = search(n, &mut self.surv, step, l, regret, |_k, to| {
+                let found = search(n, &mut self.surv, step, regret, |_k, to| {
                     let (mut passed, mut ended) = (0, 0);
                     while i < sorted.len() && sorted[i].0 < to {
                         passed += 1;
@@ -271,105 +337,69 @@ impl IdleGaps {
                 found.expect("the sorted ring covers every cell")
             }
         };
-        // Periods cut short by the timeout in use (retired at about it), counted only
-        // when no age was found.
-        let cap = self.timeout_s - step;
-        let censored = || {
-            self.ring
-                .iter()
-                .filter(|(idle, reused)| !reused && *idle >= cap)
-                .count()
-        };
-        match timeout {
-            Some(t) => t,
-            // Keeping paid at every age the data covers. If machines were retired
-            // often enough to cut the data short, look one step past the timeout in use;
-            // if few idle periods ever reach it, the tail is rare and the timeout stays.
-            None if censored() >= MIN_AT_RISK => (judged as f64 * step).max(self.timeout_s) + step,
-            None => (judged as f64 * step).max(self.timeout_s),
-        }
-        .min(MAX_IDLE_S)
+        // Keeping paid as far as the data reaches: keep that long, or as long as now.
+        let data_ends = points.saturating_sub(1) as f64 * step;
+        timeout
+            .unwrap_or(data_ends.max(self.timeout_s))
+            .min(MAX_IDLE_S)
     }
 }
 
 /// The search for the timeout on the Kaplan-Meier grid, given the periods the walk
 /// passes in cell `k` (upper edge `to`) and how many of them a task ended; `None`
-/// if `cell` cannot say. `l` is the boot time, `regret` what a retirement costs when
-/// the machine is wanted within it. Returns the age found (if any) and the ages judged.
+/// if `cell` cannot say. `regret` is what a retirement costs when the machine is wanted
+/// again. Returns the age at which `C(T) = ∫₀ᵀ S + S(T) · regret` is least, or `None`
+/// when that is where the data ends, and the grid's length in points.
 fn search(
     n: usize,
     surv_buf: &mut Vec<f64>,
     step: f64,
-    l: f64,
     regret: f64,
     mut cell: impl FnMut(usize, f64) -> Option<(usize, usize)>,
 ) -> Option<(Option<f64>, usize)> {
     // Kaplan-Meier survival on the grid 0, step, 2·step, ... while enough periods
-    // are at risk; `surv[k]` = P(G > k·step). Built only as far as the ages judged
-    // below need it: the first age at which keeping does not pay ends the search,
-    // and only when none is found is the whole grid built (`judged` needs its
-    // length), so the answer is the one of building it all first.
+    // are at risk: `surv[k]` = P(G > k·step).
     let mut surv = std::mem::take(surv_buf);
     surv.clear();
     surv.push(1.0);
     let mut passed = 0; // periods passed
     let mut s = 1.0;
-    let mut grid_done = false;
-    let mut unknown = false;
-    // Ok(true): one more cell; Ok(false): the grid ends; Err: `cell` cannot say.
-    let mut extend = |surv: &mut Vec<f64>| -> Result<bool, ()> {
+    loop {
         let k = surv.len() - 1;
         let to = cell_end(k, step);
         let at_risk = n - passed;
-        if at_risk < MIN_AT_RISK || to > MAX_IDLE_S + l {
-            return Ok(false);
+        if at_risk < MIN_AT_RISK || to > MAX_IDLE_S + step {
+            break;
         }
-        let (count, ended) = cell(k, to).ok_or(())?;
+        let Some((count, ended)) = cell(k, to) else {
+            *surv_buf = surv;
+            return None;
+        };
         passed += count;
         s *= 1.0 - ended as f64 / at_risk as f64;
         surv.push(s);
-        Ok(true)
-    };
-    // Ages judged: those whose next boot time is covered, `a + L` on the grid.
-    let span = (l / step).round() as usize;
-    let mut timeout = None;
-    let mut k = 0;
-    loop {
-        while !grid_done && surv.len() <= k + span {
-            match extend(&mut surv) {
-                Ok(more) => grid_done = !more,
-                Err(()) => {
-                    unknown = true;
-                    grid_done = true;
-                }
-            }
-        }
-        if unknown {
-            break;
-        }
-        if surv.len() <= k + span {
-            break; // k is past the ages judged
-        }
-        let sa = surv[k];
-        if sa <= 0.0 {
-            timeout = Some(k as f64 * step);
-            break;
-        }
-        let q = 1.0 - surv[k + span] / sa;
-        // E[min(G − a, L) | G > a] by the trapezoid rule on the grid.
-        let kept: f64 = (k..k + span)
-            .map(|j| 0.5 * (surv[j] + surv[j + 1]) * step)
-            .sum::<f64>()
-            / sa;
-        if q * regret <= kept {
-            timeout = Some(k as f64 * step);
-            break;
-        }
-        k += 1;
     }
-    let judged = surv.len().saturating_sub(span);
+    // C at each point of the grid, the idle time by the trapezoid rule; the first least.
+    let mut idle = 0.0;
+    let mut best = (f64::INFINITY, 0);
+    for (k, &sk) in surv.iter().enumerate() {
+        if k > 0 {
+            idle += 0.5 * (surv[k - 1] + sk) * step;
+        }
+        let cost = idle + sk * regret;
+        if cost < best.0 - 1e-12 {
+            best = (cost, k);
+        }
+    }
+    let points = surv.len();
     *surv_buf = surv;
-    (!unknown).then_some((timeout, judged))
+    let timeout = (best.1 + 1 < points).then_some(best.1 as f64 * step);
+    Some((timeout, points))
+}
+
+/// Seconds from `since_ms` to `at_ms`, never negative.
+fn age_s(since_ms: i64, at_ms: i64) -> f64 {
+    at_ms.saturating_sub(since_ms).max(0) as f64 / 1000.0
 }
 
 /// `x` as a probability: clamped to [0, 1], 0 when it is not a number.
@@ -393,18 +423,105 @@ fn sane_boot(boot_s: f64) -> f64 {
 mod tests {
     use super::*;
 
-    /// Feeds `n` gaps drawn by `gap(i)`, censoring those at or above `cap` as a pool
-    /// with that timeout would, and lets the timeout chosen move `cap` between rounds.
+    /// Feeds `rounds` idle periods of `gap(i)` seconds, 10,000 s apart, as a pool with
+    /// the timeout chosen would: a period longer than the timeout is retired at it and
+    /// claimed, as a ghost, when its task comes.
     fn run(g: &mut IdleGaps, rounds: usize, gap: impl Fn(usize) -> f64) {
         for i in 0..rounds {
+            let start_ms = i as i64 * 10_000_000;
+            let at = |s: f64| start_ms + (s * 1000.0) as i64;
             let cap = g.timeout_s();
             let x = gap(i);
             if x < cap {
                 g.observe(x, true);
             } else {
-                g.observe(cap, false);
+                g.retired(cap, at(cap));
+                g.tasks_waited(1, at(x));
             }
         }
+    }
+
+    #[test]
+    fn a_retired_machine_s_gap_ends_when_a_task_next_waits() {
+        let mut g = IdleGaps::new(120.0);
+        // Idle since 1,000 s, retired at 1,300 s; another idle since 1,100 s, retired
+        // at 1,400 s.
+        g.retired(300.0, 1_300_000);
+        g.retired(300.0, 1_400_000);
+        assert_eq!((g.len(), g.ghosts()), (0, 2));
+        // A sample with no waiting task claims none.
+        g.tasks_waited(0, 1_500_000);
+        assert_eq!((g.len(), g.ghosts()), (0, 2));
+        // One task waits at 1,600 s: the most recently idle ghost takes it, 500 s
+        // into its idle period.
+        g.tasks_waited(1, 1_600_000);
+        assert_eq!(g.ring, vec![(500.0, true)]);
+        // Three more wait: the other ghost takes one, the rest find none.
+        g.tasks_waited(3, 1_700_000);
+        assert_eq!(g.ring, vec![(500.0, true), (700.0, true)]);
+        assert_eq!(g.ghosts(), 0);
+    }
+
+    #[test]
+    fn an_unclaimed_ghost_is_censored_at_the_horizon_or_when_pushed_out() {
+        let mut g = IdleGaps::new(120.0);
+        g.retired(60.0, 60_000);
+        let horizon_ms = (GHOST_HORIZON_S * 1000.0) as i64;
+        g.tasks_waited(0, horizon_ms);
+        assert_eq!(g.ghosts(), 1, "at the horizon it still waits");
+        g.tasks_waited(0, horizon_ms + 1_000);
+        assert_eq!(g.ring, vec![(GHOST_HORIZON_S + 1.0, false)]);
+        assert_eq!(g.ghosts(), 0);
+        // More ghosts than the memory: the oldest idle period (since 90 s, pushed out
+        // at 612 s) is censored at its age.
+        let mut g = IdleGaps::new(120.0);
+        for i in 0..=GAP_MEMORY as i64 {
+            g.retired(10.0, 100_000 + i * 1_000);
+        }
+        assert_eq!(g.ghosts(), GAP_MEMORY);
+        assert_eq!(g.ring, vec![(GAP_MEMORY as f64 + 10.0, false)]);
+    }
+
+    #[test]
+    fn ghosts_show_what_pays_past_the_timeout_in_use() {
+        // Tasks of seconds (every replacement lands unneeded): a regretted retirement
+        // costs 60 + 60 + 60 = 180 s against a 60 s boot, and every idle machine is
+        // wanted again after 100 to 110 s, past the first timeout (one boot). Followed
+        // as ghosts, the first recomputation sees the gaps and keeps machines for them.
+        let uniform = |i: usize| 100.0 + 10.0 * ((i as f64 * 0.618_033_988_749_895).fract());
+        let mut followed = IdleGaps::new(60.0);
+        followed.set_replacement_waste(1.0);
+        run(&mut followed, MIN_GAPS, uniform);
+        assert!(followed.timeout_s() >= 105.0, "{}", followed.timeout_s());
+        // Censored at the timeout (no ghosts), the same periods say only that machines
+        // idled a boot: the timeout cannot pass it.
+        let mut censored = IdleGaps::new(60.0);
+        censored.set_replacement_waste(1.0);
+        for i in 0..MIN_GAPS {
+            censored.observe(uniform(i).min(60.0), false);
+        }
+        assert!(censored.timeout_s() <= 60.0, "{}", censored.timeout_s());
+    }
+
+    #[test]
+    fn a_lull_between_two_kinds_of_gaps_does_not_end_the_wait() {
+        // Half the machines are wanted again within 10 s, the rest after 200 s; a
+        // regretted retirement costs 228 s (level 0.9, 120 s boot). No machine idle
+        // 30 s is wanted within the next boot, but keeping it until 210 s costs 180 s
+        // against 228: the timeout covers the second kind.
+        let mut g = IdleGaps::new(120.0);
+        g.set_service_level(0.9);
+        run(&mut g, 2000, |i| if i % 2 == 0 { 5.0 } else { 200.0 });
+        assert!(
+            (200.0..=240.0).contains(&g.timeout_s()),
+            "{}",
+            g.timeout_s()
+        );
+        // Past what a regret costs, the second kind is let go.
+        let mut g = IdleGaps::new(120.0);
+        g.set_service_level(0.9);
+        run(&mut g, 2000, |i| if i % 2 == 0 { 5.0 } else { 600.0 });
+        assert!(g.timeout_s() <= 30.0, "{}", g.timeout_s());
     }
 
     /// Exponential quantiles on a fixed low-discrepancy sequence: deterministic.
@@ -428,14 +545,14 @@ mod tests {
 
     #[test]
     fn gaps_shorter_than_a_boot_keep_machines_longer() {
-        // Exponential gaps with a mean of 30 s against a 60 s boot: keeping pays at
-        // every age (q · L > kept), and one idle period in seven reaches the first
-        // timeout (60 s) and is cut short there, so the timeout grows past it until few
-        // periods reach it any more (P(G > 104 s) · 512 < 16).
+        // Exponential gaps with a mean of 30 s against a 60 s boot: C(T) = 30 + 30 ·
+        // e^(−T/30) falls at every T, so machines are kept as far as the data reaches,
+        // past the first timeout (60 s), to where fewer than 16 of 512 periods are
+        // still idle (P(G > 104 s) · 512 < 16).
         let mut g = IdleGaps::new(60.0);
         run(&mut g, 4000, exp_gap(30.0));
         assert!((90.0..=150.0).contains(&g.timeout_s()), "{}", g.timeout_s());
-        // Against a 120 s boot few periods reach the first timeout: it stays one boot.
+        // Against a 120 s boot the data ends before the first timeout: it stays one boot.
         let mut g = IdleGaps::new(120.0);
         run(&mut g, 4000, exp_gap(30.0));
         assert_eq!(g.timeout_s(), 120.0);
@@ -443,7 +560,7 @@ mod tests {
 
     #[test]
     fn gaps_longer_than_a_boot_retire_machines_at_once() {
-        // Mean 1,200 s against a 120 s boot: keeping never pays.
+        // Mean 1,200 s against a 120 s boot: C(T) rises at every T, keeping never pays.
         let mut g = IdleGaps::new(120.0);
         run(&mut g, 4000, exp_gap(1200.0));
         assert!(g.timeout_s() < 31.0, "{}", g.timeout_s());
@@ -454,9 +571,8 @@ mod tests {
         // Exponential gaps with a mean of 180 s against a 120 s boot: in money alone a
         // machine goes at once (a boot costs less than the idle wait, 120 < 180); at a
         // service level of 0.9 a regretted retirement also costs a task 0.9 boots of
-        // wait (1.9 × 120 = 228 > 180), so machines are kept, and the timeout grows
-        // past the first one (one boot and a 0.9 share of a boot: 228 s) while idle
-        // periods are cut short at it.
+        // wait (1.9 × 120 = 228 > 180), so machines are kept, past the first timeout
+        // (one boot and a 0.9 share of a boot: 228 s) as far as the data reaches.
         let mut money = IdleGaps::new(120.0);
         run(&mut money, 4000, exp_gap(180.0));
         assert!(money.timeout_s() < 31.0, "{}", money.timeout_s());
@@ -480,8 +596,7 @@ mod tests {
         // alone a machine goes at once (120 < 180). Where every running task frees its
         // slot within a boot (tasks of seconds), the launch a regretted retirement sets
         // off lands after a freed slot took the task, and is billed its boot and a
-        // timeout more: 120 + (120 + T) > 180, so machines are kept, and the timeout
-        // grows past the boot while idle periods are cut short at it.
+        // timeout more: 120 + (120 + T) > 180, so machines are kept, past the boot.
         let mut seconds = IdleGaps::new(120.0);
         seconds.set_replacement_waste(1.0);
         assert_eq!(seconds.timeout_s(), 120.0, "before data: unchanged");
@@ -498,10 +613,9 @@ mod tests {
 
     #[test]
     fn a_known_reuse_time_is_waited_for_and_no_longer() {
-        // Every idle machine is wanted again after 200 to 260 s: keep it (one boot of
-        // 120 s costs less than the idle wait? no: waiting ~230 s costs more than a
-        // 120 s boot), so it goes at once; with a 600 s boot it is kept until they
-        // come, and retired soon after the last of them.
+        // Every idle machine is wanted again after 200 to 260 s. Waiting ~230 s for it
+        // costs more than a 120 s boot, so it goes at once; with a 600 s boot it is
+        // kept until they come, and retired soon after the last of them.
         let uniform = |i: usize| 200.0 + 60.0 * ((i as f64 * 0.618_033_988_749_895).fract());
         let mut short_boot = IdleGaps::new(120.0);
         run(&mut short_boot, 4000, uniform);

@@ -392,3 +392,39 @@ async fn rounds_record_a_chart_point_at_most_every_ten_seconds() {
     assert_eq!(later.len(), 2, "{later:?}");
     assert_eq!(later[1].max.booting, 3.0, "{:?}", later[1]);
 }
+
+#[tokio::test]
+async fn a_pool_taken_over_remembers_the_boots_of_its_terminated_workers() {
+    // A forecast pool whose machines booted in 60 to 370 s, all terminated since: the
+    // replica that takes it reads their boots from the store, so the slow-boot hedge
+    // launches beyond the waiting tasks at once instead of after 16 new boots.
+    let yaml = "id: ci/boots\nprovider: fake\nmax_capacity: 50\nlaunch_configs:\n  - {id: a, instance_type: small}\nscaling: {policy: forecast, service_level: 0.95, max_launches_per_minute: 100}\n";
+    let (r, spec) = rig(yaml).await;
+    let created = now().plus_secs(-7_200);
+    for i in 0..32 {
+        let id = WorkerId::from_string(format!("old-{i}"));
+        let mut w = Worker::requested(
+            id.clone(),
+            spec.id.clone(),
+            capstan_core::ProviderKind::Fake,
+            Some("a".into()),
+            1,
+            format!("tok-{i}"),
+            created,
+        );
+        w.transition(WorkerState::Booting, created).unwrap();
+        w.transition(WorkerState::Ready, created.plus_secs(60 + 10 * i))
+            .unwrap();
+        for s in [WorkerState::Terminating, WorkerState::Terminated] {
+            w.transition(s, now().plus_secs(-3_600)).unwrap();
+        }
+        r.store.insert_worker(&w).await.unwrap();
+    }
+    r.push(&spec.id, 10).await;
+    r.round().await;
+    let status = r.store.pool_status(&spec.id).await.unwrap().unwrap();
+    let report = &status.plan.report;
+    assert!(report.boot_hedge_slots > 0, "{report:?}");
+    assert_eq!(report.backlog_slots, 10 + report.boot_hedge_slots);
+    assert!(r.live(&spec.id).await.len() as u32 >= report.backlog_slots);
+}

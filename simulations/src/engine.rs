@@ -811,8 +811,9 @@ impl<'a> Engine<'a> {
             && let Some(since) = w.idle_since
         {
             let idle_ms = self.base_ms + now - since.unix_ms();
+            let at = self.now_ts(now);
             self.controller
-                .observe_idle_gap(idle_ms as f64 / 1000.0, reused);
+                .observe_idle_gap(idle_ms as f64 / 1000.0, reused, at);
         }
     }
 

@@ -43,6 +43,7 @@ store::on_both_backends!(
     audit_pages_go_back_in_time,
     clients_are_stored_revoked_and_touched,
     plans_are_recorded_fenced_and_deleted_pools_finish,
+    recent_boots_are_the_last_registrations_terminated_ones_included,
 );
 
 async fn pool_pages_filter_by_provider_and_prefix(store: Store) {
@@ -502,6 +503,53 @@ async fn workers_follow_the_state_machine(store: Store) {
             .await,
         Err(StoreError::WorkerNotFound(_))
     ));
+}
+
+async fn recent_boots_are_the_last_registrations_terminated_ones_included(store: Store) {
+    // Four workers created at 0 s, registered after 30, 10, 20 s and never; the
+    // first is terminated since.
+    for (i, boot) in [(1, Some(30)), (2, Some(10)), (3, Some(20)), (4, None)] {
+        let w = worker(&format!("w{i}"), &format!("tok{i}"));
+        store.insert_worker(&w).await.unwrap();
+        store
+            .transition_worker(&w.id, WorkerState::Booting, t(1))
+            .await
+            .unwrap();
+        if let Some(b) = boot {
+            store
+                .transition_worker(&w.id, WorkerState::Ready, t(b))
+                .await
+                .unwrap();
+        }
+    }
+    for (s, at) in [
+        (WorkerState::Terminating, 40),
+        (WorkerState::Terminated, 41),
+    ] {
+        store
+            .transition_worker(&WorkerId::from_string("w1"), s, t(at))
+            .await
+            .unwrap();
+    }
+    let boots = |v: Vec<(WorkerId, f64)>| -> Vec<(String, f64)> {
+        v.into_iter().map(|(id, b)| (id.to_string(), b)).collect()
+    };
+    // Oldest registration first; the one never registered is not a boot.
+    assert_eq!(
+        boots(store.recent_boots(&spec().id, 10).await.unwrap()),
+        [
+            ("w2".into(), 10.0),
+            ("w3".into(), 20.0),
+            ("w1".into(), 30.0)
+        ]
+    );
+    // The limit keeps the latest.
+    assert_eq!(
+        boots(store.recent_boots(&spec().id, 2).await.unwrap()),
+        [("w3".into(), 20.0), ("w1".into(), 30.0)]
+    );
+    let other = PoolId::new("ci/other").unwrap();
+    assert!(store.recent_boots(&other, 10).await.unwrap().is_empty());
 }
 
 async fn concurrent_transitions_of_one_worker_have_one_winner(store: Store) {
