@@ -100,6 +100,8 @@ pub struct IdleGaps {
     /// began, in Unix ms; a sequence number that keeps equal starts apart).
     ghosts: BTreeSet<(i64, u64)>,
     ghost_seq: u64,
+    /// The first ghost's idle start (`i64::MAX` when there is none).
+    oldest_ghost_ms: i64,
 }
 
 /// The order of `sorted`: by length, then censored before reused.
@@ -148,6 +150,7 @@ impl IdleGaps {
             surv: Vec::new(),
             ghosts: BTreeSet::new(),
             ghost_seq: 0,
+            oldest_ghost_ms: i64::MAX,
         }
     }
 
@@ -223,6 +226,7 @@ impl IdleGaps {
                 self.observe(age_s(since, at_ms), false);
             }
         }
+        self.oldest_ghost_ms = self.ghosts.first().map_or(i64::MAX, |g| g.0);
         self.expire_ghosts(at_ms);
     }
 
@@ -236,10 +240,17 @@ impl IdleGaps {
                 break;
             };
             self.observe(age_s(since, at_ms), true);
+            if self.ghosts.is_empty() {
+                self.oldest_ghost_ms = i64::MAX;
+            }
         }
     }
 
     fn expire_ghosts(&mut self, at_ms: i64) {
+        // (Called every sample: the common case, no ghost old enough, reads a field.)
+        if age_s(self.oldest_ghost_ms, at_ms) <= GHOST_HORIZON_S {
+            return;
+        }
         while let Some(&(since, _)) = self.ghosts.first() {
             let age = age_s(since, at_ms);
             if age <= GHOST_HORIZON_S {
@@ -248,6 +259,7 @@ impl IdleGaps {
             self.ghosts.pop_first();
             self.observe(age, false);
         }
+        self.oldest_ghost_ms = self.ghosts.first().map_or(i64::MAX, |g| g.0);
     }
 
     /// Retired machines whose gap is still open.
@@ -358,14 +370,23 @@ fn search(
     mut cell: impl FnMut(usize, f64) -> Option<(usize, usize)>,
 ) -> Option<(Option<f64>, usize)> {
     // Kaplan-Meier survival on the grid 0, step, 2·step, ... while enough periods
-    // are at risk: `surv[k]` = P(G > k·step).
+    // are at risk: `surv[k]` = P(G > k·step); with it `C` at each point, the idle time
+    // by the trapezoid rule, keeping the first least. `C(j) >= ∫₀ʲ S`, which only
+    // grows, so once that reaches the least `C` of an earlier point no later point
+    // can be less, and the grid stops there: the answer of building it all, without
+    // walking a long tail of rare gaps.
     let mut surv = std::mem::take(surv_buf);
     surv.clear();
     surv.push(1.0);
+    let mut idle = 0.0;
+    let mut best = (regret, 0); // C(0) = S(0) · regret
     let mut passed = 0; // periods passed
     let mut s = 1.0;
     loop {
         let k = surv.len() - 1;
+        if best.1 < k && idle >= best.0 {
+            break;
+        }
         let to = cell_end(k, step);
         let at_risk = n - passed;
         if at_risk < MIN_AT_RISK || to > MAX_IDLE_S + step {
@@ -376,19 +397,13 @@ fn search(
             return None;
         };
         passed += count;
+        let before = s;
         s *= 1.0 - ended as f64 / at_risk as f64;
         surv.push(s);
-    }
-    // C at each point of the grid, the idle time by the trapezoid rule; the first least.
-    let mut idle = 0.0;
-    let mut best = (f64::INFINITY, 0);
-    for (k, &sk) in surv.iter().enumerate() {
-        if k > 0 {
-            idle += 0.5 * (surv[k - 1] + sk) * step;
-        }
-        let cost = idle + sk * regret;
+        idle += 0.5 * (before + s) * step;
+        let cost = idle + s * regret;
         if cost < best.0 - 1e-12 {
-            best = (cost, k);
+            best = (cost, k + 1);
         }
     }
     let points = surv.len();
