@@ -389,7 +389,6 @@ mod tests {
         assert_eq!((c.idle.len(), c.idle.ghosts()), (1, 1));
         // Tasks waiting since before the last sample claim nothing (they were counted).
         c.observe(&QueueSample {
-            running: 0,
             arrivals: 0,
             ..sample(1_030, 4)
         });

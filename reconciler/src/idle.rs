@@ -92,16 +92,12 @@ pub struct IdleGaps {
     /// reads the few cells it needs instead of sorting the ring.
     hist: Vec<(u32, u32)>,
     hist_step: f64,
-    /// Scratch: the ring sorted by length (when the grid runs past `hist`), and the
-    /// survival grid.
+    /// Scratch: the ring sorted by length (when the grid runs past `hist`).
     sorted: Vec<(f64, bool)>,
-    surv: Vec<f64>,
     /// Machines retired while idle whose gap is still open: (when the idle period
     /// began, in Unix ms; a sequence number that keeps equal starts apart).
     ghosts: BTreeSet<(i64, u64)>,
     ghost_seq: u64,
-    /// The first ghost's idle start (`i64::MAX` when there is none).
-    oldest_ghost_ms: i64,
 }
 
 /// The order of `sorted`: by length, then censored before reused.
@@ -147,10 +143,8 @@ impl IdleGaps {
             hist: Vec::new(),
             hist_step: f64::NAN,
             sorted: Vec::new(),
-            surv: Vec::new(),
             ghosts: BTreeSet::new(),
             ghost_seq: 0,
-            oldest_ghost_ms: i64::MAX,
         }
     }
 
@@ -226,7 +220,6 @@ impl IdleGaps {
                 self.observe(age_s(since, at_ms), false);
             }
         }
-        self.oldest_ghost_ms = self.ghosts.first().map_or(i64::MAX, |g| g.0);
         self.expire_ghosts(at_ms);
     }
 
@@ -240,17 +233,10 @@ impl IdleGaps {
                 break;
             };
             self.observe(age_s(since, at_ms), true);
-            if self.ghosts.is_empty() {
-                self.oldest_ghost_ms = i64::MAX;
-            }
         }
     }
 
     fn expire_ghosts(&mut self, at_ms: i64) {
-        // (Called every sample: the common case, no ghost old enough, reads a field.)
-        if age_s(self.oldest_ghost_ms, at_ms) <= GHOST_HORIZON_S {
-            return;
-        }
         while let Some(&(since, _)) = self.ghosts.first() {
             let age = age_s(since, at_ms);
             if age <= GHOST_HORIZON_S {
@@ -259,7 +245,6 @@ impl IdleGaps {
             self.ghosts.pop_first();
             self.observe(age, false);
         }
-        self.oldest_ghost_ms = self.ghosts.first().map_or(i64::MAX, |g| g.0);
     }
 
     /// Retired machines whose gap is still open.
@@ -324,7 +309,7 @@ impl IdleGaps {
             None
         } else {
             let hist = &self.hist;
-            search(n, &mut self.surv, step, regret, |k, _to| {
+            search(n, step, regret, |k, _to| {
                 hist.get(k).map(|&(c, r)| (c as usize, r as usize))
             })
         };
@@ -336,7 +321,7 @@ impl IdleGaps {
                 sorted.extend_from_slice(&self.ring);
                 sorted.sort_unstable_by(period_cmp);
                 let mut i = 0; // first period not yet passed
-                let found = search(n, &mut self.surv, step, regret, |_k, to| {
+                let found = search(n, step, regret, |_k, to| {
                     let (mut passed, mut ended) = (0, 0);
                     while i < sorted.len() && sorted[i].0 < to {
                         passed += 1;
@@ -364,26 +349,23 @@ impl IdleGaps {
 /// when that is where the data ends, and the grid's length in points.
 fn search(
     n: usize,
-    surv_buf: &mut Vec<f64>,
     step: f64,
     regret: f64,
     mut cell: impl FnMut(usize, f64) -> Option<(usize, usize)>,
 ) -> Option<(Option<f64>, usize)> {
     // Kaplan-Meier survival on the grid 0, step, 2·step, ... while enough periods
-    // are at risk: `surv[k]` = P(G > k·step); with it `C` at each point, the idle time
+    // are at risk: `s` = P(G > k·step) at point `k`; with it `C` at each point, the idle time
     // by the trapezoid rule, keeping the first least. `C(j) >= ∫₀ʲ S`, which only
     // grows, so once that reaches the least `C` of an earlier point no later point
     // can be less, and the grid stops there: the answer of building it all, without
     // walking a long tail of rare gaps.
-    let mut surv = std::mem::take(surv_buf);
-    surv.clear();
-    surv.push(1.0);
+    let mut points = 1; // the grid so far: 0, step, ..., (points − 1)·step
     let mut idle = 0.0;
     let mut best = (regret, 0); // C(0) = S(0) · regret
     let mut passed = 0; // periods passed
     let mut s = 1.0;
     loop {
-        let k = surv.len() - 1;
+        let k = points - 1;
         if best.1 < k && idle >= best.0 {
             break;
         }
@@ -392,22 +374,17 @@ fn search(
         if at_risk < MIN_AT_RISK || to > MAX_IDLE_S + step {
             break;
         }
-        let Some((count, ended)) = cell(k, to) else {
-            *surv_buf = surv;
-            return None;
-        };
+        let (count, ended) = cell(k, to)?;
         passed += count;
         let before = s;
         s *= 1.0 - ended as f64 / at_risk as f64;
-        surv.push(s);
+        points += 1;
         idle += 0.5 * (before + s) * step;
         let cost = idle + s * regret;
         if cost < best.0 - 1e-12 {
             best = (cost, k + 1);
         }
     }
-    let points = surv.len();
-    *surv_buf = surv;
     let timeout = (best.1 + 1 < points).then_some(best.1 as f64 * step);
     Some((timeout, points))
 }
