@@ -250,12 +250,18 @@ impl PoolController {
             .min()
             .unwrap_or(1);
         let machines = waiting.div_ceil(slots);
-        let extra = self.boots.extra(
-            machines,
-            promised_level(spec),
-            still_running,
-            self.planner.idle_timeout_s(),
-        );
+        // An extra machine that lands unneeded idles as any idle machine does: until a
+        // task takes it or the timeout retires it, which the idle gaps price when
+        // capstan chose the timeout.
+        let timeout_s = self.planner.idle_timeout_s();
+        let idles_s = if spec.scaling.idle_timeout_s.is_none() {
+            self.idle.expected_idle_s().min(timeout_s)
+        } else {
+            timeout_s
+        };
+        let extra = self
+            .boots
+            .extra(machines, promised_level(spec), still_running, idles_s);
         let before = forecast.backlog_slots;
         forecast.backlog_slots = before
             .saturating_add(extra.saturating_mul(slots))

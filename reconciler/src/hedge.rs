@@ -11,8 +11,11 @@
 //! With the quantile function `Q` of the pool's measured boots, the `k` fastest of `m`
 //! boots sum to about `W(m) = m · ∫₀^{k/m} Q(u) du` (the fastest `k/m` share of the
 //! distribution, `m` times). One more machine saves `W(m) − W(m + 1)` seconds of wait
-//! and costs, if it lands unneeded, its boot and the idle timeout: `E[B] + T` seconds
-//! of machine time. A service level `p` prices a second of a task's wait at
+//! and costs, if it lands unneeded, its boot and the time it then idles before a task
+//! takes it or the idle timeout retires it: `E[B] + I` seconds of machine time, with
+//! `I = E[min(G, T)]` read from the pool's idle gaps `G` where capstan chose the
+//! timeout `T` ([`crate::idle`]; in a burst the next tasks often take it), and `I = T`
+//! where the spec sets the timeout. A service level `p` prices a second of a task's wait at
 //! `p / (1 − p)` seconds of a slot (the newsvendor's ratio the spare and the idle
 //! timeout use, [`crate::idle`]). The saving is real only if the waiting task is not
 //! served first by a slot a running task frees; the caller passes the chance `s` that
@@ -21,7 +24,7 @@
 //! are added while
 //!
 //! ```text
-//! s · p / (1 − p) · (W(m) − W(m + 1))  >=  E[B] + T
+//! s · p / (1 − p) · (W(m) − W(m + 1))  >=  E[B] + I
 //! ```
 //!
 //! (the slots of a machine cancel: a machine of `c` slots saves `c` tasks' waits and
@@ -81,8 +84,9 @@ impl BootSpread {
 
     /// Machines to launch beyond the `k` that waiting tasks need, at service level
     /// `level`, when running tasks' slots are still taken a boot from now with
-    /// probability `still_busy`, and machines idle `idle_timeout_s` before they go.
-    pub fn extra(&mut self, k: u32, level: f64, still_busy: f64, idle_timeout_s: f64) -> u32 {
+    /// probability `still_busy`, and a machine that lands unneeded idles `idle_s`
+    /// before a task takes it or it goes.
+    pub fn extra(&mut self, k: u32, level: f64, still_busy: f64, idle_s: f64) -> u32 {
         if k == 0 || self.ring.len() < MIN_BOOTS || level.is_nan() || level <= 0.0 {
             return 0;
         }
@@ -94,7 +98,7 @@ impl BootSpread {
         let level = level.min(MAX_LEVEL);
         let price = level / (1.0 - level) * still_busy.clamp(0.0, 1.0);
         let mean = self.prefix[n] / n as f64;
-        let cost = mean + idle_timeout_s.max(0.0);
+        let cost = mean + idle_s.max(0.0);
         let k = f64::from(k);
         let mut m = k;
         let mut w = self.fastest_sum(k, m);

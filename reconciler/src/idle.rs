@@ -87,6 +87,9 @@ pub struct IdleGaps {
     /// within a boot.
     replacement_waste: f64,
     timeout_s: f64,
+    /// How long a machine left idle is expected to stay idle under `timeout_s`,
+    /// `E[min(G, T)] = ∫₀ᵀ S`, in seconds (`timeout_s` itself before the data decides).
+    expected_idle_s: f64,
     /// Periods per cell of the Kaplan-Meier grid of step `hist_step` (NaN: not built):
     /// (periods, periods a task ended), kept in step with the ring, so a recomputation
     /// reads the few cells it needs instead of sorting the ring.
@@ -140,6 +143,7 @@ impl IdleGaps {
             regret_boots: 1.0,
             replacement_waste: 0.0,
             timeout_s: boot_s,
+            expected_idle_s: boot_s,
             hist: Vec::new(),
             hist_step: f64::NAN,
             sorted: Vec::new(),
@@ -181,6 +185,7 @@ impl IdleGaps {
     fn reset_prior(&mut self) {
         if self.ring.len() < MIN_GAPS {
             self.timeout_s = (self.boot_s * self.regret_boots).min(MAX_IDLE_S);
+            self.expected_idle_s = self.timeout_s;
         }
     }
 
@@ -275,6 +280,13 @@ impl IdleGaps {
         self.timeout_s
     }
 
+    /// How long a machine left idle now is expected to idle before a task takes it or
+    /// the timeout retires it, `E[min(G, T)]`, in seconds: what an extra machine that
+    /// lands unneeded costs beyond its boot. The timeout itself before the data decides.
+    pub fn expected_idle_s(&self) -> f64 {
+        self.expected_idle_s
+    }
+
     /// Idle periods known.
     pub fn len(&self) -> usize {
         self.ring.len()
@@ -286,13 +298,14 @@ impl IdleGaps {
     }
 
     fn recompute(&mut self) {
-        self.timeout_s = self.chosen(false);
+        (self.timeout_s, self.expected_idle_s) = self.chosen(false);
     }
 
-    /// The timeout the idle periods give now. The grid's cells are read from `hist`
+    /// The timeout the idle periods give now, and the idle time it leaves a machine,
+    /// `∫₀ᵀ S`. The grid's cells are read from `hist`
     /// (rebuilt when the step changed) unless `sorted_only` or the walk goes past it,
     /// then from the ring sorted: the two give the same cells, so the same answer.
-    fn chosen(&mut self, sorted_only: bool) -> f64 {
+    fn chosen(&mut self, sorted_only: bool) -> (f64, f64) {
         let l = self.boot_s;
         let regret = l * self.regret_boots + self.replacement_waste * (l + self.timeout_s);
         let step = (l / 4.0).max(1.0);
@@ -313,7 +326,7 @@ impl IdleGaps {
                 hist.get(k).map(|&(c, r)| (c as usize, r as usize))
             })
         };
-        let (timeout, points) = match from_hist {
+        let walk = match from_hist {
             Some(found) => found,
             None => {
                 let mut sorted = std::mem::take(&mut self.sorted);
@@ -334,25 +347,45 @@ impl IdleGaps {
                 found.expect("the sorted ring covers every cell")
             }
         };
-        // Keeping paid as far as the data reaches: keep that long, or as long as now.
-        let data_ends = points.saturating_sub(1) as f64 * step;
-        timeout
-            .unwrap_or(data_ends.max(self.timeout_s))
-            .min(MAX_IDLE_S)
+        match walk.timeout {
+            Some(t) => (t, walk.idle_at_best),
+            None => {
+                // Keeping paid as far as the data reaches: keep that long, or as long
+                // as now; past the data a machine still idle idles on.
+                let data_ends = walk.points.saturating_sub(1) as f64 * step;
+                let t = data_ends.max(self.timeout_s).min(MAX_IDLE_S);
+                (
+                    t,
+                    walk.idle_at_end + walk.s_at_end * (t - data_ends).max(0.0),
+                )
+            }
+        }
     }
+}
+
+/// What the walk over the Kaplan-Meier grid found.
+struct Walk {
+    /// The age at which `C` is least, `None` when that is where the data ends.
+    timeout: Option<f64>,
+    /// The grid's length in points.
+    points: usize,
+    /// `∫₀ᵀ S` at the least `C`.
+    idle_at_best: f64,
+    /// `∫ S` and `S` at the grid's last point.
+    idle_at_end: f64,
+    s_at_end: f64,
 }
 
 /// The search for the timeout on the Kaplan-Meier grid, given the periods the walk
 /// passes in cell `k` (upper edge `to`) and how many of them a task ended; `None`
 /// if `cell` cannot say. `regret` is what a retirement costs when the machine is wanted
-/// again. Returns the age at which `C(T) = ∫₀ᵀ S + S(T) · regret` is least, or `None`
-/// when that is where the data ends, and the grid's length in points.
+/// again. Finds the age at which `C(T) = ∫₀ᵀ S + S(T) · regret` is least.
 fn search(
     n: usize,
     step: f64,
     regret: f64,
     mut cell: impl FnMut(usize, f64) -> Option<(usize, usize)>,
-) -> Option<(Option<f64>, usize)> {
+) -> Option<Walk> {
     // Kaplan-Meier survival on the grid 0, step, 2·step, ... while enough periods
     // are at risk: `s` = P(G > k·step) at point `k`; with it `C` at each point, the idle time
     // by the trapezoid rule, keeping the first least. `C(j) >= ∫₀ʲ S`, which only
@@ -361,7 +394,7 @@ fn search(
     // walking a long tail of rare gaps.
     let mut points = 1; // the grid so far: 0, step, ..., (points − 1)·step
     let mut idle = 0.0;
-    let mut best = (regret, 0); // C(0) = S(0) · regret
+    let mut best = (regret, 0, 0.0); // C(0) = S(0) · regret, at point 0, no idle
     let mut passed = 0; // periods passed
     let mut s = 1.0;
     loop {
@@ -382,11 +415,16 @@ fn search(
         idle += 0.5 * (before + s) * step;
         let cost = idle + s * regret;
         if cost < best.0 - 1e-12 {
-            best = (cost, k + 1);
+            best = (cost, k + 1, idle);
         }
     }
-    let timeout = (best.1 + 1 < points).then_some(best.1 as f64 * step);
-    Some((timeout, points))
+    Some(Walk {
+        timeout: (best.1 + 1 < points).then_some(best.1 as f64 * step),
+        points,
+        idle_at_best: best.2,
+        idle_at_end: idle,
+        s_at_end: s,
+    })
 }
 
 /// Seconds from `since_ms` to `at_ms`, never negative.
@@ -619,6 +657,24 @@ mod tests {
     }
 
     #[test]
+    fn a_machine_kept_idles_until_its_task_comes_or_the_timeout() {
+        // Gaps of 200 to 260 s: kept for them (600 s boots), a machine left idle idles
+        // about their mean, 230 s, not the whole timeout; retired at once (120 s
+        // boots), it idles no longer than the timeout. Before the data: the timeout.
+        let uniform = |i: usize| 200.0 + 60.0 * ((i as f64 * 0.618_033_988_749_895).fract());
+        let mut long_boot = IdleGaps::new(600.0);
+        assert_eq!(long_boot.expected_idle_s(), long_boot.timeout_s());
+        run(&mut long_boot, 4000, uniform);
+        let idle = long_boot.expected_idle_s();
+        assert!((215.0..=245.0).contains(&idle), "{idle}");
+        assert!(long_boot.timeout_s() >= 260.0, "{}", long_boot.timeout_s());
+        let mut short_boot = IdleGaps::new(120.0);
+        run(&mut short_boot, 4000, uniform);
+        let idle = short_boot.expected_idle_s();
+        assert!(idle <= short_boot.timeout_s() + 1e-9, "{idle}");
+    }
+
+    #[test]
     fn the_cell_counts_give_what_the_sorted_ring_gives() {
         // Boots from 1 s (a grid step of 1 s, so long gaps run past the counted cells)
         // to 600 s, lengths with repeats and on cell edges, both kinds of ending, well
@@ -639,8 +695,8 @@ mod tests {
                     let counted = g.chosen(false);
                     let sorted = g.chosen(true);
                     assert_eq!(
-                        counted.to_bits(),
-                        sorted.to_bits(),
+                        (counted.0.to_bits(), counted.1.to_bits()),
+                        (sorted.0.to_bits(), sorted.1.to_bits()),
                         "boot {boot}, after {i}"
                     );
                     checked += 1;
