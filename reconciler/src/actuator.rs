@@ -33,7 +33,7 @@ use providers::{
     ErrorKind, Instance, InstanceRequest, InstanceState, LaunchRequest, ListScope, Provider,
     ProviderError,
 };
-use store::{Fence, StoreError};
+use store::{Fence, IdlePeriod, StoreError};
 
 use crate::controller::PoolController;
 use crate::crash;
@@ -203,11 +203,23 @@ pub(crate) async fn round(shared: &Shared, slot: &mut PoolSlot) -> Result<RoundE
         .filter(|w| w.state.is_live())
         .map(|w| &w.id)
         .collect();
-    for (id, since) in std::mem::take(&mut slot.idle_seen) {
-        if idle_now.get(&id) == Some(&since) {
-            continue;
-        }
-        ctl.observe_idle_gap(now.secs_since(since).max(0.0), live.contains(&id), now);
+    let ended: Vec<IdlePeriod> = slot
+        .idle_seen
+        .iter()
+        .filter(|(id, since)| idle_now.get(*id) != Some(*since))
+        .map(|(id, since)| IdlePeriod {
+            worker_id: id.clone(),
+            ended_at: now,
+            idle_ms: now.unix_ms().saturating_sub(since.unix_ms()).max(0),
+            reused: live.contains(id),
+        })
+        .collect();
+    // Stored before the controller learns them, so a replica that takes the pool over
+    // replays the same periods ([`warm`]); a failed write changes nothing here and the
+    // next round sees the same periods end.
+    store.record_idle_periods(&id, &ended).await?;
+    for p in &ended {
+        ctl.observe_idle_gap(p.idle_ms as f64 / 1000.0, p.reused, p.ended_at);
     }
     slot.idle_seen = idle_now;
     // A static pool's offerings are its registered machines, a store read with no
@@ -395,18 +407,40 @@ async fn warm(
     }
     .with_unavailable_ttl_s(shared.cfg.unavailable_ttl.as_secs() as i64);
     let since = now.plus_secs(-i64::from(shared.cfg.warm_days) * 86_400);
-    let history = shared
-        .store
-        .queue_samples(&spec.id, since, Timestamp::from_unix_ms(now.unix_ms() + 1))
-        .await?;
-    ctl.observe_all(&history);
+    let until = Timestamp::from_unix_ms(now.unix_ms() + 1);
+    let history = shared.store.queue_samples(&spec.id, since, until).await?;
+    let idle = shared.store.idle_periods(&spec.id, since, until).await?;
+    replay(&mut ctl, &history, &idle);
     let mut seen = HashSet::with_capacity(recent.len());
     for (id, boot) in recent {
         ctl.observe_boot(boot);
         seen.insert(id);
     }
-    tracing::info!(pool = %spec.id, samples = history.len(), boots = seen.len(), boot_s, "controller warmed from stored history");
+    tracing::info!(
+        pool = %spec.id,
+        samples = history.len(),
+        idle_periods = idle.len(),
+        boots = seen.len(),
+        boot_s,
+        idle_timeout_s = ctl.chosen_idle_timeout_s(),
+        "controller warmed from stored history"
+    );
     Ok((ctl, seen))
+}
+
+/// Feeds stored queue samples and idle periods to `ctl` in the order the rounds fed
+/// them: by time, a round's samples (at or before its time) before the idle periods
+/// it saw end, so a worker retired idle is claimed, as a ghost, by the later samples
+/// whose tasks found no free slot, as it was when it ran ([`crate::idle`]).
+fn replay(ctl: &mut PoolController, samples: &[QueueSample], idle: &[IdlePeriod]) {
+    let mut samples = samples.iter().peekable();
+    for p in idle {
+        while let Some(s) = samples.next_if(|s| s.at <= p.ended_at) {
+            ctl.observe(s);
+        }
+        ctl.observe_idle_gap(p.idle_ms as f64 / 1000.0, p.reused, p.ended_at);
+    }
+    ctl.observe_all(samples);
 }
 
 /// A provider call bounded by the call timeout (a timeout is a transient error).
@@ -876,4 +910,50 @@ async fn terminate(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replay_lets_later_samples_claim_a_worker_retired_idle() {
+        let spec = PoolSpec::from_yaml(
+            "id: p\nprovider: fake\nmax_capacity: 5\nlaunch_configs: [{id: a, instance_type: t}]\n",
+        )
+        .unwrap();
+        let at = Timestamp::from_unix_secs;
+        let sample = |t: i64, pending: u32| QueueSample {
+            at: at(t),
+            pending,
+            running: 0,
+            arrivals: pending,
+            completions: 0,
+        };
+        // A worker idle since 510 s went away at 1,010 s; at 1,030 s a task waited.
+        // Replayed in the rounds' order the task claims its gap (520 s, reused); fed
+        // after every sample it would stay a ghost.
+        let samples = [sample(1_000, 0), sample(1_030, 1)];
+        let idle = [IdlePeriod {
+            worker_id: WorkerId::from_string("w"),
+            ended_at: at(1_010),
+            idle_ms: 500_000,
+            reused: false,
+        }];
+        let mut ctl = PoolController::new(&spec, 120.0).unwrap();
+        replay(&mut ctl, &samples, &idle);
+        assert_eq!((ctl.idle_gaps().len(), ctl.idle_gaps().ghosts()), (1, 0));
+        assert_eq!(ctl.last_sample_at(), Some(at(1_030)));
+        // A period at a sample's time comes after it, as in the round that saw both.
+        let mut ctl = PoolController::new(&spec, 120.0).unwrap();
+        replay(
+            &mut ctl,
+            &samples[1..],
+            &[IdlePeriod {
+                ended_at: at(1_030),
+                ..idle[0].clone()
+            }],
+        );
+        assert_eq!((ctl.idle_gaps().len(), ctl.idle_gaps().ghosts()), (0, 1));
+    }
 }

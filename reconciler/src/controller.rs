@@ -192,6 +192,12 @@ impl PoolController {
         }
     }
 
+    /// The idle periods behind the chosen idle timeout.
+    #[cfg(test)]
+    pub(crate) fn idle_gaps(&self) -> &IdleGaps {
+        &self.idle
+    }
+
     /// The idle timeout chosen from the boot time and the idle gaps, in seconds (used
     /// when the spec sets none).
     pub fn chosen_idle_timeout_s(&self) -> f64 {

@@ -1,5 +1,5 @@
 //! Periodic jobs, scheduled with `tokio-cron-scheduler`: the orphan sweep per
-//! provider, and retention of queue history, pool errors and the plan log.
+//! provider, and retention of queue history, idle periods, pool errors and the plan log.
 //!
 //! **Orphan sweep.** Every instance carrying capstan's tags that no live worker row
 //! owns (no row with its worker id, or the row is terminated, or its pool is gone) is
@@ -13,8 +13,9 @@
 //! **Retention.** Hourly (and once at start-up), on every replica: raw queue samples
 //! and task runs older than `raw_history_days` are moved into hourly rollups, rollups
 //! older than `rollup_history_days` deleted ([`store::Store::compact_history`]: bounded
-//! batches, each one transaction, safe to run concurrently and after a crash), and old
-//! pool errors, plan-log entries, GitHub delivery ids and finished GitHub jobs deleted.
+//! batches, each one transaction, safe to run concurrently and after a crash), idle
+//! periods and chart points older than `raw_history_days` and old pool errors,
+//! plan-log entries, GitHub delivery ids and finished GitHub jobs deleted.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -157,6 +158,10 @@ async fn retention(store: &Store, days: RetentionDays, now: Timestamp) {
     match store.prune_pool_series(cutoff(days.raw)).await {
         Ok(n) => tracing::info!(deleted = n, days = days.raw, "pool chart-point retention"),
         Err(e) => tracing::warn!(error = %e, "pool chart-point retention failed"),
+    }
+    match store.prune_idle_periods(cutoff(days.raw)).await {
+        Ok(n) => tracing::info!(deleted = n, days = days.raw, "idle-period retention"),
+        Err(e) => tracing::warn!(error = %e, "idle-period retention failed"),
     }
     match store.prune_pool_errors(cutoff(days.errors)).await {
         Ok(n) => tracing::info!(deleted = n, days = days.errors, "pool-error retention"),

@@ -16,7 +16,7 @@ use providers::clock::Clock;
 use providers::fake::{FakeProvider, FaultTarget};
 use providers::{ErrorKind, InstanceRequest, LaunchRequest, ListScope, Provider};
 use reconciler::{LoopConfig, Metrics, Providers, Service};
-use store::{DeleteOutcome, Store};
+use store::{DeleteOutcome, IdlePeriod, Store};
 
 thread_local! {
     static NOW_MS: Cell<i64> = const { Cell::new(1_700_000_000_000) };
@@ -427,4 +427,79 @@ async fn a_pool_taken_over_remembers_the_boots_of_its_terminated_workers() {
     assert!(report.boot_hedge_slots > 0, "{report:?}");
     assert_eq!(report.backlog_slots, 10 + report.boot_hedge_slots);
     assert!(r.live(&spec.id).await.len() as u32 >= report.backlog_slots);
+}
+
+#[tokio::test]
+async fn rounds_record_the_idle_periods_they_see_end() {
+    // One worker, ready and idle, takes a task 40 s later: the round that sees it busy
+    // stores the period, reused, so a replica taking the pool over can replay it.
+    let (r, spec) = rig(POOL).await;
+    r.push(&spec.id, 1).await;
+    r.round().await;
+    let id = r.live(&spec.id).await[0].id.clone();
+    r.store
+        .transition_worker(&id, WorkerState::Ready, now())
+        .await
+        .unwrap();
+    let idle_from = now();
+    r.round().await;
+    assert!(
+        r.store
+            .idle_periods(&spec.id, idle_from, now().plus_secs(1))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    advance(40);
+    r.store
+        .modify_worker(&id, |w| {
+            w.busy_slots = 1;
+            w.idle_since = None;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    r.round().await;
+    let stored = r
+        .store
+        .idle_periods(&spec.id, idle_from, now().plus_secs(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        stored,
+        [IdlePeriod {
+            worker_id: id,
+            ended_at: now(),
+            idle_ms: now().unix_ms() - idle_from.unix_ms(),
+            reused: true,
+        }]
+    );
+}
+
+#[tokio::test]
+async fn a_pool_taken_over_keeps_the_idle_timeout_its_idle_periods_chose() {
+    // Over the last day every idle worker of the pool waited 50 minutes for its next
+    // task: with 120 s boots keeping one never pays, and the idle timeout capstan
+    // chooses is 0. The replica that takes the pool replays the stored periods with
+    // the queue history and plans with that timeout at once, not with the one-boot
+    // rule it starts from without data.
+    let (r, spec) = rig(POOL).await;
+    let periods: Vec<IdlePeriod> = (0..100)
+        .map(|i| IdlePeriod {
+            worker_id: WorkerId::from_string(format!("old-{i}")),
+            ended_at: now().plus_secs(-36_000 + 300 * i),
+            idle_ms: 3_000_000,
+            reused: true,
+        })
+        .collect();
+    r.store
+        .record_idle_periods(&spec.id, &periods)
+        .await
+        .unwrap();
+    r.push(&spec.id, 0).await;
+    r.round().await;
+    let status = r.store.pool_status(&spec.id).await.unwrap().unwrap();
+    let report = &status.plan.report;
+    assert!(report.idle_timeout_chosen, "{report:?}");
+    assert_eq!(report.idle_timeout_s, Some(0.0), "{report:?}");
 }

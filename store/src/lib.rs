@@ -38,6 +38,7 @@ mod audit;
 pub mod clients;
 pub mod github_jobs;
 pub mod history;
+mod idle_periods;
 mod leases;
 mod pool_errors;
 mod pools;
@@ -58,6 +59,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 
 pub use audit::{AuditAction, AuditEntry};
 pub use clients::ClientRecord;
+pub use idle_periods::IdlePeriod;
 pub use leases::{Fence, Lease, WakeListener};
 pub use pool_errors::PoolError;
 pub use pools::{DeleteOutcome, PoolFilter, PoolRecord};

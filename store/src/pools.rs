@@ -17,6 +17,7 @@ macro_rules! delete_pool_rows {
             "workers",
             "pool_status",
             "plan_log",
+            "idle_periods",
         ] {
             sqlx::query(&format!("DELETE FROM {table} WHERE pool_id = $1"))
                 .bind($id.as_str())

@@ -9,8 +9,8 @@ use capstan_core::{
     PoolId, PoolSpec, ProviderKind, QueueSample, Timestamp, Worker, WorkerId, WorkerState,
 };
 use store::{
-    AuditAction, ClientRecord, DeleteOutcome, LedgerRow, PoolFilter, StaticMachineRow, Store,
-    StoreError,
+    AuditAction, ClientRecord, DeleteOutcome, IdlePeriod, LedgerRow, PoolFilter, StaticMachineRow,
+    Store, StoreError,
 };
 
 const SPEC: &str = "id: ci/linux\nprovider: fake\nmax_capacity: 10\nlaunch_configs: [{id: small, instance_type: t}]\n";
@@ -44,6 +44,7 @@ store::on_both_backends!(
     clients_are_stored_revoked_and_touched,
     plans_are_recorded_fenced_and_deleted_pools_finish,
     recent_boots_are_the_last_registrations_terminated_ones_included,
+    idle_periods_are_kept_once_in_order_pruned_and_go_with_their_pool,
 );
 
 async fn pool_pages_filter_by_provider_and_prefix(store: Store) {
@@ -550,6 +551,64 @@ async fn recent_boots_are_the_last_registrations_terminated_ones_included(store:
     );
     let other = PoolId::new("ci/other").unwrap();
     assert!(store.recent_boots(&other, 10).await.unwrap().is_empty());
+}
+
+async fn idle_periods_are_kept_once_in_order_pruned_and_go_with_their_pool(store: Store) {
+    store.create_pool(&spec(), "a", t(0)).await.unwrap();
+    let id = spec().id;
+    let period = |w: &str, end: i64, idle_ms: i64, reused: bool| IdlePeriod {
+        worker_id: WorkerId::from_string(w),
+        ended_at: t(end),
+        idle_ms,
+        reused,
+    };
+    store
+        .record_idle_periods(
+            &id,
+            &[
+                period("w2", 20, 5_000, true),
+                period("w1", 20, 90_000, false),
+                period("w1", 10, 1_500, true),
+            ],
+        )
+        .await
+        .unwrap();
+    // Recorded again (a round retried), with a different length: kept as first stored.
+    store
+        .record_idle_periods(&id, &[period("w1", 10, 7_000, false)])
+        .await
+        .unwrap();
+    let read = |since, until| store.idle_periods(&id, t(since), t(until));
+    assert_eq!(
+        read(0, 100).await.unwrap(),
+        [
+            period("w1", 10, 1_500, true),
+            period("w1", 20, 90_000, false),
+            period("w2", 20, 5_000, true)
+        ]
+    );
+    // The range is half open, on the end.
+    assert_eq!(read(11, 20).await.unwrap(), []);
+    assert_eq!(read(10, 11).await.unwrap(), [period("w1", 10, 1_500, true)]);
+    let other = PoolId::new("ci/other").unwrap();
+    assert!(
+        store
+            .idle_periods(&other, t(0), t(100))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Retention by time, across pools.
+    assert_eq!(store.prune_idle_periods(t(15)).await.unwrap(), 1);
+    assert_eq!(read(0, 100).await.unwrap().len(), 2);
+    // A pool deleted with no live worker takes its periods along: a new pool with the
+    // same id starts with none.
+    assert!(matches!(
+        store.delete_pool(&id, 1, "a", t(30)).await.unwrap(),
+        DeleteOutcome::Deleted
+    ));
+    store.create_pool(&spec(), "a", t(31)).await.unwrap();
+    assert!(read(0, 100).await.unwrap().is_empty());
 }
 
 async fn concurrent_transitions_of_one_worker_have_one_winner(store: Store) {
