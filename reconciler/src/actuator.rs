@@ -217,7 +217,7 @@ pub(crate) async fn round(shared: &Shared, slot: &mut PoolSlot) -> Result<RoundE
     // Stored before the controller learns them, so a replica that takes the pool over
     // replays the same periods ([`warm`]); a failed write changes nothing here and the
     // next round sees the same periods end.
-    store.record_idle_periods(&id, &ended).await?;
+    store.record_idle_periods(&fence, &ended).await?;
     for p in &ended {
         ctl.observe_idle_gap(p.idle_ms as f64 / 1000.0, p.reused, p.ended_at);
     }

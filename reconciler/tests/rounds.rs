@@ -492,10 +492,13 @@ async fn a_pool_taken_over_keeps_the_idle_timeout_its_idle_periods_chose() {
             reused: true,
         })
         .collect();
+    // Written by the replica that held the pool, which then shut down.
+    let old = r.store.acquire_leases("old-replica", 60_000).await.unwrap();
     r.store
-        .record_idle_periods(&spec.id, &periods)
+        .record_idle_periods(&old[0].fence, &periods)
         .await
         .unwrap();
+    r.store.release_leases("old-replica").await.unwrap();
     r.push(&spec.id, 0).await;
     r.round().await;
     let status = r.store.pool_status(&spec.id).await.unwrap().unwrap();

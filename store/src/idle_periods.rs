@@ -4,7 +4,7 @@
 
 use capstan_core::{PoolId, Timestamp, WorkerId};
 
-use crate::{Store, StoreError, on_backend};
+use crate::{Fence, Store, StoreError, on_backend};
 
 /// One idle period of a worker that ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,18 +20,31 @@ pub struct IdlePeriod {
 }
 
 impl Store {
-    /// Stores `pool`'s ended idle periods, all or none. A period already stored (same
-    /// worker, same end) is kept as it is, so recording a batch twice is harmless.
+    /// Stores the ended idle periods of the pool `fence` holds, all or none, if the
+    /// fence is still current (else [`StoreError::LeaseLost`] and nothing is stored: a
+    /// replica that lost the pool must not add periods the new holder also sees). A
+    /// period already stored (same worker, same end) is kept as it is, so recording a
+    /// batch twice is harmless.
     pub async fn record_idle_periods(
         &self,
-        pool_id: &PoolId,
+        fence: &Fence,
         periods: &[IdlePeriod],
     ) -> Result<(), StoreError> {
         if periods.is_empty() {
             return Ok(());
         }
+        let pool_id = &fence.pool_id;
+        let held = format!("SELECT 1 WHERE {}", self.fence_sql(1, 2));
         on_backend!(self, pool => {
             let mut tx = pool.begin().await?;
+            let current: Option<(i32,)> = sqlx::query_as(&held)
+                .bind(pool_id.as_str())
+                .bind(fence.token)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if current.is_none() {
+                return Err(StoreError::LeaseLost(pool_id.to_string()));
+            }
             for p in periods {
                 sqlx::query(
                     "INSERT INTO idle_periods (pool_id, worker_id, ended_at, idle_ms, reused)

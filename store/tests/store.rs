@@ -556,6 +556,9 @@ async fn recent_boots_are_the_last_registrations_terminated_ones_included(store:
 async fn idle_periods_are_kept_once_in_order_pruned_and_go_with_their_pool(store: Store) {
     store.create_pool(&spec(), "a", t(0)).await.unwrap();
     let id = spec().id;
+    let fence = store.acquire_leases("r", 60_000).await.unwrap()[0]
+        .fence
+        .clone();
     let period = |w: &str, end: i64, idle_ms: i64, reused: bool| IdlePeriod {
         worker_id: WorkerId::from_string(w),
         ended_at: t(end),
@@ -564,7 +567,7 @@ async fn idle_periods_are_kept_once_in_order_pruned_and_go_with_their_pool(store
     };
     store
         .record_idle_periods(
-            &id,
+            &fence,
             &[
                 period("w2", 20, 5_000, true),
                 period("w1", 20, 90_000, false),
@@ -575,9 +578,20 @@ async fn idle_periods_are_kept_once_in_order_pruned_and_go_with_their_pool(store
         .unwrap();
     // Recorded again (a round retried), with a different length: kept as first stored.
     store
-        .record_idle_periods(&id, &[period("w1", 10, 7_000, false)])
+        .record_idle_periods(&fence, &[period("w1", 10, 7_000, false)])
         .await
         .unwrap();
+    // A replica whose lease has moved on stores nothing.
+    let stale = store::Fence {
+        pool_id: id.clone(),
+        token: fence.token - 1,
+    };
+    assert!(matches!(
+        store
+            .record_idle_periods(&stale, &[period("w3", 12, 1_000, true)])
+            .await,
+        Err(StoreError::LeaseLost(_))
+    ));
     let read = |since, until| store.idle_periods(&id, t(since), t(until));
     assert_eq!(
         read(0, 100).await.unwrap(),
