@@ -225,6 +225,14 @@ impl Worker {
         self.failure = Some(reason.into());
         Ok(())
     }
+
+    /// How long the worker took from its launch request to registering ready, in
+    /// seconds: its measured boot. `None` before it registered, or when the clocks
+    /// put its registration before its request.
+    pub fn boot_s(&self) -> Option<f64> {
+        let boot = self.registered_at?.secs_since(self.created_at);
+        (boot >= 0.0).then_some(boot)
+    }
 }
 
 #[cfg(test)]
@@ -262,6 +270,20 @@ mod tests {
         assert_eq!(w.registered_at, Some(Timestamp::from_unix_secs(201)));
         assert_eq!(w.idle_since, Some(Timestamp::from_unix_secs(201)));
         assert!(!w.state.is_live());
+    }
+
+    #[test]
+    fn the_boot_is_request_to_registration_and_never_negative() {
+        let mut w = worker();
+        assert_eq!(w.boot_s(), None);
+        w.transition(WorkerState::Booting, Timestamp::from_unix_secs(150))
+            .unwrap();
+        w.transition(WorkerState::Ready, Timestamp::from_unix_ms(220_500))
+            .unwrap();
+        assert_eq!(w.boot_s(), Some(120.5));
+        // Clocks that put the registration before the request: no boot measured.
+        w.registered_at = Some(Timestamp::from_unix_secs(99));
+        assert_eq!(w.boot_s(), None);
     }
 
     #[test]

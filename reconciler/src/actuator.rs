@@ -182,10 +182,10 @@ pub(crate) async fn round(shared: &Shared, slot: &mut PoolSlot) -> Result<RoundE
         Err(e) => record_error(shared, &id, None, &e, now).await?,
     }
     for w in &workers {
-        if let Some(reg) = w.registered_at
+        if let Some(boot) = w.boot_s()
             && slot.boots_seen.insert(w.id.clone())
         {
-            ctl.observe_boot(reg.secs_since(w.created_at));
+            ctl.observe_boot(boot);
         }
     }
     // Only workers still listed can come round again.
@@ -384,10 +384,13 @@ async fn warm(
     spec: &PoolSpec,
     now: Timestamp,
 ) -> Result<(PoolController, HashSet<WorkerId>), StoreError> {
-    let recent = shared
+    let recent: Vec<(WorkerId, f64)> = shared
         .store
-        .recent_boots(&spec.id, BOOT_MEMORY as u32)
-        .await?;
+        .recently_registered(&spec.id, BOOT_MEMORY as u32)
+        .await?
+        .into_iter()
+        .filter_map(|w| Some((w.id.clone(), w.boot_s()?)))
+        .collect();
     let mut boots: Vec<f64> = recent.iter().map(|(_, b)| *b).collect();
     boots.sort_by(f64::total_cmp);
     let boot_s = boots

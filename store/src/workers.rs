@@ -192,33 +192,26 @@ impl Store {
         row.map(worker).transpose()
     }
 
-    /// The launch-to-ready times, in seconds, of the pool's `limit` most recently
-    /// registered workers, terminated ones included, oldest first, with their ids: what
-    /// a controller that takes the pool over measured its boots by.
-    pub async fn recent_boots(
+    /// The pool's `limit` most recently registered workers, terminated ones included,
+    /// oldest registration first: the boots ([`Worker::boot_s`]) a controller that
+    /// takes the pool over measures its boot time by.
+    pub async fn recently_registered(
         &self,
         pool_id: &PoolId,
         limit: u32,
-    ) -> Result<Vec<(WorkerId, f64)>, StoreError> {
-        let rows: Vec<(String, i64, i64)> = on_backend!(self, pool => {
-            sqlx::query_as(
-                "SELECT id, created_at, registered_at FROM workers
+    ) -> Result<Vec<Worker>, StoreError> {
+        let rows: Vec<WorkerRow> = on_backend!(self, pool => {
+            sqlx::query_as(&format!(
+                "SELECT {COLUMNS} FROM workers
                  WHERE pool_id = $1 AND registered_at IS NOT NULL
-                 ORDER BY registered_at DESC, id DESC LIMIT $2",
-            )
+                 ORDER BY registered_at DESC, id DESC LIMIT $2"
+            ))
             .bind(pool_id.as_str())
             .bind(i64::from(limit))
             .fetch_all(pool)
             .await?
         });
-        Ok(rows
-            .into_iter()
-            .rev()
-            .map(|(id, created, registered)| {
-                let boot_ms = registered.saturating_sub(created).max(0);
-                (WorkerId::from_string(id), boot_ms as f64 / 1000.0)
-            })
-            .collect())
+        rows.into_iter().rev().map(worker).collect()
     }
 
     /// A pool's workers ordered by creation; terminated ones only when asked for.

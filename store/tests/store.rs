@@ -43,7 +43,7 @@ store::on_both_backends!(
     audit_pages_go_back_in_time,
     clients_are_stored_revoked_and_touched,
     plans_are_recorded_fenced_and_deleted_pools_finish,
-    recent_boots_are_the_last_registrations_terminated_ones_included,
+    recently_registered_workers_are_the_last_registrations_terminated_ones_included,
     idle_periods_are_kept_once_in_order_pruned_and_go_with_their_pool,
 );
 
@@ -506,7 +506,9 @@ async fn workers_follow_the_state_machine(store: Store) {
     ));
 }
 
-async fn recent_boots_are_the_last_registrations_terminated_ones_included(store: Store) {
+async fn recently_registered_workers_are_the_last_registrations_terminated_ones_included(
+    store: Store,
+) {
     // Four workers created at 0 s, registered after 30, 10, 20 s and never; the
     // first is terminated since.
     for (i, boot) in [(1, Some(30)), (2, Some(10)), (3, Some(20)), (4, None)] {
@@ -532,12 +534,14 @@ async fn recent_boots_are_the_last_registrations_terminated_ones_included(store:
             .await
             .unwrap();
     }
-    let boots = |v: Vec<(WorkerId, f64)>| -> Vec<(String, f64)> {
-        v.into_iter().map(|(id, b)| (id.to_string(), b)).collect()
+    let boots = |v: Vec<Worker>| -> Vec<(String, f64)> {
+        v.into_iter()
+            .map(|w| (w.id.to_string(), w.boot_s().unwrap()))
+            .collect()
     };
     // Oldest registration first; the one never registered is not a boot.
     assert_eq!(
-        boots(store.recent_boots(&spec().id, 10).await.unwrap()),
+        boots(store.recently_registered(&spec().id, 10).await.unwrap()),
         [
             ("w2".into(), 10.0),
             ("w3".into(), 20.0),
@@ -546,11 +550,17 @@ async fn recent_boots_are_the_last_registrations_terminated_ones_included(store:
     );
     // The limit keeps the latest.
     assert_eq!(
-        boots(store.recent_boots(&spec().id, 2).await.unwrap()),
+        boots(store.recently_registered(&spec().id, 2).await.unwrap()),
         [("w3".into(), 20.0), ("w1".into(), 30.0)]
     );
     let other = PoolId::new("ci/other").unwrap();
-    assert!(store.recent_boots(&other, 10).await.unwrap().is_empty());
+    assert!(
+        store
+            .recently_registered(&other, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 async fn idle_periods_are_kept_once_in_order_pruned_and_go_with_their_pool(store: Store) {
