@@ -258,12 +258,11 @@ impl PoolController {
         let machines = waiting.div_ceil(slots);
         // An extra machine that lands unneeded idles as any idle machine does: until a
         // task takes it or the timeout retires it, which the idle gaps price when
-        // capstan chose the timeout.
-        let timeout_s = self.planner.idle_timeout_s();
+        // capstan chose the timeout (the planner's, set from them this tick).
         let idles_s = if spec.scaling.idle_timeout_s.is_none() {
-            self.idle.expected_idle_s().min(timeout_s)
+            self.idle.expected_idle_s()
         } else {
-            timeout_s
+            self.planner.idle_timeout_s()
         };
         let extra = self
             .boots

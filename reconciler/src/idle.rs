@@ -672,6 +672,18 @@ mod tests {
         run(&mut short_boot, 4000, uniform);
         let idle = short_boot.expected_idle_s();
         assert!(idle <= short_boot.timeout_s() + 1e-9, "{idle}");
+        // Half the gaps 30 s, half 14 hours: kept past the short ones, the machine
+        // idles the short ones out and half the time the whole timeout, which the
+        // long ones run past (the least cost lies inside the data).
+        let mut mixed = IdleGaps::new(600.0);
+        run(
+            &mut mixed,
+            4000,
+            |i| if i % 2 == 0 { 30.0 } else { 50_000.0 },
+        );
+        let (t, idle) = (mixed.timeout_s(), mixed.expected_idle_s());
+        assert!((30.0..50_000.0).contains(&t), "{t}");
+        assert!(idle > 0.5 * t && idle < 0.8 * t, "{idle} of {t}");
     }
 
     #[test]

@@ -34,7 +34,7 @@ impl Store {
             return Ok(());
         }
         let pool_id = &fence.pool_id;
-        let held = format!("SELECT 1 WHERE {}", self.fence_sql(1, 2));
+        let held = self.fence_held_sql();
         on_backend!(self, pool => {
             let mut tx = pool.begin().await?;
             let current: Option<(i32,)> = sqlx::query_as(&held)

@@ -37,6 +37,12 @@ pub struct Lease {
 }
 
 impl Store {
+    /// The query that answers a row when pool `$1` still has fence `$2`
+    /// ([`Store::fence_sql`]), for a check on its own or first in a transaction.
+    pub(crate) fn fence_held_sql(&self) -> String {
+        format!("SELECT 1 WHERE {}", self.fence_sql(1, 2))
+    }
+
     /// The database clock in Unix milliseconds, as an SQL expression.
     pub(crate) fn db_now_sql(&self) -> &'static str {
         match self.backend {
@@ -127,7 +133,7 @@ impl Store {
 
     /// Errors with [`StoreError::LeaseLost`] unless `fence` is still current.
     pub async fn check_fence(&self, fence: &Fence) -> Result<(), StoreError> {
-        let sql = format!("SELECT 1 WHERE {}", self.fence_sql(1, 2));
+        let sql = self.fence_held_sql();
         let row: Option<(i32,)> = on_backend!(self, pool => {
             sqlx::query_as(&sql)
                 .bind(fence.pool_id.as_str())
