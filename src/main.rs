@@ -53,7 +53,7 @@ enum Command {
     /// as a child (`capstan agent --bootstrap ec2 -- generic-worker run ...`).
     Agent(agent::AgentArgs),
     /// Replay a job trace against a scaling policy and compare with the oracle bound.
-    Simulate(simulate::SimulateArgs),
+    Simulate(Box<simulate::SimulateArgs>),
     /// Run capstan on a simulated cloud with live demand: the quickest way to see it
     /// work.
     Demo(demo::DemoArgs),
@@ -67,7 +67,7 @@ fn main() -> ExitCode {
         Command::Workers(args) => workers::run(args),
         Command::Machines(args) => machines::run(args),
         Command::Clients(args) => clients::run(args),
-        Command::Simulate(args) => simulate::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Simulate(args) => simulate::run(*args).map(|()| ExitCode::SUCCESS),
         Command::Agent(args) => agent::run(args),
         Command::Demo(args) => demo::run(args).map(|()| ExitCode::SUCCESS),
     };

@@ -90,6 +90,10 @@ pub struct SimulateArgs {
     /// the observed idle gaps.
     #[arg(long, value_name = "S")]
     idle_timeout: Option<u64>,
+    /// Idle slots held above the pool's need instead of retired (`scaling.warm_slots`),
+    /// for every policy (overrides --pool); at most the pool's max_capacity.
+    #[arg(long, value_name = "N")]
+    warm_slots: Option<u32>,
     /// Reactive scaling ratio (overrides --pool).
     #[arg(long, value_name = "R", conflicts_with = "sweep")]
     ratio: Option<f64>,
@@ -395,6 +399,15 @@ fn base_config(args: &SimulateArgs) -> anyhow::Result<SimConfig> {
     if let Some(idle) = args.idle_timeout {
         spec.scaling.idle_timeout_s = Some(idle);
     }
+    if let Some(warm) = args.warm_slots {
+        if warm > spec.max_capacity {
+            bail!(
+                "--warm-slots: must be <= the pool's max_capacity ({}), got {warm}",
+                spec.max_capacity
+            );
+        }
+        spec.scaling.warm_slots = warm;
+    }
     if let Some(ratio) = args.ratio {
         if !(ratio.is_finite() && ratio > 0.0) {
             bail!("--ratio: must be a positive number, got {ratio}");
@@ -492,6 +505,10 @@ fn setting(source: &str, configs: &[SimConfig], r0: &Report) -> [String; 2] {
             })
             .collect::<Vec<_>>()
             .join(", ")
+    };
+    let idle = match config.spec.scaling.warm_slots {
+        0 => idle,
+        warm => format!("{idle}, {warm} warm slot(s) held"),
     };
     let lc = &config.spec.launch_configs[0];
     let boot = config

@@ -436,3 +436,69 @@ fn service_level_zero_is_the_reactive_run_and_one_is_refused() {
         "{stderr}"
     );
 }
+
+#[test]
+fn warm_slots_hold_short_task_workers_and_are_checked_against_the_pool() {
+    // Tasks of seconds and boots of two minutes: a retired worker is relaunched for
+    // the next burst and the launch is mostly boot. Two slots held above the need,
+    // with the rest retired after 30 s, launch less, cost less and wait less.
+    let run = |warm: &str| {
+        json_run(&[
+            "simulate",
+            "--workload",
+            "short-tasks",
+            "--days",
+            "7",
+            "--seed",
+            "7",
+            "--policy",
+            "reactive",
+            "--idle-timeout",
+            "30",
+            "--warm-slots",
+            warm,
+            "--json",
+        ])
+    };
+    let (cold, warm) = (run("0"), run("2"));
+    assert!(
+        warm["launches"].as_u64() < cold["launches"].as_u64(),
+        "{warm} vs {cold}"
+    );
+    assert!(
+        f64_of(&warm, "cost") < f64_of(&cold, "cost"),
+        "{warm} vs {cold}"
+    );
+    assert!(
+        warm["wait_s"]["mean"].as_f64() < cold["wait_s"]["mean"].as_f64(),
+        "{warm} vs {cold}"
+    );
+
+    let table = common::stdout_of(
+        &[],
+        capstan(&[
+            "simulate",
+            "--workload",
+            "short-tasks",
+            "--days",
+            "7",
+            "--warm-slots",
+            "2",
+        ]),
+    );
+    assert!(table.contains("2 warm slot(s) held"), "{table}");
+
+    let out = capstan(&[
+        "simulate",
+        "--workload",
+        "short-tasks",
+        "--warm-slots",
+        "100001",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--warm-slots: must be <= the pool's max_capacity (100000), got 100001"),
+        "{err}"
+    );
+}

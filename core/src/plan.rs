@@ -398,7 +398,8 @@ pub struct PlanReport {
     /// The term that decided `target_slots`.
     pub target_set_by: TargetTerm,
     /// Idle timeouts never take the pool below this many slots: the forecast's need
-    /// (not the backlog term, which never scales in) raised to the floor, cut to max.
+    /// (not the backlog term, which never scales in) plus the spec's `warm_slots`,
+    /// raised to the floor, cut to max.
     pub keep_slots: u32,
     /// The idle timeout this plan applied, in seconds: the spec's `idle_timeout_s`, or
     /// the one capstan chose where the spec leaves it out. Absent in reports recorded

@@ -210,11 +210,24 @@ pub struct Scaling {
     /// whole number of seconds to fix it (0 terminates a worker as soon as it is idle).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idle_timeout_s: Option<u64>,
+    /// Idle slots the idle timeout leaves standing above the pool's need (the forecast's
+    /// target, below which idle timeouts never cut: for `reactive` the running tasks
+    /// and the backlog), in slots. They are not launched for: they are the workers
+    /// that would otherwise be retired, kept warm for the next tasks. For tasks shorter
+    /// than a boot a launch is mostly boot, and a couple of slots held with a short
+    /// idle timeout cost less than a long timeout for the same waits
+    /// (docs/policy.md). At most `max_capacity`. Default: 0.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub warm_slots: u32,
     /// Launch rate limit for the pool, instances per minute. Default: 20.
     pub max_launches_per_minute: u32,
     /// Plan and record, but never launch or terminate anything: for trying a policy
     /// on a live pool's demand. Default: false.
     pub dry_run: bool,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Default for Scaling {
@@ -225,6 +238,7 @@ impl Default for Scaling {
             service_level: 0.95,
             scaling_ratio: 1.0,
             idle_timeout_s: None,
+            warm_slots: 0,
             max_launches_per_minute: 20,
             dry_run: false,
         }

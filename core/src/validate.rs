@@ -384,7 +384,7 @@ fn decode_pool(value: Value, errors: &mut Vec<FieldError>) -> Option<PoolSpec> {
     };
 
     let scaling = match o.raw("scaling") {
-        Some(v) => decode_scaling(v, o.path_of("scaling"), o.errors),
+        Some(v) => decode_scaling(v, o.path_of("scaling"), max_capacity, o.errors),
         None => Some(Scaling::default()),
     };
     let lifecycle = match o.raw("lifecycle") {
@@ -507,11 +507,17 @@ const SCALING_FIELDS: &[&str] = &[
     "service_level",
     "scaling_ratio",
     "idle_timeout_s",
+    "warm_slots",
     "max_launches_per_minute",
     "dry_run",
 ];
 
-fn decode_scaling(value: Value, path: String, errors: &mut Vec<FieldError>) -> Option<Scaling> {
+fn decode_scaling(
+    value: Value,
+    path: String,
+    pool_max: Option<u32>,
+    errors: &mut Vec<FieldError>,
+) -> Option<Scaling> {
     let d = Scaling::default();
     let mut o = Object::open(value, path, SCALING_FIELDS, errors)?;
     let policy = o.or::<ScalingPolicy>("policy", d.policy);
@@ -533,6 +539,13 @@ fn decode_scaling(value: Value, path: String, errors: &mut Vec<FieldError>) -> O
         }
     });
     let idle_timeout_s = o.idle_timeout_s();
+    let warm_slots = o.or("warm_slots", d.warm_slots);
+    let warm_slots = o.check("warm_slots", warm_slots, |w| match pool_max {
+        Some(max) if *w > max => Err(format!(
+            "must be <= the pool's max_capacity ({max}), got {w}"
+        )),
+        _ => Ok(()),
+    });
     let max_launches = o.or("max_launches_per_minute", d.max_launches_per_minute);
     let max_launches = o.check("max_launches_per_minute", max_launches, at_least(1));
     let dry_run = o.or("dry_run", d.dry_run);
@@ -543,6 +556,7 @@ fn decode_scaling(value: Value, path: String, errors: &mut Vec<FieldError>) -> O
         service_level: service_level?,
         scaling_ratio: scaling_ratio?,
         idle_timeout_s: idle_timeout_s?,
+        warm_slots: warm_slots?,
         max_launches_per_minute: max_launches?,
         dry_run: dry_run?,
     })

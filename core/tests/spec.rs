@@ -104,6 +104,40 @@ schedules:
 }
 
 #[test]
+fn warm_slots_are_read_and_bounded_by_the_pool() {
+    let spec = |warm: &str| {
+        format!(
+            "id: p\nprovider: fake\nmax_capacity: 4\nlaunch_configs:\n  - id: a\n    region: r\n    instance_type: t\nscaling:\n  warm_slots: {warm}\n"
+        )
+    };
+    let ok = PoolSpec::from_yaml(&spec("2")).unwrap();
+    assert_eq!(ok.scaling.warm_slots, 2);
+    // Left out: none, and a spec without any is written without the field.
+    let plain = PoolSpec::from_yaml(&spec("0")).unwrap();
+    assert_eq!(plain.scaling.warm_slots, 0);
+    assert!(
+        !serde_json::to_string(&plain)
+            .unwrap()
+            .contains("warm_slots")
+    );
+    assert!(
+        serde_json::to_string(&ok)
+            .unwrap()
+            .contains("\"warm_slots\":2")
+    );
+    for (warm, says) in [
+        (
+            "5",
+            "scaling.warm_slots: must be <= the pool's max_capacity (4), got 5",
+        ),
+        ("-1", "scaling.warm_slots: expected a whole number"),
+    ] {
+        let text = PoolSpec::from_yaml(&spec(warm)).unwrap_err().to_string();
+        assert!(text.contains(says), "{warm}: {text}");
+    }
+}
+
+#[test]
 fn unknown_fields_are_rejected_at_every_level() {
     let bad = r#"
 id: p

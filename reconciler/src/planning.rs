@@ -489,8 +489,11 @@ impl Planner {
             set_by = TargetTerm::Max;
         }
         let floor = floor.min(spec.max_capacity);
-        // Idle timeouts stop here.
-        let keep = forecast_slots.max(floor).min(spec.max_capacity);
+        // Idle timeouts stop here: the need, and the warm slots the spec holds above it.
+        let keep = forecast_slots
+            .saturating_add(spec.scaling.warm_slots)
+            .max(floor)
+            .min(spec.max_capacity);
 
         // 3. Launches.
         let launched_last_minute = launches.launched_in_window(now);
@@ -1027,6 +1030,47 @@ scaling:
         let (gone, report) = idle_for(&p);
         assert_eq!(gone, ["idle-1000", "idle-300", "idle-60"]);
         assert_eq!(report.idle_timeout_s, Some(30.0));
+    }
+
+    #[test]
+    fn warm_slots_stand_above_the_need_and_the_oldest_idle_go_first() {
+        let mut spec = spec();
+        spec.min_capacity = 0;
+        spec.scaling.idle_timeout_s = Some(30);
+        for (warm, need, expected) in [
+            (0, 0, &["idle-1000", "idle-300", "idle-60"][..]),
+            (1, 0, &["idle-1000", "idle-300"][..]),
+            (2, 0, &["idle-1000"][..]),
+            (1, 1, &["idle-1000"][..]),
+            (3, 0, &[][..]),
+        ] {
+            spec.scaling.warm_slots = warm;
+            let p = Planner::new(&spec).unwrap();
+            let workers = [
+                ready("idle-1000", "od-dear-per-slot", 1, 0, Some(9_000)),
+                ready("idle-300", "od-dear-per-slot", 1, 0, Some(9_700)),
+                ready("idle-60", "od-dear-per-slot", 1, 0, Some(9_940)),
+            ];
+            let plan = p.plan(
+                &workers,
+                &forecast(need, 0),
+                &OfferingHealth::new(),
+                t(10_000),
+                &LaunchLog::new(),
+            );
+            let gone: Vec<&str> = plan
+                .actions
+                .iter()
+                .map(|a| match a {
+                    Action::Terminate { worker, .. } => worker.as_str(),
+                    other => panic!("only terminations expected, got {other:?}"),
+                })
+                .collect();
+            assert_eq!(gone, expected, "warm {warm}, need {need}");
+            assert_eq!(plan.report.keep_slots, need + warm);
+            // Held, not launched for: the target stays the need.
+            assert_eq!(plan.report.target_slots, need);
+        }
     }
 
     #[test]
