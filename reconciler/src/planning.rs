@@ -974,8 +974,9 @@ scaling:
         assert_eq!(plan.report.target_set_by, TargetTerm::Min);
     }
 
-    /// Workers idle 1000 s, 300 s and 60 s at t(10_000), nothing busy, no floor.
-    fn idle_for(p: &Planner) -> (Vec<String>, PlanReport) {
+    /// Workers idle 1000 s, 300 s and 60 s at t(10_000), nothing busy, no floor, the
+    /// forecast needing `need` slots: the ones the plan retires, and its report.
+    fn idle_for(p: &Planner, need: u32) -> (Vec<String>, PlanReport) {
         let workers = [
             ready("idle-1000", "od-dear-per-slot", 1, 0, Some(9_000)),
             ready("idle-300", "od-dear-per-slot", 1, 0, Some(9_700)),
@@ -983,7 +984,7 @@ scaling:
         ];
         let plan = p.plan(
             &workers,
-            &forecast(0, 0),
+            &forecast(need, 0),
             &OfferingHealth::new(),
             t(10_000),
             &LaunchLog::new(),
@@ -1010,14 +1011,14 @@ scaling:
         let mut p = Planner::new(&spec).unwrap();
         // Before anything is chosen: one default boot time (120 s).
         assert_eq!(p.idle_timeout_s(), DEFAULT_AUTO_IDLE_S);
-        let (gone, report) = idle_for(&p);
+        let (gone, report) = idle_for(&p, 0);
         assert_eq!(gone, ["idle-1000", "idle-300"]);
         assert_eq!(report.idle_timeout_s, Some(120.0));
         assert!(report.idle_timeout_chosen);
 
         p.set_auto_idle_timeout_s(500.0);
         assert_eq!(p.idle_timeout_s(), 500.0);
-        let (gone, report) = idle_for(&p);
+        let (gone, report) = idle_for(&p, 0);
         assert_eq!(gone, ["idle-1000"]);
         assert_eq!(report.idle_timeout_s, Some(500.0));
 
@@ -1027,7 +1028,7 @@ scaling:
         p.set_auto_idle_timeout_s(-1.0);
         p.set_auto_idle_timeout_s(f64::INFINITY);
         assert_eq!(p.idle_timeout_s(), 30.0);
-        let (gone, report) = idle_for(&p);
+        let (gone, report) = idle_for(&p, 0);
         assert_eq!(gone, ["idle-1000", "idle-300", "idle-60"]);
         assert_eq!(report.idle_timeout_s, Some(30.0));
     }
@@ -1046,30 +1047,11 @@ scaling:
         ] {
             spec.scaling.warm_slots = warm;
             let p = Planner::new(&spec).unwrap();
-            let workers = [
-                ready("idle-1000", "od-dear-per-slot", 1, 0, Some(9_000)),
-                ready("idle-300", "od-dear-per-slot", 1, 0, Some(9_700)),
-                ready("idle-60", "od-dear-per-slot", 1, 0, Some(9_940)),
-            ];
-            let plan = p.plan(
-                &workers,
-                &forecast(need, 0),
-                &OfferingHealth::new(),
-                t(10_000),
-                &LaunchLog::new(),
-            );
-            let gone: Vec<&str> = plan
-                .actions
-                .iter()
-                .map(|a| match a {
-                    Action::Terminate { worker, .. } => worker.as_str(),
-                    other => panic!("only terminations expected, got {other:?}"),
-                })
-                .collect();
+            let (gone, report) = idle_for(&p, need);
             assert_eq!(gone, expected, "warm {warm}, need {need}");
-            assert_eq!(plan.report.keep_slots, need + warm);
+            assert_eq!(report.keep_slots, need + warm);
             // Held, not launched for: the target stays the need.
-            assert_eq!(plan.report.target_slots, need);
+            assert_eq!(report.target_slots, need);
         }
     }
 
@@ -1082,7 +1064,7 @@ scaling:
         for chosen in [30.0, 5_000.0] {
             p.set_auto_idle_timeout_s(chosen);
             assert_eq!(p.idle_timeout_s(), 250.0);
-            let (gone, report) = idle_for(&p);
+            let (gone, report) = idle_for(&p, 0);
             assert_eq!(gone, ["idle-1000", "idle-300"], "chosen {chosen} s");
             assert_eq!(report.idle_timeout_s, Some(250.0));
             assert!(!report.idle_timeout_chosen);
