@@ -295,6 +295,17 @@ fn at_least<T: PartialOrd + fmt::Display + Copy>(min: T) -> impl FnOnce(&T) -> R
     }
 }
 
+/// Slots a part of the pool may hold at most: the pool's `max_capacity`, when it was
+/// read.
+fn within_pool_max(pool_max: Option<u32>) -> impl FnOnce(&u32) -> Result<(), String> {
+    move |v| match pool_max {
+        Some(max) if *v > max => Err(format!(
+            "must be <= the pool's max_capacity ({max}), got {v}"
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn finite_non_negative(v: &f64) -> Result<(), String> {
     if v.is_finite() && *v >= 0.0 {
         Ok(())
@@ -540,12 +551,7 @@ fn decode_scaling(
     });
     let idle_timeout_s = o.idle_timeout_s();
     let warm_slots = o.or("warm_slots", d.warm_slots);
-    let warm_slots = o.check("warm_slots", warm_slots, |w| match pool_max {
-        Some(max) if *w > max => Err(format!(
-            "must be <= the pool's max_capacity ({max}), got {w}"
-        )),
-        _ => Ok(()),
-    });
+    let warm_slots = o.check("warm_slots", warm_slots, within_pool_max(pool_max));
     let max_launches = o.or("max_launches_per_minute", d.max_launches_per_minute);
     let max_launches = o.check("max_launches_per_minute", max_launches, at_least(1));
     let dry_run = o.or("dry_run", d.dry_run);
@@ -617,12 +623,7 @@ fn decode_schedule(
         "min_capacity",
         "the floor on slots while the window is open",
     );
-    let min_capacity = o.check("min_capacity", min_capacity, |m| match pool_max {
-        Some(max) if *m > max => Err(format!(
-            "must be <= the pool's max_capacity ({max}), got {m}"
-        )),
-        _ => Ok(()),
-    });
+    let min_capacity = o.check("min_capacity", min_capacity, within_pool_max(pool_max));
     o.finish();
     Some(Schedule {
         cron: cron?,
