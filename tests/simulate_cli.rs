@@ -462,7 +462,7 @@ fn warm_slots_hold_short_task_workers_and_are_checked_against_the_pool() {
     };
     let (cold, warm) = (run("0"), run("2"));
     assert!(
-        warm["launches"].as_u64() < cold["launches"].as_u64(),
+        warm["launches"].as_u64().unwrap() < cold["launches"].as_u64().unwrap(),
         "{warm} vs {cold}"
     );
     assert!(
@@ -470,7 +470,7 @@ fn warm_slots_hold_short_task_workers_and_are_checked_against_the_pool() {
         "{warm} vs {cold}"
     );
     assert!(
-        warm["wait_s"]["mean"].as_f64() < cold["wait_s"]["mean"].as_f64(),
+        warm["wait_s"]["mean"].as_f64().unwrap() < cold["wait_s"]["mean"].as_f64().unwrap(),
         "{warm} vs {cold}"
     );
 

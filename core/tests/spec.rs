@@ -112,7 +112,18 @@ fn warm_slots_are_read_and_bounded_by_the_pool() {
     };
     let ok = PoolSpec::from_yaml(&spec("2")).unwrap();
     assert_eq!(ok.scaling.warm_slots, 2);
-    // Left out: none, and a spec without any is written without the field.
+    // The whole pool may be held warm.
+    assert_eq!(
+        PoolSpec::from_yaml(&spec("4")).unwrap().scaling.warm_slots,
+        4
+    );
+    // Left out: none; zero, the default, is written without the field.
+    let left_out = spec("0").replace("scaling:\n  warm_slots: 0\n", "");
+    assert!(!left_out.contains("warm_slots"), "{left_out}");
+    assert_eq!(
+        PoolSpec::from_yaml(&left_out).unwrap().scaling.warm_slots,
+        0
+    );
     let plain = PoolSpec::from_yaml(&spec("0")).unwrap();
     assert_eq!(plain.scaling.warm_slots, 0);
     assert!(
