@@ -66,6 +66,7 @@
 
 pub mod accuracy;
 pub mod clusters;
+pub mod held;
 pub mod reactive;
 pub mod runtime;
 pub mod seasonal;
@@ -78,6 +79,7 @@ use capstan_core::{
 
 pub use accuracy::{AccuracyReport, AccuracyTracker};
 pub use clusters::Clusters;
+pub use held::held_slots;
 pub use reactive::reactive_target;
 pub use runtime::{RunTimeDistribution, Survival};
 pub use seasonal::{SeasonalConfig, SeasonalConfigError, SeasonalRate};
@@ -165,6 +167,8 @@ pub struct Predictor {
     /// `logit(level)`: the centre of the feedback's band.
     level_centre: f64,
     pow_memo: Option<(u64, u64, f64)>,
+    /// The last [`Predictor::held_slots`], keyed by the rate's and the regret's bits.
+    held_memo: Option<((u64, u64, u64, u64), u32)>,
 }
 
 impl Default for Predictor {
@@ -214,6 +218,7 @@ impl Predictor {
             first_at: None,
             level_memo: None,
             pow_memo: None,
+            held_memo: None,
         })
     }
 
@@ -343,6 +348,30 @@ impl Predictor {
     /// as the forecast caches them).
     pub fn survival(&mut self, lead_s: f64) -> Survival {
         self.run_times.survival(lead_s)
+    }
+
+    /// The slots worth holding idle at `now` for the tasks shorter than a boot of
+    /// `boot_s` seconds, when a regretted retirement costs `regret_s` seconds of machine
+    /// time ([`held`]): from the arrival rate expected now and those tasks' share and
+    /// mean run time. Remembered until an input changes (the run times are read again
+    /// every 64 finished tasks).
+    pub fn held_slots(&mut self, now: Timestamp, boot_s: f64, regret_s: f64) -> u32 {
+        let rate = self.seasonal.rate_per_s(now);
+        let key = (
+            rate.to_bits(),
+            boot_s.to_bits(),
+            regret_s.to_bits(),
+            self.run_times.observations() >> 6,
+        );
+        match self.held_memo {
+            Some((k, v)) if k == key => v,
+            _ => {
+                let (share, mean) = self.run_times.shorter_than(boot_s);
+                let v = held_slots(rate * share, mean, regret_s);
+                self.held_memo = Some((key, v));
+                v
+            }
+        }
     }
 
     /// Expected arrivals in `(now, now + window_s]`.

@@ -165,6 +165,41 @@ impl RunTimeDistribution {
         acc / self.total_count
     }
 
+    /// The tasks that run for less than `x` seconds: their share of all tasks and their
+    /// mean run time (values spread uniformly inside a bin, as in
+    /// [`RunTimeDistribution::mean_min`]). `(0, 0)` before any observation.
+    pub fn shorter_than(&self, x: f64) -> (f64, f64) {
+        if self.total_count <= 0.0 || x.is_nan() || x <= 0.0 {
+            return (0.0, 0.0);
+        }
+        let (mut count, mut sum) = (0.0, 0.0);
+        let mut lower = 0.0;
+        for i in 0..=BINS {
+            let c = self.count[i];
+            let upper = if i < BINS {
+                self.edges[i]
+            } else {
+                f64::INFINITY
+            };
+            if upper <= x {
+                count += c;
+                sum += self.sum[i];
+            } else {
+                if c > 0.0 && lower < x {
+                    let inside = c * (x - lower) / (upper - lower);
+                    count += inside;
+                    sum += inside * (lower + x) / 2.0;
+                }
+                break;
+            }
+            lower = upper;
+        }
+        if count <= 0.0 {
+            return (0.0, 0.0);
+        }
+        (count / self.total_count, sum / count)
+    }
+
     /// The look-ahead fractions for `lead_s` seconds, cached: recomputed when the lead
     /// changes or after 64 new observations, so O(1) amortised.
     pub fn survival(&mut self, lead_s: f64) -> Survival {
@@ -251,6 +286,32 @@ mod tests {
         let s = d.survival(100.0);
         assert!((s.of_arrivals - 0.55).abs() < 1e-9, "{s:?}");
         assert!((s.of_running - 450.0 / 505.0).abs() < 1e-9, "{s:?}");
+    }
+
+    #[test]
+    fn the_tasks_shorter_than_a_boot_are_counted_with_their_mean() {
+        let mut d = RunTimeDistribution::new(0);
+        assert_eq!(d.shorter_than(100.0), (0.0, 0.0));
+        // A quarter run 10 s, a quarter 20 s, half 1000 s.
+        for _ in 0..250 {
+            d.observe(10.0);
+            d.observe(20.0);
+            d.observe(1000.0);
+            d.observe(1000.0);
+        }
+        let (share, mean) = d.shorter_than(100.0);
+        assert!((share - 0.5).abs() < 1e-12, "{share}");
+        assert!((mean - 15.0).abs() < 1e-9, "{mean}");
+        // Everything is shorter than a day; nothing shorter than 5 s.
+        let (share, mean) = d.shorter_than(86_400.0);
+        assert!((share - 1.0).abs() < 1e-12 && (mean - 507.5).abs() < 1e-9);
+        assert_eq!(d.shorter_than(5.0), (0.0, 0.0));
+        // A bound inside a bin takes the part of it below the bound, spread uniformly:
+        // one value in [0, 1), bound 0.5: half a task, of mean 0.25.
+        let mut one = RunTimeDistribution::new(0);
+        one.observe(0.7);
+        let (share, mean) = one.shorter_than(0.5);
+        assert!((share - 0.5).abs() < 1e-12 && (mean - 0.25).abs() < 1e-12);
     }
 
     #[test]

@@ -203,6 +203,13 @@ pub(crate) async fn round(shared: &Shared, slot: &mut PoolSlot) -> Result<RoundE
         .filter(|w| w.state.is_live())
         .map(|w| &w.id)
         .collect();
+    // A reused worker idled at the level of the pool's busy slots now, its task's
+    // included (the most recently freed worker takes the next task).
+    let busy: u32 = workers
+        .iter()
+        .filter(|w| w.state.is_live())
+        .map(|w| w.busy_slots)
+        .fold(0, u32::saturating_add);
     let ended: Vec<IdlePeriod> = slot
         .idle_seen
         .iter()
@@ -212,6 +219,7 @@ pub(crate) async fn round(shared: &Shared, slot: &mut PoolSlot) -> Result<RoundE
             ended_at: now,
             idle_ms: now.unix_ms().saturating_sub(since.unix_ms()).max(0),
             reused: live.contains(id),
+            level: live.contains(id).then_some(busy),
         })
         .collect();
     // Stored before the controller learns them, so a replica that takes the pool over
@@ -219,7 +227,7 @@ pub(crate) async fn round(shared: &Shared, slot: &mut PoolSlot) -> Result<RoundE
     // next round sees the same periods end.
     store.record_idle_periods(&fence, &ended).await?;
     for p in &ended {
-        ctl.observe_idle_gap(p.idle_ms as f64 / 1000.0, p.reused, p.ended_at);
+        ctl.observe_idle_gap(p.idle_ms as f64 / 1000.0, p.reused, p.ended_at, p.level);
     }
     slot.idle_seen = idle_now;
     // A static pool's offerings are its registered machines, a store read with no
@@ -441,7 +449,7 @@ fn replay(ctl: &mut PoolController, samples: &[QueueSample], idle: &[IdlePeriod]
         while let Some(s) = samples.next_if(|s| s.at <= p.ended_at) {
             ctl.observe(s);
         }
-        ctl.observe_idle_gap(p.idle_ms as f64 / 1000.0, p.reused, p.ended_at);
+        ctl.observe_idle_gap(p.idle_ms as f64 / 1000.0, p.reused, p.ended_at, p.level);
     }
     ctl.observe_all(samples);
 }
@@ -942,6 +950,7 @@ mod tests {
             ended_at: at(1_010),
             idle_ms: 500_000,
             reused: false,
+            level: None,
         }];
         let mut ctl = PoolController::new(&spec, 120.0).unwrap();
         replay(&mut ctl, &samples, &idle);

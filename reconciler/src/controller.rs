@@ -181,10 +181,27 @@ impl PoolController {
     /// One idle period of a worker ended at `at` after `idle_s` seconds: a task took
     /// it (`reused`), or the worker went away while idle (then its gap stays open until
     /// a task waits for a slot it would have filled). Feeds the idle timeout chosen for
-    /// pools that set none ([`crate::idle`]).
-    pub fn observe_idle_gap(&mut self, idle_s: f64, reused: bool, at: Timestamp) {
+    /// pools that set none ([`crate::idle`]). `level` is the pool's busy slots once
+    /// the task took it, if known: the level the worker idled at, as the most recently
+    /// freed worker takes the next task; a period at or below the held level then
+    /// ([`PoolController::held_slots`]) is left out of the timeout's data.
+    pub fn observe_idle_gap(
+        &mut self,
+        idle_s: f64,
+        reused: bool,
+        at: Timestamp,
+        level: Option<u32>,
+    ) {
         let survival = self.predictor.survival(self.lead_s);
         self.idle.set_replacement_waste(1.0 - survival.of_running);
+        // A held slot is never retired: its gaps say nothing about the timeout, which
+        // applies to the machines above the held level only.
+        if reused
+            && let Some(level) = level
+            && level <= self.held_level(at)
+        {
+            return;
+        }
         if reused {
             self.idle.observe(idle_s, true);
         } else {
@@ -234,6 +251,26 @@ impl PoolController {
         fleet_version: u64,
     ) -> (Forecast, Plan) {
         self.tick_inner(workers, now, Some(fleet_version))
+    }
+
+    /// The held level ([`predictor::held`]) at `now`: for the forecast policy when
+    /// capstan chooses the idle timeout (the held level is its answer for the levels
+    /// tasks shorter than a boot keep coming back to); none otherwise, so an explicit
+    /// `idle_timeout_s` applies to every idle machine, as for `reactive`.
+    fn held_level(&mut self, now: Timestamp) -> u32 {
+        let spec = self.planner.spec();
+        if spec.scaling.policy == ScalingPolicy::Forecast && spec.scaling.idle_timeout_s.is_none() {
+            self.predictor
+                .held_slots(now, self.lead_s, self.idle.held_regret_s())
+        } else {
+            0
+        }
+    }
+
+    /// The slots held idle whatever the idle timeout at the last tick: the levels
+    /// worth holding for the pool's tasks shorter than a boot ([`predictor::held`]).
+    pub fn held_slots(&self) -> u32 {
+        self.planner.held_slots()
     }
 
     /// Raises the backlog's need by the machines worth launching beyond the waiting
@@ -306,6 +343,8 @@ impl PoolController {
             self.predictor
                 .forecast(self.planner.spec(), now, self.lead_s, survey.counted_slots);
         let hedge_slots = self.hedge_slow_boots(&mut forecast, survey.counted_slots);
+        let held = self.held_level(now);
+        self.planner.set_held_slots(held);
         if self.health.entries().next().is_some() {
             self.health.forget_expired(now);
         }
@@ -395,8 +434,8 @@ mod tests {
     fn a_machine_retired_idle_is_claimed_by_the_next_task_that_waits() {
         let mut c = PoolController::new(&spec(), 120.0).unwrap();
         // A worker idle since 700 s goes away at 1,000 s, and one idle 40 s is reused.
-        c.observe_idle_gap(300.0, false, Timestamp::from_unix_secs(1_000));
-        c.observe_idle_gap(40.0, true, Timestamp::from_unix_secs(1_000));
+        c.observe_idle_gap(300.0, false, Timestamp::from_unix_secs(1_000), None);
+        c.observe_idle_gap(40.0, true, Timestamp::from_unix_secs(1_000), None);
         assert_eq!((c.idle.len(), c.idle.ghosts()), (1, 1));
         // Tasks waiting since before the last sample claim nothing (they were counted).
         c.observe(&QueueSample {
@@ -411,6 +450,79 @@ mod tests {
             ..sample(1_700, 5)
         });
         assert_eq!((c.idle.len(), c.idle.ghosts()), (2, 0));
+    }
+
+    /// A controller that has seen two days of one task a 30 s sample, each running
+    /// `run_s`, under `policy` with the idle timeout `timeout_s` (None: chosen).
+    fn two_days_of(run_s: f64, policy: ScalingPolicy, timeout_s: Option<u64>) -> PoolController {
+        let mut spec = spec();
+        spec.scaling.policy = policy;
+        spec.scaling.idle_timeout_s = timeout_s;
+        let mut c = PoolController::new(&spec, 120.0).unwrap();
+        for i in 0..2 * 2_880 {
+            c.observe(&QueueSample {
+                arrivals: 1,
+                completions: 1,
+                ..sample(i * 30, 0)
+            });
+            c.observe_run_time(run_s);
+        }
+        c
+    }
+
+    #[test]
+    fn tasks_shorter_than_a_boot_get_held_slots_whose_reuses_stay_out_of_the_timeout_data() {
+        let now = Timestamp::from_unix_secs(2 * 86_400);
+        let mut c = two_days_of(10.0, ScalingPolicy::Forecast, None);
+        // One idle period seen: the share of replacements wasted is read with it.
+        c.observe_idle_gap(5.0, true, now, None);
+        let (f, plan) = c.tick(&[], now);
+        // 10 s tasks at 1/30 a second: busy slots Poisson of mean 1/3. A regretted
+        // retirement at the default 0.95, before 64 idle periods are known (timeout
+        // (1 + p) · L = 234 s), every replacement wasted (w = 1): (1 + p) · L +
+        // (L + 234) + L · p² / (1 − p) = 234 + 354 + 2,166 = 2,754 s, so λ · R = 91.8.
+        // Level 3 climbs at λ · P(N=2) = 0.0398 λ: × R = 3.65 >= P(N<=2) = 0.9955;
+        // level 4 at λ · P(N=3) = 0.0044 λ: × R = 0.41 < 1.
+        assert!(
+            (c.idle.held_regret_s() - 2_754.0).abs() < 1.0,
+            "{}",
+            c.idle.held_regret_s()
+        );
+        assert_eq!(c.held_slots(), 3);
+        assert_eq!(plan.report.keep_slots, 3.max(f.target_slots), "{plan:?}");
+        // Held, not launched for: launches go to the forecast's target, below it.
+        assert!(f.target_slots < 3, "{f:?}");
+        assert_eq!(plan.report.launch_slots, f.target_slots, "{plan:?}");
+
+        // A reuse at a held level is a held slot's gap: the timeout never applies there.
+        let gaps = c.idle.len();
+        c.observe_idle_gap(5.0, true, now, Some(3));
+        c.observe_idle_gap(5.0, true, now, Some(1));
+        assert_eq!(c.idle.len(), gaps);
+        // Above it, or where the level is not known, it is the timeout's data.
+        c.observe_idle_gap(5.0, true, now, Some(4));
+        c.observe_idle_gap(5.0, true, now, None);
+        assert_eq!(c.idle.len(), gaps + 2);
+
+        // Tasks that outlive a boot are the forecast's: nothing held.
+        let mut long = two_days_of(3_600.0, ScalingPolicy::Forecast, None);
+        long.tick(&[], now);
+        assert_eq!(long.held_slots(), 0);
+        // An explicit idle timeout applies to every idle machine, and reactive holds
+        // nothing: both plan as before.
+        for mut other in [
+            two_days_of(10.0, ScalingPolicy::Forecast, Some(600)),
+            two_days_of(10.0, ScalingPolicy::Reactive, None),
+        ] {
+            let (f, plan) = other.tick(&[], now);
+            assert_eq!(
+                (other.held_slots(), plan.report.keep_slots),
+                (0, f.target_slots)
+            );
+            let gaps = other.idle.len();
+            other.observe_idle_gap(5.0, true, now, Some(1));
+            assert_eq!(other.idle.len(), gaps + 1);
+        }
     }
 
     #[test]

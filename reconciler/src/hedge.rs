@@ -38,7 +38,7 @@ pub const BOOT_MEMORY: usize = 256;
 pub const MIN_BOOTS: usize = 16;
 /// The highest service level priced (`p / (1 − p)` = 999 there), so a level of 1
 /// does not price a wait infinitely.
-const MAX_LEVEL: f64 = 0.999;
+pub(crate) const MAX_LEVEL: f64 = 0.999;
 
 /// The pool's recent boot times and the extra launches they call for.
 #[derive(Debug, Clone, Default)]

@@ -287,6 +287,25 @@ impl IdleGaps {
         self.expected_idle_s
     }
 
+    /// What a regretted retirement costs, in seconds of machine time: the boot and
+    /// the wait the service level prices, `(1 + p) · L`, and the replacement that
+    /// lands unneeded, `w · (L + T)` (see the module docs).
+    pub fn regret_s(&self) -> f64 {
+        let l = self.boot_s;
+        l * self.regret_boots + self.replacement_waste * (l + self.timeout_s)
+    }
+
+    /// What a retirement regretted at a held level costs, in seconds of machine time
+    /// ([`predictor::held`]): [`IdleGaps::regret_s`], whose `p · L` of wait counts on
+    /// the spare to serve the task with probability `p`, plus the rest of the wait's
+    /// price for the share `w` of climbs the spare cannot serve (its machines land
+    /// after a freed slot took the task): there the wait of a boot costs the full
+    /// newsvendor price `p / (1 − p) · L`, so `w · (p / (1 − p) − p) · L` more.
+    pub fn held_regret_s(&self) -> f64 {
+        let p = (self.regret_boots - 1.0).clamp(0.0, crate::hedge::MAX_LEVEL);
+        self.regret_s() + self.replacement_waste * self.boot_s * p * p / (1.0 - p)
+    }
+
     /// Idle periods known.
     pub fn len(&self) -> usize {
         self.ring.len()
@@ -307,7 +326,7 @@ impl IdleGaps {
     /// then from the ring sorted: the two give the same cells, so the same answer.
     fn chosen(&mut self, sorted_only: bool) -> (f64, f64) {
         let l = self.boot_s;
-        let regret = l * self.regret_boots + self.replacement_waste * (l + self.timeout_s);
+        let regret = self.regret_s();
         let step = (l / 4.0).max(1.0);
         if !sorted_only && self.hist_step.to_bits() != step.to_bits() {
             self.hist_step = step;

@@ -80,6 +80,8 @@ pub struct Planner {
     /// The idle timeout in force, in whole milliseconds (follows the spec and
     /// `auto_idle_timeout_s`).
     idle_timeout_ms: i64,
+    /// Slots held idle for tasks shorter than a boot ([`Planner::set_held_slots`]).
+    held_slots: u32,
 }
 
 /// Plans one tick for `spec` (compiling its schedules on the way). Callers that plan
@@ -144,6 +146,7 @@ impl Planner {
             max_lifetime_ms: life.max_lifetime_s.map(secs_to_ms),
             auto_idle_timeout_s: DEFAULT_AUTO_IDLE_S,
             idle_timeout_ms: 0,
+            held_slots: 0,
         };
         planner.idle_timeout_ms = planner.compute_idle_timeout_ms();
         planner.set_offerings(offerings);
@@ -179,6 +182,18 @@ impl Planner {
             self.auto_idle_timeout_s = s;
             self.idle_timeout_ms = self.compute_idle_timeout_ms();
         }
+    }
+
+    /// Sets the level up to which idle slots are held whatever the timeout (the
+    /// controller's [`predictor::held`] level, for the forecast policy): the keep level
+    /// is at least this many slots, up to `max_capacity`. Held, never launched for.
+    pub fn set_held_slots(&mut self, slots: u32) {
+        self.held_slots = slots;
+    }
+
+    /// The level set with [`Planner::set_held_slots`].
+    pub fn held_slots(&self) -> u32 {
+        self.held_slots
     }
 
     /// The idle timeout the next plan applies, in seconds: the spec's
@@ -493,6 +508,7 @@ impl Planner {
         let keep = forecast_slots
             .saturating_add(spec.scaling.warm_slots)
             .max(floor)
+            .max(self.held_slots)
             .min(spec.max_capacity);
 
         // 3. Launches.
@@ -1053,6 +1069,35 @@ scaling:
             // Held, not launched for: the target stays the need.
             assert_eq!(report.target_slots, need);
         }
+    }
+
+    #[test]
+    fn held_slots_raise_the_keep_level_to_them_and_are_not_launched_for() {
+        let mut spec = spec();
+        spec.min_capacity = 0;
+        spec.scaling.idle_timeout_s = Some(30);
+        let mut p = Planner::new(&spec).unwrap();
+        assert_eq!(p.held_slots(), 0);
+        for (held, need, expected) in [
+            (0, 0, &["idle-1000", "idle-300", "idle-60"][..]),
+            (2, 0, &["idle-1000"][..]),
+            // A level, not slots on top: a need of 1 under a held level of 2 keeps 2.
+            (2, 1, &["idle-1000"][..]),
+            (1, 2, &["idle-1000"][..]),
+            (5, 0, &[][..]),
+        ] {
+            p.set_held_slots(held);
+            let (gone, report) = idle_for(&p, need);
+            assert_eq!(gone, expected, "held {held}, need {need}");
+            assert_eq!(report.keep_slots, held.max(need));
+            assert_eq!(report.target_slots, need);
+        }
+        // Never above the pool's max.
+        spec.max_capacity = 1;
+        let mut p = Planner::new(&spec).unwrap();
+        p.set_held_slots(5);
+        let (gone, report) = idle_for(&p, 0);
+        assert_eq!((gone.len(), report.keep_slots), (2, 1));
     }
 
     #[test]

@@ -472,6 +472,8 @@ async fn rounds_record_the_idle_periods_they_see_end() {
             ended_at: now(),
             idle_ms: now().unix_ms() - idle_from.unix_ms(),
             reused: true,
+            // The pool's one busy slot: the level the worker idled at.
+            level: Some(1),
         }]
     );
 }
@@ -490,6 +492,7 @@ async fn a_pool_taken_over_keeps_the_idle_timeout_its_idle_periods_chose() {
             ended_at: now().plus_secs(-36_000 + 300 * i),
             idle_ms: 3_000_000,
             reused: true,
+            level: None,
         })
         .collect();
     // Written by the replica that held the pool, which then shut down.

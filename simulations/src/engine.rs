@@ -812,8 +812,11 @@ impl<'a> Engine<'a> {
         {
             let idle_ms = self.base_ms + now - since.unix_ms();
             let at = self.now_ts(now);
+            // Under most-recently-freed dispatch an idle worker keeps its level: the
+            // busy slots once a task takes it.
+            let level = reused.then(|| self.running_tasks.saturating_add(1));
             self.controller
-                .observe_idle_gap(idle_ms as f64 / 1000.0, reused, at);
+                .observe_idle_gap(idle_ms as f64 / 1000.0, reused, at, level);
         }
     }
 

@@ -10,8 +10,9 @@
 //!   instances, a level may cost at most [`ROUNDING_SWAP`] less than the one below).
 //! - Forecast's frontier dominates reactive's: for every point of the default reactive
 //!   grid there is a point of the default forecast grid no dearer, with a lower mean
-//!   wait and a p95 no higher — on every workload but `short-tasks`, where it does not
-//!   (docs/policy.md says why; the test fails if that changes, so the list stays true).
+//!   wait and a p95 no higher — on every workload. (`NOT_DOMINATED` lists the
+//!   exceptions, none now; the test fails if a listed one becomes dominated, so the
+//!   list stays true.)
 //!
 //! Full-size replays take minutes unoptimised, so these tests are ignored by a plain
 //! `cargo test`; `scripts/test.sh` runs them with
@@ -26,8 +27,9 @@ use simulations::frontier::{
 use simulations::suite::{SHAPES, Scale, suite_cases};
 use simulations::trace::{ReadOptions, Trace, read_trace, sdsc_trace_path};
 
-/// Workloads on which forecast's frontier does not dominate reactive's.
-const NOT_DOMINATED: [&str; 1] = ["short-tasks"];
+/// Workloads on which forecast's frontier does not dominate reactive's: none since
+/// tasks shorter than a boot get held slots (`short-tasks` was the one before).
+const NOT_DOMINATED: [&str; 0] = [];
 
 /// With 4-slot instances, how much cheaper than the level below a level may be: the
 /// largest swap measured at seed 1 over all 15 levels is 0.33 % (docs/policy.md).

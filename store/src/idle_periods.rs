@@ -17,6 +17,9 @@ pub struct IdlePeriod {
     pub idle_ms: i64,
     /// Whether a task ended it (else the worker went away while idle).
     pub reused: bool,
+    /// The pool's busy slots once the task took it, if known: the level the worker
+    /// idled at.
+    pub level: Option<u32>,
 }
 
 impl Store {
@@ -47,8 +50,8 @@ impl Store {
             }
             for p in periods {
                 sqlx::query(
-                    "INSERT INTO idle_periods (pool_id, worker_id, ended_at, idle_ms, reused)
-                     VALUES ($1, $2, $3, $4, $5)
+                    "INSERT INTO idle_periods (pool_id, worker_id, ended_at, idle_ms, reused, level)
+                     VALUES ($1, $2, $3, $4, $5, $6)
                      ON CONFLICT (pool_id, ended_at, worker_id) DO NOTHING",
                 )
                 .bind(pool_id.as_str())
@@ -56,6 +59,7 @@ impl Store {
                 .bind(p.ended_at.unix_ms())
                 .bind(p.idle_ms.max(0))
                 .bind(i64::from(p.reused))
+                .bind(p.level.map(i64::from))
                 .execute(&mut *tx)
                 .await?;
             }
@@ -72,9 +76,9 @@ impl Store {
         since: Timestamp,
         until: Timestamp,
     ) -> Result<Vec<IdlePeriod>, StoreError> {
-        let rows: Vec<(String, i64, i64, i64)> = on_backend!(self, pool => {
+        let rows: Vec<(String, i64, i64, i64, Option<i64>)> = on_backend!(self, pool => {
             sqlx::query_as(
-                "SELECT worker_id, ended_at, idle_ms, reused FROM idle_periods
+                "SELECT worker_id, ended_at, idle_ms, reused, level FROM idle_periods
                  WHERE pool_id = $1 AND ended_at >= $2 AND ended_at < $3
                  ORDER BY ended_at, worker_id",
             )
@@ -86,11 +90,12 @@ impl Store {
         });
         Ok(rows
             .into_iter()
-            .map(|(worker, ended, idle_ms, reused)| IdlePeriod {
+            .map(|(worker, ended, idle_ms, reused, level)| IdlePeriod {
                 worker_id: WorkerId::from_string(worker),
                 ended_at: Timestamp::from_unix_ms(ended),
                 idle_ms: idle_ms.max(0),
                 reused: reused != 0,
+                level: level.and_then(|l| u32::try_from(l).ok()),
             })
             .collect())
     }

@@ -574,6 +574,8 @@ async fn idle_periods_are_kept_once_in_order_pruned_and_go_with_their_pool(store
         ended_at: t(end),
         idle_ms,
         reused,
+        // Reused periods carry the level they idled at; the others none.
+        level: reused.then_some(end as u32 / 10),
     };
     store
         .record_idle_periods(
