@@ -141,17 +141,10 @@ impl RunTimeDistribution {
         }
         let x = x.max(0.0);
         let mut acc = 0.0;
-        let mut lower = 0.0;
-        for i in 0..=BINS {
-            let c = self.count[i];
-            let upper = if i < BINS {
-                self.edges[i]
-            } else {
-                f64::INFINITY
-            };
+        for (lower, upper, c, sum) in self.bins() {
             if c > 0.0 {
                 if upper <= x {
-                    acc += self.sum[i];
+                    acc += sum;
                 } else if lower >= x {
                     acc += c * x;
                 } else {
@@ -160,9 +153,22 @@ impl RunTimeDistribution {
                     acc += c * ((x * x - lower * lower) / 2.0 + x * (upper - x)) / width;
                 }
             }
-            lower = upper;
         }
         acc / self.total_count
+    }
+
+    /// Each bin as (lower edge, upper edge, count, sum of values), in order; the last,
+    /// the overflow bin, has an infinite upper edge.
+    fn bins(&self) -> impl Iterator<Item = (f64, f64, f64, f64)> + '_ {
+        (0..=BINS).map(move |i| {
+            let lower = if i == 0 { 0.0 } else { self.edges[i - 1] };
+            let upper = if i < BINS {
+                self.edges[i]
+            } else {
+                f64::INFINITY
+            };
+            (lower, upper, self.count[i], self.sum[i])
+        })
     }
 
     /// The tasks that run for less than `x` seconds: their share of all tasks and their
@@ -173,17 +179,10 @@ impl RunTimeDistribution {
             return (0.0, 0.0);
         }
         let (mut count, mut sum) = (0.0, 0.0);
-        let mut lower = 0.0;
-        for i in 0..=BINS {
-            let c = self.count[i];
-            let upper = if i < BINS {
-                self.edges[i]
-            } else {
-                f64::INFINITY
-            };
+        for (lower, upper, c, bin_sum) in self.bins() {
             if upper <= x {
                 count += c;
-                sum += self.sum[i];
+                sum += bin_sum;
             } else {
                 if c > 0.0 && lower < x {
                     let inside = c * (x - lower) / (upper - lower);
@@ -192,7 +191,6 @@ impl RunTimeDistribution {
                 }
                 break;
             }
-            lower = upper;
         }
         if count <= 0.0 {
             return (0.0, 0.0);
