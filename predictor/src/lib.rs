@@ -356,7 +356,7 @@ impl Predictor {
     /// mean run time. Remembered until an input changes (the run times are read again
     /// every 64 finished tasks).
     pub fn held_slots(&mut self, now: Timestamp, boot_s: f64, regret_s: f64) -> u32 {
-        let rate = self.seasonal.rate_per_s(now);
+        let rate = self.seasonal.rate_per_s_memo(now);
         let key = (
             rate.to_bits(),
             boot_s.to_bits(),

@@ -358,6 +358,12 @@ impl SeasonalRate {
         self.bucket_forecast(self.bucket_of(at)) / f64::from(self.cfg.bucket_s)
     }
 
+    /// [`SeasonalRate::rate_per_s`], from the bucket forecasts remembered for the tick.
+    pub fn rate_per_s_memo(&mut self, at: Timestamp) -> f64 {
+        let b = self.bucket_index(at.unix_ms());
+        self.bucket_forecast_memo(b) / f64::from(self.cfg.bucket_s)
+    }
+
     /// Variance-to-mean ratio of bucket counts around the forecast (1 = Poisson).
     pub fn dispersion(&self) -> f64 {
         self.dispersion.max(1.0)
