@@ -827,6 +827,7 @@ fn record_plan_directly(dir: &Path, pool: &str) -> bool {
                 target_slots: 7,
                 target_set_by: TargetTerm::Forecast,
                 keep_slots: 7,
+                held_slots: 0,
                 idle_timeout_s: Some(600.0),
                 idle_timeout_chosen: false,
                 current_slots: 5,

@@ -1611,6 +1611,7 @@ fn a_plan(secs_from_now: i64, actions: bool) -> Plan {
             target_slots: 5,
             target_set_by: TargetTerm::Forecast,
             keep_slots: 5,
+            held_slots: 0,
             idle_timeout_s: Some(600.0),
             idle_timeout_chosen: false,
             current_slots: 3,

@@ -487,6 +487,7 @@ fn plan(secs: i64, launch: u32, terminate: &[&str]) -> Plan {
             target_slots: 6,
             target_set_by: TargetTerm::Forecast,
             keep_slots: 6,
+            held_slots: 0,
             idle_timeout_s: Some(600.0),
             idle_timeout_chosen: false,
             current_slots: 4,

@@ -249,6 +249,7 @@ fn plans_and_forecasts_as_served_conform_to_the_document() {
             target_slots: 3,
             target_set_by,
             keep_slots: 3,
+            held_slots: 0,
             idle_timeout_s: Some(600.0),
             idle_timeout_chosen: false,
             current_slots: 1,

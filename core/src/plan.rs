@@ -102,6 +102,12 @@ impl Plan {
             terms.join(", ")
         ));
         clauses.push(format!("{} now", slots(r.current_slots)));
+        if r.held_slots > 0 {
+            clauses.push(format!(
+                "{} held idle for tasks shorter than a boot",
+                slots(r.held_slots)
+            ));
+        }
 
         let launches: Vec<String> = self
             .actions
@@ -399,8 +405,14 @@ pub struct PlanReport {
     pub target_set_by: TargetTerm,
     /// Idle timeouts never take the pool below this many slots: the forecast's need
     /// (not the backlog term, which never scales in) plus the spec's `warm_slots`,
-    /// raised to the floor, cut to max.
+    /// raised to the floor and to `held_slots`, cut to max.
     pub keep_slots: u32,
+    /// The level held idle for the pool's tasks shorter than a boot, which a launch
+    /// cannot serve (the forecast policy where capstan chooses the idle timeout; 0
+    /// otherwise): `keep_slots` is at least this. Absent in reports recorded before
+    /// the field existed.
+    #[serde(default)]
+    pub held_slots: u32,
     /// The idle timeout this plan applied, in seconds: the spec's `idle_timeout_s`, or
     /// the one capstan chose where the spec leaves it out. Absent in reports recorded
     /// before the field existed.
@@ -533,6 +545,7 @@ mod tests {
             target_slots: 30,
             target_set_by: TargetTerm::Forecast,
             keep_slots: 30,
+            held_slots: 0,
             idle_timeout_s: Some(600.0),
             idle_timeout_chosen: false,
             current_slots: 30,
@@ -628,6 +641,27 @@ mod tests {
         assert!(
             plan.summary()
                 .contains("(forecast 30, backlog 40 with 3 hedging slow boots, max 100)"),
+            "{}",
+            plan.summary()
+        );
+    }
+
+    #[test]
+    fn a_summary_says_the_slots_held_for_short_tasks_and_only_when_there_are_some() {
+        let mut report = quiet_report();
+        let quiet = Plan {
+            actions: Vec::new(),
+            report: report.clone(),
+        };
+        assert!(!quiet.summary().contains("held"), "{}", quiet.summary());
+        report.held_slots = 3;
+        let plan = Plan {
+            actions: Vec::new(),
+            report,
+        };
+        assert!(
+            plan.summary()
+                .contains("; 30 slots now; 3 slots held idle for tasks shorter than a boot"),
             "{}",
             plan.summary()
         );
@@ -757,6 +791,7 @@ mod tests {
                 target_slots: 3,
                 target_set_by: TargetTerm::Forecast,
                 keep_slots: 3,
+                held_slots: 0,
                 idle_timeout_s: Some(600.0),
                 idle_timeout_chosen: false,
                 current_slots: 1,

@@ -691,6 +691,7 @@ impl Planner {
                 target_slots: target,
                 target_set_by: set_by,
                 keep_slots: keep,
+                held_slots: self.held_slots.min(spec.max_capacity),
                 idle_timeout_s: Some(idle_timeout_s),
                 idle_timeout_chosen: self.idle_timeout_chosen(),
                 current_slots,
@@ -1090,6 +1091,7 @@ scaling:
             let (gone, report) = idle_for(&p, need);
             assert_eq!(gone, expected, "held {held}, need {need}");
             assert_eq!(report.keep_slots, held.max(need));
+            assert_eq!(report.held_slots, held);
             assert_eq!(report.target_slots, need);
         }
         // Never above the pool's max.
@@ -1097,7 +1099,10 @@ scaling:
         let mut p = Planner::new(&spec).unwrap();
         p.set_held_slots(5);
         let (gone, report) = idle_for(&p, 0);
-        assert_eq!((gone.len(), report.keep_slots), (2, 1));
+        assert_eq!(
+            (gone.len(), report.keep_slots, report.held_slots),
+            (2, 1, 1)
+        );
     }
 
     #[test]

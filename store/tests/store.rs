@@ -982,6 +982,7 @@ async fn plans_are_recorded_fenced_and_deleted_pools_finish(store: Store) {
         target_slots: 2,
         target_set_by: TargetTerm::Backlog,
         keep_slots: 2,
+        held_slots: 0,
         idle_timeout_s: Some(600.0),
         idle_timeout_chosen: false,
         current_slots: 0,
