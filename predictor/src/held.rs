@@ -78,6 +78,10 @@ mod tests {
         // Level 1 is held when λ · P(N=0) · R >= P(N=0), that is R >= 1 / λ = 27.7 s.
         assert_eq!(held_slots(130.0 / 3600.0, 10.0, 27.0), 0);
         assert_eq!(held_slots(130.0 / 3600.0, 10.0, 28.0), 1);
+        // The idle share is the whole P(N <= k), not its largest term: one task of 10 s
+        // every 30 s, R = 600 s, level 3 climbs at λ · P(N=2) · R = 0.796, above
+        // P(N=0) = 0.717 but below P(N<=2) = 0.995, so it is not held.
+        assert_eq!(held_slots(1.0 / 30.0, 10.0, 600.0), 2);
     }
 
     #[test]

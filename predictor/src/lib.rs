@@ -167,7 +167,8 @@ pub struct Predictor {
     /// `logit(level)`: the centre of the feedback's band.
     level_centre: f64,
     pow_memo: Option<(u64, u64, f64)>,
-    /// The last [`Predictor::held_slots`], keyed by the rate's and the regret's bits.
+    /// The last [`Predictor::held_slots`], keyed by the bits of the rate, the boot time
+    /// and the regret, and by the run-time observations in steps of 64.
     held_memo: Option<((u64, u64, u64, u64), u32)>,
 }
 
