@@ -971,12 +971,15 @@ async fn delete(client: &ApiClient, id: &str, if_generation: Option<i64>) -> any
         Some(g) => g,
         None => generation(&view)?,
     };
+    // Counted before the delete: it wakes the reconcile loop, which may retire an
+    // idle worker before a count made afterwards.
+    let live = live_workers(client, &path).await;
     match client
         .send(Method::DELETE, &path, &[], &[if_match(expected)], None)
         .await
     {
         Ok(reply) if reply.status == StatusCode::ACCEPTED => {
-            match live_workers(client, &path).await {
+            match live {
                 Ok(n) => eprintln!("pool {id} is being deleted: its {n} live workers drain first"),
                 Err(_) => eprintln!("pool {id} is being deleted: its live workers drain first"),
             }

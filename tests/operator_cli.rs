@@ -711,9 +711,9 @@ fn with_store<T>(dir: &Path, f: impl AsyncFnOnce(&store::Store) -> T) -> T {
     })
 }
 
-/// Puts a `ready` worker into the pool straight into the store, as the reconciler
-/// would once a machine registered.
-fn insert_ready_worker(dir: &Path, pool: &str, id: &str) {
+/// Puts a `ready` worker running `busy_slots` tasks into the pool straight into the
+/// store, as the reconciler would once a machine registered.
+fn insert_ready_worker(dir: &Path, pool: &str, id: &str, busy_slots: u32) {
     use capstan_core::worker::{Worker, WorkerState};
     use capstan_core::{PoolId, Timestamp, WorkerId};
     with_store(dir, async |store| {
@@ -729,6 +729,7 @@ fn insert_ready_worker(dir: &Path, pool: &str, id: &str) {
         );
         w.state = WorkerState::Ready;
         w.registered_at = Some(now);
+        w.busy_slots = busy_slots;
         store.insert_worker(&w).await.unwrap();
     });
 }
@@ -740,8 +741,10 @@ fn workers_are_listed_and_drained_and_a_pool_with_live_workers_drains_before_del
     let op = session.admin();
     write(d, "ci.yaml", CI_POOL);
     op.ok(&["pools", "apply", "-f", "ci.yaml"]);
-    insert_ready_worker(d, "ci/linux", "w-0001");
-    insert_ready_worker(d, "ci/linux", "w-0002");
+    insert_ready_worker(d, "ci/linux", "w-0001", 0);
+    // Busy, so the deleting pool keeps a live worker however soon the loop (which the
+    // delete wakes) retires the idle one.
+    insert_ready_worker(d, "ci/linux", "w-0002", 1);
 
     let workers = op.json(&["workers", "list", "--pool", "ci/linux"]);
     assert_eq!(workers["items"].as_array().unwrap().len(), 2, "{workers}");
