@@ -648,17 +648,12 @@ mod tests {
 
     #[test]
     fn a_summary_says_the_slots_held_for_short_tasks_and_only_when_there_are_some() {
-        let mut report = quiet_report();
-        let quiet = Plan {
+        let mut plan = Plan {
             actions: Vec::new(),
-            report: report.clone(),
+            report: quiet_report(),
         };
-        assert!(!quiet.summary().contains("held"), "{}", quiet.summary());
-        report.held_slots = 3;
-        let plan = Plan {
-            actions: Vec::new(),
-            report,
-        };
+        assert!(!plan.summary().contains("held"), "{}", plan.summary());
+        plan.report.held_slots = 3;
         assert!(
             plan.summary()
                 .contains("; 30 slots now; 3 slots held idle for tasks shorter than a boot"),

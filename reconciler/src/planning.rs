@@ -504,11 +504,12 @@ impl Planner {
             set_by = TargetTerm::Max;
         }
         let floor = floor.min(spec.max_capacity);
+        let held = self.held_slots.min(spec.max_capacity);
         // Idle timeouts stop here: the need, and the warm slots the spec holds above it.
         let keep = forecast_slots
             .saturating_add(spec.scaling.warm_slots)
             .max(floor)
-            .max(self.held_slots)
+            .max(held)
             .min(spec.max_capacity);
 
         // 3. Launches.
@@ -691,7 +692,7 @@ impl Planner {
                 target_slots: target,
                 target_set_by: set_by,
                 keep_slots: keep,
-                held_slots: self.held_slots.min(spec.max_capacity),
+                held_slots: held,
                 idle_timeout_s: Some(idle_timeout_s),
                 idle_timeout_chosen: self.idle_timeout_chosen(),
                 current_slots,
