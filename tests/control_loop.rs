@@ -207,16 +207,25 @@ async fn retire_unregistered(f: &Fixture, svc: &Service, id: &str) {
         || async { f.alive_anywhere().await.is_empty().then_some(()) },
     )
     .await;
-    let (_, workers) = f
-        .call(
-            svc,
-            "GET",
-            &pool_path(id, "/workers?state=terminated"),
-            None,
+    // The actuator terminates the instance before it marks the row terminated.
+    let workers = f
+        .wait_for(
+            "three workers marked terminated",
+            Duration::from_secs(30),
+            || async {
+                let (_, workers) = f
+                    .call(
+                        svc,
+                        "GET",
+                        &pool_path(id, "/workers?state=terminated"),
+                        None,
+                    )
+                    .await;
+                let workers = workers["items"].as_array().cloned().unwrap_or_default();
+                (workers.len() >= 3).then_some(workers)
+            },
         )
         .await;
-    let workers = workers["items"].as_array().cloned().unwrap_or_default();
-    assert!(workers.len() >= 3, "{workers:?}");
     assert!(
         workers.iter().any(|w| w["failure"].is_null()),
         "terminated by capstan's choice: {workers:?}"

@@ -163,7 +163,10 @@ fn interrupt_and_check_cleanup(mut demo: Demo, data: &Path) {
     };
     assert!(status.success(), "exit {status}\n{}", demo.tails());
     // The reader thread sees the last lines once the pipe closes.
-    std::thread::sleep(Duration::from_millis(200));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while demo.line("capstan demo stopped; removed").is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert!(
         demo.line("capstan demo stopped; removed").is_some(),
         "{}",

@@ -390,13 +390,20 @@ async fn static_machines_are_leased_registered_released_and_leased_anew() {
         },
     )
     .await;
-    let log = std::fs::read_to_string(dir.join("serve.log")).unwrap();
+    // The machine is written idle before the server logs it.
+    let serve_log = dir.join("serve.log");
+    f.wait_for(
+        "the drained machine logged free again",
+        Duration::from_secs(10),
+        || async {
+            let log = std::fs::read_to_string(&serve_log).unwrap_or_default();
+            log.contains("static machine drained and free again")
+                .then_some(())
+        },
+    )
+    .await;
+    let log = std::fs::read_to_string(&serve_log).unwrap();
     assert!(log.contains("idle_timeout"), "{}", f.logs());
-    assert!(
-        log.contains("static machine drained and free again"),
-        "{}",
-        f.logs()
-    );
     for a in &agents {
         assert!(
             a.log()

@@ -95,7 +95,10 @@ fn agent(dir: &Path, stub: &MetadataStub, instance: &str) -> Agent {
     let instance = short(instance);
     let busy_file = dir.join(format!("busy-{instance}"));
     let log = std::fs::File::create(dir.join(format!("agent-{instance}.log"))).unwrap();
-    let script = "echo 1 > \"$0\"; while [ ! -e release ]; do sleep 0.2; done; echo 0 > \"$0\"";
+    // On SIGTERM (a drain) the child stays busy 3 s more, so a drained worker is
+    // still there when the test looks for it next to its replacement.
+    let script = "trap 'sleep 3; echo 0 > \"$0\"; exit 0' TERM; echo 1 > \"$0\"; \
+                  while [ ! -e release ]; do sleep 0.2; done; echo 0 > \"$0\"";
     let child = bare(dir)
         .args(["agent", "--bootstrap", "ec2", "--once"])
         .args(["--metadata-url", &stub.base_url(instance)])

@@ -739,25 +739,25 @@ async fn leases_exclude_other_replicas_until_expiry(store: Store) {
     let id = spec().id;
     store.create_pool(&spec(), "a", t(0)).await.unwrap();
     // Replica a takes the free pool; b finds nothing while a's lease runs.
-    let a = store.acquire_leases("replica-a", 300).await.unwrap();
+    let a = store.acquire_leases("replica-a", 3_000).await.unwrap();
     assert_eq!(a.len(), 1);
     let fence_a = a[0].fence.clone();
     assert_eq!(fence_a.pool_id, id);
     assert!(
         store
-            .acquire_leases("replica-b", 300)
+            .acquire_leases("replica-b", 3_000)
             .await
             .unwrap()
             .is_empty()
     );
     // Renewing keeps the fence.
-    let again = store.acquire_leases("replica-a", 300).await.unwrap();
+    let again = store.acquire_leases("replica-a", 3_000).await.unwrap();
     assert_eq!(again[0].fence, fence_a);
     // a's writes go through while it holds the lease.
     let w = worker("w-lease", "tok-lease");
     store.insert_worker_fenced(&fence_a, &w).await.unwrap();
     // Once a's lease expires (database clock), b takes it with a new fence ...
-    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(3_200)).await;
     let b = store.acquire_leases("replica-b", 60_000).await.unwrap();
     assert_eq!(b.len(), 1);
     assert!(b[0].fence.token > fence_a.token);
