@@ -112,8 +112,8 @@ pub struct SimulateArgs {
     /// frontier and what p95 and mean wait targets cost.
     #[arg(long)]
     sweep: bool,
-    /// Service levels of the sweep, each in [0, 1) (default
-    /// 0,0.3,0.5,0.7,0.8,0.9,0.93,0.95,0.97,0.98,0.99).
+    /// Service levels of the sweep, each in [0, 1) (default 0,0.3,0.5,0.6,0.65,0.7,
+    /// 0.75,0.8,0.85,0.9,0.93,0.95,0.97,0.98,0.99,0.995,0.999).
     #[arg(
         long,
         value_name = "P,..",

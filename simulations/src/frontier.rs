@@ -33,9 +33,11 @@ use crate::trace::Trace;
 
 /// The service levels `forecast` is swept over by default: every 0.05 from 0.6, where
 /// its cost crosses reactive's on most workloads, denser near 1, where it rises
-/// fastest, and 0 (no spare beyond what the model expects) and 0.3 below.
-pub const DEFAULT_LEVELS: [f64; 15] = [
-    0.0, 0.3, 0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99,
+/// fastest, and 0 (no spare beyond what the model expects) and 0.3 below. 0.995 and
+/// 0.999 reach the costs of reactive's dearest settings (a scaling ratio of 4 costs
+/// 2–5× the oracle where boots vary), so the two frontiers span the same range.
+pub const DEFAULT_LEVELS: [f64; 17] = [
+    0.0, 0.3, 0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99, 0.995, 0.999,
 ];
 /// The scaling ratios `reactive` is swept over by default.
 pub const DEFAULT_RATIOS: [f64; 3] = [1.0, 2.0, 4.0];
@@ -817,7 +819,7 @@ mod tests {
     #[test]
     fn the_grid_is_the_documented_default_in_order_and_checks_its_values() {
         let grid = sweep_grid(&GridChoice::default(), Some(600)).unwrap();
-        assert_eq!(grid.len(), 15 + 9);
+        assert_eq!(grid.len(), 17 + 9);
         let levels: Vec<f64> = grid
             .iter()
             .filter_map(|k| match k {
@@ -827,7 +829,7 @@ mod tests {
             .collect();
         assert_eq!(levels, DEFAULT_LEVELS);
         assert_eq!(
-            grid[15..],
+            grid[17..],
             [
                 (1.0, 300),
                 (1.0, 600),
@@ -849,7 +851,7 @@ mod tests {
         assert_eq!(grid, sweep_grid(&GridChoice::default(), None).unwrap());
         let around_100 = sweep_grid(&GridChoice::default(), Some(100)).unwrap();
         assert_eq!(
-            around_100[15..18],
+            around_100[17..20],
             [50, 100, 200].map(|idle_timeout_s| Knobs::Reactive {
                 ratio: 1.0,
                 idle_timeout_s
