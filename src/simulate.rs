@@ -21,7 +21,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use simulations::cloud::{BootTime, CloudModel};
 use simulations::engine::{Outcome, Report, SimConfig, default_pool, simulate};
 use simulations::plot::svg_document;
-use simulations::report::{ReportPage, ReportRun, group, html_report};
+use simulations::report::{ReportPage, ReportRun, group, html_report, unfinished_why};
 use simulations::trace::{ReadOptions, Trace, TraceFormat, read_trace};
 use simulations::workload::WorkloadSpec;
 
@@ -593,6 +593,14 @@ fn table(source: &str, configs: &[SimConfig], reports: &[&Report]) -> String {
             out.push_str(&format!("{:>14}", cell(r)));
         }
         out.push('\n');
+    }
+    for r in reports.iter().filter(|r| r.unfinished > 0) {
+        out.push_str(&format!(
+            "{}: {} tasks never finished ({})\n",
+            r.policy.as_str(),
+            group(r.unfinished as f64, 0),
+            unfinished_why(r)
+        ));
     }
     out
 }

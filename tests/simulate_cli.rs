@@ -502,3 +502,35 @@ fn warm_slots_hold_short_task_workers_and_are_checked_against_the_pool() {
         "{err}"
     );
 }
+
+#[test]
+fn a_task_that_spot_interruptions_never_let_finish_is_given_up_and_said() {
+    // A 300-hour task on instances interrupted 0.1 times an hour finishes an attempt
+    // once in e^30: the replay gives it up after its 100th attempt, says so, and ends.
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("jobs.csv");
+    std::fs::write(&csv, "submit_s,run_s\n0,600\n60,1080000\n120,600\n").unwrap();
+    let args = [
+        "simulate",
+        "--trace",
+        csv.to_str().unwrap(),
+        "--cloud",
+        "examples/cloud/spot.yaml",
+        "--policy",
+        "reactive",
+    ];
+    let stdout = common::stdout_of(&args, capstan(&args));
+    assert!(
+        stdout.contains(
+            "reactive: 1 tasks never finished (1 given up after 100 interrupted attempts)"
+        ),
+        "{stdout}"
+    );
+    let mut json_args = args.to_vec();
+    json_args.push("--json");
+    let v = json_run(&json_args);
+    assert_eq!(
+        (v["unfinished"].as_u64(), v["abandoned"].as_u64()),
+        (Some(1), Some(1))
+    );
+}

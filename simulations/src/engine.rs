@@ -8,7 +8,8 @@
 //! - **interruptions** take a spot instance away; its tasks go back to the front of
 //!   the queue and start over. Each task start draws the instance's time to
 //!   interruption anew from the task and attempt (the same law; common random numbers
-//!   across policies, see `Engine::redraw_interruption`);
+//!   across policies, see `Engine::redraw_interruption`). A task interrupted
+//!   [`MAX_ATTEMPTS`] times is given up, as a queue's retry limit gives it up;
 //! - **ticks**, every `tick_s` (30 s by default): the pool's [`QueueSample`] for the
 //!   interval goes to [`PoolController::observe`], and [`PoolController::tick`] — the
 //!   very observe → predict → plan code the service runs (predictor, offering health,
@@ -183,8 +184,13 @@ pub struct Report {
     pub skipped: u64,
     /// Malformed lines skipped (with `--skip-bad-lines`).
     pub bad_lines: u64,
-    /// Tasks that never finished because the run stalled (no capacity for 7 days).
+    /// Tasks that never finished: the run stalled (no capacity for 7 days), or they
+    /// were given up after [`MAX_ATTEMPTS`] interrupted attempts (`abandoned`).
     pub unfinished: u64,
+    /// Of the unfinished tasks, those given up after [`MAX_ATTEMPTS`] interrupted
+    /// attempts (absent from reports written before it was counted: 0).
+    #[serde(default)]
+    pub abandoned: u64,
     /// Sum of the tasks' run times, in seconds.
     pub work_seconds: f64,
     /// Billed instance time, in seconds.
@@ -284,6 +290,15 @@ fn push_interruption(events: &mut BinaryHeap<Event>, uid: u64, now: i64, after_s
 const NO_POS: u32 = u32::MAX;
 const STALL_MS: i64 = 7 * 86_400_000;
 
+/// Attempts after which an interrupted task is given up (counted in
+/// [`Report::abandoned`]), as a queue's retry limit gives it up. Real queues stop far
+/// sooner (Kubernetes Jobs after 6 failures by default, AWS Batch after at most 10
+/// attempts); 100 keeps every task that has a fair chance of finishing and ends the
+/// replay of one that has none: a 171-hour SDSC job on instances interrupted 0.1 times
+/// an hour finishes an attempt once in e^17 ≈ 26 million, so replaying it until it
+/// finished would never end.
+pub const MAX_ATTEMPTS: u32 = 100;
+
 /// Simulator-side data of one live instance, parallel to its `Worker`.
 #[derive(Debug)]
 struct Instance {
@@ -339,6 +354,10 @@ struct Engine<'a> {
     arrivals_since_tick: u32,
     completions_since_tick: u32,
     completed: u64,
+    /// Tasks given up after [`MAX_ATTEMPTS`] interrupted attempts.
+    abandoned: u64,
+    /// The run is over and the remaining instances are being terminated.
+    ending: bool,
     last_progress_ms: i64,
     /// The pool's `lifecycle.heartbeat_timeout_s` in ms, and when the ready workers'
     /// heartbeats were last refreshed (see [`Engine::tick`]).
@@ -548,6 +567,8 @@ impl<'a> Engine<'a> {
             arrivals_since_tick: 0,
             completions_since_tick: 0,
             completed: 0,
+            abandoned: 0,
+            ending: false,
             last_progress_ms: 0,
             heartbeat_timeout_ms: i64::try_from(config.spec.lifecycle.heartbeat_timeout_s)
                 .unwrap_or(i64::MAX / 1000)
@@ -597,7 +618,7 @@ impl<'a> Engine<'a> {
         self.last_progress_ms = first;
         let report_every = (n / 200).max(1);
         let mut next_report = report_every;
-        while self.completed < n {
+        while self.completed + self.abandoned < n {
             let ev_t = self.events.peek().map_or(i64::MAX, |e| e.0.0);
             let arr_t = tasks
                 .get(self.next_arrival)
@@ -633,12 +654,13 @@ impl<'a> Engine<'a> {
             }
         }
         let end = self.last_progress_ms.max(next_tick - tick_ms);
-        let end = if self.completed == n {
+        let end = if self.completed + self.abandoned == n {
             self.last_progress_ms
         } else {
             end
         };
         self.roll_series(end);
+        self.ending = true;
         while !self.workers.is_empty() {
             self.remove_instance(self.workers.len() - 1, end);
         }
@@ -836,6 +858,10 @@ impl<'a> Engine<'a> {
             let i = task as usize;
             self.busy_slot_ms += i128::from(now - self.started_at[i]);
             self.attempt[i] += 1;
+            if self.attempt[i] >= MAX_ATTEMPTS && !self.ending {
+                self.abandoned += 1;
+                continue;
+            }
             self.queued_at[i] = now;
             self.queue.push_front(task);
         }
@@ -1142,6 +1168,7 @@ impl<'a> Engine<'a> {
             skipped: self.trace.skipped,
             bad_lines: self.trace.bad_lines,
             unfinished: n as u64 - self.completed,
+            abandoned: self.abandoned,
             work_seconds: self.trace.work_seconds(),
             instance_seconds,
             cost: self.cost,
@@ -1310,6 +1337,27 @@ mod tests {
         assert_eq!(r.unfinished, 0);
         // Lost work is billed but not counted as the tasks' work.
         assert!(r.instance_seconds > r.work_seconds);
+    }
+
+    #[test]
+    fn a_task_that_cannot_outlive_the_interruptions_is_given_up_and_the_run_ends() {
+        // One interruption an hour: a 200-hour task finishes an attempt once in e^200,
+        // an hour-long one in e. The long one is given up after MAX_ATTEMPTS attempts
+        // (each cut short by an interruption), the others all finish, and the run ends.
+        let t = trace(&[(0, 3600), (60, 200 * 3600), (120, 3600), (7200, 600)]);
+        let mut config = SimConfig::default_setting(ScalingPolicy::Reactive, 4);
+        config.spec.launch_configs[0].market = Market::Spot;
+        config.cloud.defaults.interruptions_per_hour = 1.0;
+        let r = run(&t, &config);
+        assert_eq!((r.unfinished, r.abandoned), (1, 1), "{r:?}");
+        assert!(r.interruptions >= u64::from(MAX_ATTEMPTS), "{r:?}");
+        // About MAX_ATTEMPTS hours of attempts (each an exponential hour, plus a boot
+        // and a tick to the next), not the 200 hours the task would need uninterrupted,
+        // let alone e^200 attempts.
+        let hours = r.sim_seconds / 3600.0;
+        assert!((50.0..200.0).contains(&hours), "{hours} h simulated");
+        let why = crate::report::unfinished_why(&r);
+        assert_eq!(why, "1 given up after 100 interrupted attempts");
     }
 
     /// A spot pool of 1-slot instances running hour-long tasks, one every 10 minutes.

@@ -146,7 +146,8 @@ pub struct SweepPoint {
     pub utilization: f64,
     /// Instances launched.
     pub launches: u64,
-    /// Tasks that never finished (the run stalled).
+    /// Tasks that never finished (the run stalled, or they were given up after
+    /// [`crate::engine::MAX_ATTEMPTS`] interrupted attempts).
     pub unfinished: u64,
 }
 

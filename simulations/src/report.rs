@@ -12,7 +12,7 @@
 
 use std::fmt::Write as _;
 
-use crate::engine::{Report, SeriesPoint};
+use crate::engine::{MAX_ATTEMPTS, Report, SeriesPoint};
 use crate::plot::{Figure, escape, figures, run_color};
 
 /// One run on the page: what it is called, what it measured and its series.
@@ -298,14 +298,33 @@ fn notes(runs: &[ReportRun]) -> String {
     for run in runs.iter().filter(|r| r.report.unfinished > 0) {
         let _ = write!(
             out,
-            "<strong>{}: {} tasks never finished</strong> (no capacity for 7 days). ",
+            "<strong>{}: {} tasks never finished</strong> ({}). ",
             escape(&run.label),
-            group(run.report.unfinished as f64, 0)
+            group(run.report.unfinished as f64, 0),
+            unfinished_why(&run.report)
         );
     }
     out.truncate(out.trim_end().len());
     out.push_str("</p>\n");
     out
+}
+
+/// Why a run's unfinished tasks did not finish, in words: given up after
+/// [`MAX_ATTEMPTS`] interrupted attempts, or left when the run stalled.
+pub fn unfinished_why(r: &Report) -> String {
+    let stalled = r.unfinished - r.abandoned.min(r.unfinished);
+    let gave_up = format!(
+        "{} given up after {MAX_ATTEMPTS} interrupted attempts",
+        group(r.abandoned as f64, 0)
+    );
+    match (r.abandoned > 0, stalled > 0) {
+        (true, false) => gave_up,
+        (true, true) => format!(
+            "{gave_up}, {} left when no capacity came for 7 days",
+            group(stalled as f64, 0)
+        ),
+        _ => "no capacity for 7 days".to_string(),
+    }
 }
 
 /// `x` with `decimals` decimals and thousands separated by commas:
@@ -364,6 +383,7 @@ pub(crate) mod tests {
             skipped: 0,
             bad_lines: 0,
             unfinished: 0,
+            abandoned: 0,
             work_seconds: 3_000_000.0,
             instance_seconds: cost * 3600.0,
             cost,
