@@ -37,7 +37,7 @@ use simulations::frontier::{
     GridChoice, Knobs, SweepPoint, WaitMetric, beats, cheapest_meeting, dominates_reactive,
     frontier_svg, run_sweep, sweep_grid,
 };
-use simulations::suite::{Scale, suite_cases};
+use simulations::suite::{SETTINGS, Scale, suite_cases};
 use simulations::trace::{ReadOptions, read_trace};
 
 fn main() {
@@ -110,12 +110,23 @@ fn main() {
             .file_name()
             .map(|f| f.to_string_lossy().into_owned())
             .unwrap_or_default();
-        runs.push((
-            "sdsc".into(),
-            source,
-            trace,
-            SimConfig::default_setting(ScalingPolicy::Forecast, seed),
-        ));
+        // The trace in every selected setting, named as the suite's cases are.
+        for s in SETTINGS
+            .iter()
+            .filter(|s| setting == "all" || s.name == setting)
+        {
+            let name = if setting == "all" {
+                format!("sdsc/{}", s.name)
+            } else {
+                "sdsc".to_string()
+            };
+            runs.push((
+                name,
+                source.clone(),
+                trace.clone(),
+                (s.config)(ScalingPolicy::Forecast, seed),
+            ));
+        }
     }
     if markdown {
         println!(
