@@ -859,7 +859,9 @@ impl<'a> Engine<'a> {
             self.busy_slot_ms += i128::from(now - self.started_at[i]);
             self.attempt[i] += 1;
             if self.attempt[i] >= MAX_ATTEMPTS && !self.ending {
+                // Settled: the run may end here, after every launch so far.
                 self.abandoned += 1;
+                self.last_progress_ms = now;
                 continue;
             }
             self.queued_at[i] = now;
