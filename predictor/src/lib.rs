@@ -157,6 +157,11 @@ pub struct Predictor {
     week_arrivals: f64,
     week_time_s: f64,
     week_decay: (f64, f64),
+    /// Tasks sent back to the queue by an interruption, and the running tasks'
+    /// seconds, faded over a week: their ratio is the rate at which a running task is
+    /// interrupted.
+    week_requeued: f64,
+    week_running_s: f64,
     /// The first sample's time: clusters are told from the background once a day of
     /// history says what the background is.
     first_at: Option<Timestamp>,
@@ -215,6 +220,8 @@ impl Predictor {
             level_centre: logit(0.95),
             week_arrivals: 0.0,
             week_time_s: 0.0,
+            week_requeued: 0.0,
+            week_running_s: 0.0,
             week_decay: (0.0, 1.0),
             first_at: None,
             level_memo: None,
@@ -262,6 +269,9 @@ impl Predictor {
                 }
                 self.week_arrivals *= self.week_decay.1;
                 self.week_time_s = self.week_time_s * self.week_decay.1 + dt;
+                self.week_requeued *= self.week_decay.1;
+                self.week_running_s =
+                    self.week_running_s * self.week_decay.1 + f64::from(prev.running) * dt;
             }
         }
         self.week_arrivals += f64::from(sample.arrivals);
@@ -291,6 +301,21 @@ impl Predictor {
             0.0
         };
         1.0 / ((1.0 - self.level).max(1e-3) * (per_week / 7.0).max(MIN_TASKS_PER_DAY))
+    }
+
+    /// Tasks that an interruption took from their instance and sent back to the queue.
+    pub fn observe_requeued(&mut self, tasks: u32) {
+        self.week_requeued += f64::from(tasks);
+    }
+
+    /// Interruptions per running task per second, over the last week (faded); 0 before
+    /// an hour of running tasks is seen.
+    pub fn requeue_rate_per_s(&self) -> f64 {
+        if self.week_requeued > 0.0 && self.week_running_s >= 3600.0 {
+            self.week_requeued / self.week_running_s
+        } else {
+            0.0
+        }
     }
 
     /// Feeds the run time of one finished task, in seconds.
@@ -472,7 +497,10 @@ impl Predictor {
             .survival(window_s)
             .of_arrivals
             .clamp(1e-6, 1.0);
-        let expected = window_mean * f;
+        // Running tasks that an interruption sends back to the queue within the window
+        // need a slot again, and the slot they held is gone with its instance.
+        let requeued = self.requeue_rate_per_s() * window_s * f64::from(running);
+        let expected = window_mean * f + requeued;
         let level = if level > 0.0 {
             let (lk, fk) = (level.to_bits(), f.to_bits());
             match self.pow_memo {
@@ -622,6 +650,53 @@ mod tests {
         for x in xs {
             assert_eq!(ceil(x).to_bits(), x.ceil().to_bits(), "{x}");
         }
+    }
+
+    #[test]
+    fn interrupted_tasks_teach_a_spare_for_the_next_in_proportion_to_the_running() {
+        // Two hours of 20 running tasks and nothing arriving: no spare. Then 4 tasks
+        // came back from interruptions: 4 in 20 × 2 h of task time is a rate of 1 /
+        // 36,000 s, and the forecast keeps slots for the ones the window's running
+        // tasks will lose — more with more of them running.
+        let mut spec = spec(ScalingPolicy::Forecast);
+        spec.max_capacity = 1_000;
+        let fed = |requeued: u32, running: u32| {
+            let mut p = Predictor::for_spec(&spec);
+            for i in 0..=240 {
+                p.observe(&sample(1_000_000 + i * 30, 0, 20, 0));
+            }
+            p.observe_requeued(requeued);
+            p.observe(&sample(1_000_000 + 241 * 30, 0, running, 0));
+            let at = Timestamp::from_unix_secs(1_000_000 + 241 * 30);
+            (
+                p.requeue_rate_per_s(),
+                p.forecast(&spec, at, 120.0, running).target_slots,
+            )
+        };
+        let (none, calm) = fed(0, 20);
+        assert_eq!(none, 0.0);
+        let (rate, spared) = fed(4, 20);
+        // (faded over a week: within a percent of the plain ratio)
+        assert!(
+            (rate / (4.0 / (20.0 * 7_230.0)) - 1.0).abs() < 0.01,
+            "{rate}"
+        );
+        assert!(
+            spared > calm,
+            "{spared} slots against {calm} without interruptions"
+        );
+        let (_, more) = fed(4, 400);
+        let (_, calm_more) = fed(0, 400);
+        assert!(
+            more - calm_more > spared - calm,
+            "{more} - {calm_more} vs {spared} - {calm}"
+        );
+        // Less than an hour of running tasks says nothing yet.
+        let mut p = Predictor::for_spec(&spec);
+        p.observe(&sample(0, 0, 1, 0));
+        p.observe(&sample(600, 0, 1, 0));
+        p.observe_requeued(1);
+        assert_eq!(p.requeue_rate_per_s(), 0.0);
     }
 
     #[test]

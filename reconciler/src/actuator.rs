@@ -168,7 +168,13 @@ pub(crate) async fn round(shared: &Shared, slot: &mut PoolSlot) -> Result<RoundE
     let dry_run = shared.cfg.dry_run || spec.scaling.dry_run;
     match call(shared, provider.list(&ListScope::Pool(id.clone()))).await {
         Ok(instances) if !dry_run => {
-            let retry_terminate = sync(shared, &fence, &mut workers, &instances, now).await?;
+            let (retry_terminate, requeued) =
+                sync(shared, &fence, &mut workers, &instances, now).await?;
+            // The tasks an interruption took go back to the queue: the forecast keeps
+            // a spare for the next ones (`Predictor::requeue_rate_per_s`).
+            if requeued > 0 {
+                ctl.observe_requeued(requeued);
+            }
             for (worker, instance) in retry_terminate {
                 if let Err(e) = call(shared, provider.terminate(&instance)).await {
                     record_error(shared, &id, None, &e, now).await?;
@@ -599,14 +605,15 @@ async fn retire(
 
 /// Reconciles the worker rows with the provider's instances (see the module docs);
 /// `workers` is updated in place. Answers the `terminating` workers whose instance is
-/// still alive (their terminate call is repeated).
+/// still alive (their terminate call is repeated), and the busy slots of the workers
+/// found interrupted (their tasks go back to the queue).
 async fn sync(
     shared: &Shared,
     fence: &Fence,
     workers: &mut Vec<Worker>,
     instances: &[Instance],
     now: Timestamp,
-) -> Result<Vec<(WorkerId, String)>, StoreError> {
+) -> Result<(Vec<(WorkerId, String)>, u32), StoreError> {
     let by_id: HashMap<&str, &Instance> = instances.iter().map(|i| (i.id.as_str(), i)).collect();
     let by_worker: HashMap<&WorkerId, &Instance> = instances
         .iter()
@@ -615,6 +622,7 @@ async fn sync(
     let grace_ms = millis(shared.cfg.launch_grace);
     let mut retry = Vec::new();
     let mut gone = Vec::new();
+    let mut requeued = 0u32;
     for w in workers.iter_mut() {
         let inst = w
             .instance_id
@@ -657,6 +665,7 @@ async fn sync(
                     })
                     .inc();
                 tracing::warn!(pool = %fence.pool_id, worker = %w.id, instance = %i.id, reason = ?i.state_reason, "instance interrupted by the provider; replacing it");
+                requeued = requeued.saturating_add(w.busy_slots);
                 gone.push((
                     w.id.clone(),
                     Some(format!(
@@ -697,7 +706,7 @@ async fn sync(
     }
     let gone: HashSet<WorkerId> = gone.into_iter().map(|(id, _)| id).collect();
     workers.retain(|w| !gone.contains(&w.id));
-    Ok(retry)
+    Ok((retry, requeued))
 }
 
 /// What a launch action did.

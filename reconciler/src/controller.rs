@@ -169,6 +169,16 @@ impl PoolController {
         self.predictor.observe_run_time(run_s);
     }
 
+    /// Tasks that an interruption took from their instance and sent back to the queue.
+    pub fn observe_requeued(&mut self, tasks: u32) {
+        self.predictor.observe_requeued(tasks);
+    }
+
+    /// Interruptions per running task per second, as the predictor has learned them.
+    pub fn requeue_rate_per_s(&self) -> f64 {
+        self.predictor.requeue_rate_per_s()
+    }
+
     /// Feeds one measured launch-to-ready time, in seconds.
     pub fn observe_boot(&mut self, boot_s: f64) {
         if boot_s.is_finite() && boot_s >= 0.0 {

@@ -509,3 +509,60 @@ async fn a_pool_taken_over_keeps_the_idle_timeout_its_idle_periods_chose() {
     assert!(report.idle_timeout_chosen, "{report:?}");
     assert_eq!(report.idle_timeout_s, Some(0.0), "{report:?}");
 }
+
+#[tokio::test]
+async fn an_interrupted_busy_worker_teaches_the_forecast_to_keep_slots_for_the_next() {
+    // Eight tasks run for an hour with nothing arriving. The forecast keeps no spare:
+    // no arrival is expected. Then an interruption takes a busy worker's task back to
+    // the queue: the round that sees it feeds the controller, which learns that running
+    // tasks are interrupted (1 in 8 × an hour of task time) and keeps a spare for the
+    // next interruption within the window — forecast slots rise with the same samples.
+    let yaml = "id: ci/requeue\nprovider: fake\nmax_capacity: 50\nlaunch_configs:\n  - {id: a, instance_type: small}\nscaling: {policy: forecast, service_level: 0.95, max_launches_per_minute: 100}\n";
+    let (r, spec) = rig(yaml).await;
+    let sample = |pending: u32| QueueSample {
+        at: now(),
+        pending,
+        running: 8,
+        arrivals: 0,
+        completions: 0,
+    };
+    let push = |s: QueueSample| {
+        let store = r.store.clone();
+        let id = spec.id.clone();
+        async move { store.record_queue_samples(&id, &[s]).await.unwrap() }
+    };
+    for _ in 0..13 {
+        push(sample(0)).await;
+        r.round().await;
+        advance(299);
+    }
+    let forecast_slots = |status: &store::PoolStatus| status.plan.report.forecast_slots;
+    let before = forecast_slots(&r.store.pool_status(&spec.id).await.unwrap().unwrap());
+    // A live worker of the pool, busy with one task, is interrupted.
+    let victim = r
+        .live(&spec.id)
+        .await
+        .into_iter()
+        .find(|w| w.instance_id.is_some())
+        .expect("the forecast launched for the running tasks");
+    r.store
+        .modify_worker(&victim.id, |w| {
+            if w.state == WorkerState::Booting {
+                w.transition(WorkerState::Ready, now())?;
+            }
+            w.busy_slots = 1;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    assert!(r.fake.interrupt(victim.instance_id.as_deref().unwrap()));
+    push(sample(0)).await;
+    r.round().await;
+    let gone = r.worker(victim.id.as_str()).await;
+    assert_eq!(gone.state, WorkerState::Terminated);
+    let after = forecast_slots(&r.store.pool_status(&spec.id).await.unwrap().unwrap());
+    assert!(
+        after > before,
+        "forecast slots {before} before the interruption, {after} after"
+    );
+}

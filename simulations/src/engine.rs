@@ -854,6 +854,7 @@ impl<'a> Engine<'a> {
         }
         let mut running = std::mem::take(&mut inst.running);
         running.sort_unstable();
+        let mut requeued = 0;
         for &task in running.iter().rev() {
             let i = task as usize;
             self.busy_slot_ms += i128::from(now - self.started_at[i]);
@@ -866,6 +867,10 @@ impl<'a> Engine<'a> {
             }
             self.queued_at[i] = now;
             self.queue.push_front(task);
+            requeued += 1;
+        }
+        if requeued > 0 && !self.ending {
+            self.controller.observe_requeued(requeued);
         }
         self.running_tasks -= running.len() as u32;
         if w.state.counts_as_capacity() {
