@@ -132,6 +132,9 @@ const WEEK_S: f64 = 7.0 * 86_400.0;
 /// Tasks a day assumed at least (the feedback rate's floor on a quiet pool: its
 /// level moves by at most 1/15 per late task at the default service level).
 const MIN_TASKS_PER_DAY: f64 = 300.0;
+/// Running task-seconds before the interruption rate is read: an hour of one running
+/// task, so one interruption early on does not set a rate of one a second.
+const MIN_REQUEUE_EXPOSURE_S: f64 = 3600.0;
 /// The level is quantised to steps of this many logit units so the quantile memo
 /// keeps hitting while it drifts.
 const LEVEL_STEP: f64 = 0.05;
@@ -311,7 +314,7 @@ impl Predictor {
     /// Interruptions per running task per second, over the last week (faded); 0 before
     /// an hour of running tasks is seen.
     pub fn requeue_rate_per_s(&self) -> f64 {
-        if self.week_requeued > 0.0 && self.week_running_s >= 3600.0 {
+        if self.week_requeued > 0.0 && self.week_running_s >= MIN_REQUEUE_EXPOSURE_S {
             self.week_requeued / self.week_running_s
         } else {
             0.0

@@ -174,11 +174,6 @@ impl PoolController {
         self.predictor.observe_requeued(tasks);
     }
 
-    /// Interruptions per running task per second, as the predictor has learned them.
-    pub fn requeue_rate_per_s(&self) -> f64 {
-        self.predictor.requeue_rate_per_s()
-    }
-
     /// Feeds one measured launch-to-ready time, in seconds.
     pub fn observe_boot(&mut self, boot_s: f64) {
         if boot_s.is_finite() && boot_s >= 0.0 {

@@ -1365,6 +1365,11 @@ mod tests {
         assert!((50.0..200.0).contains(&hours), "{hours} h simulated");
         let why = crate::report::unfinished_why(&r);
         assert_eq!(why, "1 given up after 100 interrupted attempts");
+        // Alone, with boots of a second (an interruption almost never lands on a
+        // booting instance), the task is given up at its 100th interruption exactly.
+        config.cloud.defaults.boot = BootTime::Constant(1.0);
+        let r = run(&trace(&[(0, 200 * 3600)]), &config);
+        assert_eq!((r.abandoned, r.interruptions), (1, u64::from(MAX_ATTEMPTS)));
     }
 
     /// A spot pool of 1-slot instances running hour-long tasks, one every 10 minutes.

@@ -312,7 +312,7 @@ fn notes(runs: &[ReportRun]) -> String {
 /// Why a run's unfinished tasks did not finish, in words: given up after
 /// [`MAX_ATTEMPTS`] interrupted attempts, or left when the run stalled.
 pub fn unfinished_why(r: &Report) -> String {
-    let stalled = r.unfinished - r.abandoned.min(r.unfinished);
+    let stalled = r.unfinished.saturating_sub(r.abandoned);
     let gave_up = format!(
         "{} given up after {MAX_ATTEMPTS} interrupted attempts",
         group(r.abandoned as f64, 0)
